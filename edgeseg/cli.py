@@ -1,0 +1,37 @@
+"""``edgeseg``: the workstation command line (train, evaluate, pretrain, export, demo, data check).
+
+Each sub-command lives in its own module under ``edgeseg.commands`` and exposes
+``register(subparsers)``; importing those modules must not import TensorFlow (they import it
+inside the command function), so ``edgeseg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from firmware_bridge.cliutil import run_main
+
+COMMAND_MODULES = [
+    "edgeseg.commands.data",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every registered sub-command."""
+    parser = argparse.ArgumentParser(prog="edgeseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``edgeseg`` console script."""
+    return run_main(build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
