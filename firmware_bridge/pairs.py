@@ -1,0 +1,95 @@
+"""Pair images with masks by file stem: a dataset is a folder with ``images/`` and ``masks/``."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firmware_bridge.errors import EdgesegError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its mask, paired by file stem."""
+
+    stem: str
+    image: Path
+    mask: Path
+
+
+@dataclass
+class Pairing:
+    """Result of pairing a dataset folder.
+
+    Attributes:
+        pairs: Matched pairs, sorted by stem.
+        problems: One line per file without a partner (``"<path>: no mask for this image"``).
+    """
+
+    pairs: list[Pair] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _by_stem(folder: Path) -> dict[str, Path]:
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return {p.stem: p for p in files}
+
+
+def find_pairs(root: str | Path) -> Pairing:
+    """Pair ``root/images/*`` with ``root/masks/*`` by file stem.
+
+    Files without a partner are reported in ``problems`` rather than raised, so that a data
+    check can list every problem at once.
+
+    Args:
+        root: Dataset folder holding ``images/`` and ``masks/``.
+
+    Returns:
+        The pairs and the problems found.
+
+    Raises:
+        EdgesegError: When ``root``, ``images/`` or ``masks/`` is missing.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise EdgesegError(f"{root}: dataset folder does not exist")
+    for sub in ("images", "masks"):
+        if not (root / sub).is_dir():
+            raise EdgesegError(f"{root}: no '{sub}/' folder (a dataset holds images/ and masks/)")
+    images, masks = _by_stem(root / "images"), _by_stem(root / "masks")
+    result = Pairing()
+    for stem in sorted(images.keys() | masks.keys()):
+        if stem not in masks:
+            result.problems.append(f"{images[stem]}: no mask with this stem in {root / 'masks'}")
+        elif stem not in images:
+            result.problems.append(f"{masks[stem]}: no image with this stem in {root / 'images'}")
+        else:
+            result.pairs.append(Pair(stem, images[stem], masks[stem]))
+    if not images and not masks:
+        result.problems.append(f"{root}: images/ and masks/ hold no image files")
+    return result
+
+
+def split_by_pattern(pairs: list[Pair], pattern: str) -> tuple[list[Pair], list[Pair]]:
+    """Split pairs into (train, validation) by a glob on the stem, e.g. ``"tile7_*"``.
+
+    Args:
+        pairs: Pairs to split.
+        pattern: ``fnmatch`` pattern; stems that match go to validation.
+
+    Returns:
+        ``(train, val)``.
+
+    Raises:
+        EdgesegError: When the pattern selects no pair or every pair.
+    """
+    val = [p for p in pairs if fnmatch.fnmatch(p.stem, pattern)]
+    train = [p for p in pairs if not fnmatch.fnmatch(p.stem, pattern)]
+    if not val:
+        raise EdgesegError(f"validation pattern {pattern!r} matches no file stem")
+    if not train:
+        raise EdgesegError(f"validation pattern {pattern!r} matches every file: nothing to train on")
+    return train, val
