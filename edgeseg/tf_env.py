@@ -22,6 +22,7 @@ def tf_keras():
     Raises:
         MissingDependencyError: When TensorFlow or tf-keras is not installed, or TensorFlow
             was already imported with Keras 3 selected.
+
     """
     if "tensorflow" not in sys.modules:
         os.environ["TF_USE_LEGACY_KERAS"] = "1"

@@ -20,6 +20,7 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
     Returns:
         The process exit code.
+
     """
     args = parser.parse_args(argv)
     try:

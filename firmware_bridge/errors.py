@@ -21,6 +21,7 @@ def require(module: str, extra: str):
 
     Raises:
         MissingDependencyError: When the module is not installed.
+
     """
     import importlib
 

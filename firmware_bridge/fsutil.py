@@ -23,6 +23,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     Raises:
         EdgesegError: When the destination folder does not exist or is not writable.
+
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")

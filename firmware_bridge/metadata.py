@@ -52,6 +52,7 @@ class ModelMetadata:
         precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ...
         version: edgeseg version that wrote the artifact.
         scores: Validation scores at export (e.g. ``{"miou": 0.61}``).
+
     """
 
     classes: list[str] = field(default_factory=lambda: ["background", "foreground"])
@@ -94,6 +95,7 @@ class ModelMetadata:
 
         Raises:
             EdgesegError: When the text is not valid metadata.
+
         """
         try:
             data = json.loads(text)
@@ -112,6 +114,7 @@ def tflite_with_metadata(model_bytes: bytes, meta: ModelMetadata) -> bytes:
 
     Returns:
         Bytes that LiteRT loads unchanged and :func:`read_metadata` reads back.
+
     """
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -164,6 +167,7 @@ def read_metadata(path: str | Path) -> ModelMetadata | None:
 
     Raises:
         EdgesegError: When the file does not exist or the embedded metadata is corrupt.
+
     """
     path = Path(path)
     if not path.is_file():

@@ -27,6 +27,7 @@ class Pairing:
     Attributes:
         pairs: Matched pairs, sorted by stem.
         problems: One line per file without a partner (``"<path>: no mask for this image"``).
+
     """
 
     pairs: list[Pair] = field(default_factory=list)
@@ -52,6 +53,7 @@ def find_pairs(root: str | Path) -> Pairing:
 
     Raises:
         EdgesegError: When ``root``, ``images/`` or ``masks/`` is missing.
+
     """
     root = Path(root)
     if not root.is_dir():
@@ -85,6 +87,7 @@ def split_by_pattern(pairs: list[Pair], pattern: str) -> tuple[list[Pair], list[
 
     Raises:
         EdgesegError: When the pattern selects no pair or every pair.
+
     """
     val = [p for p in pairs if fnmatch.fnmatch(p.stem, pattern)]
     train = [p for p in pairs if not fnmatch.fnmatch(p.stem, pattern)]

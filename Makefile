@@ -1,0 +1,31 @@
+# edgeseg: every target installs what it needs into .venv itself (only Python and PyPI needed).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+## demo: train -> QAT -> export -> tiled device inference -> validation, on generated scenes
+demo: $(STAMP)
+	$(BIN)/edgeseg demo --out runs/demo
+
+## test: lint, then the whole test suite
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check edgeseg export firmware_bridge tests
+
+## bench: benchmarks on ../shared (real data); prints JSON and a markdown table
+bench: $(STAMP)
+	$(BIN)/edgeseg bench --out runs/bench
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,206 @@
+"""The class table (name, colour, ignore) and conversions between colour and index masks.
+
+A class table is a CSV file with the header ``name,colour,ignore``::
+
+    name,colour,ignore
+    Building,#3C1098,0
+    Unlabeled,#9B9B9B,1
+
+Rows with ``ignore=0`` are the model's classes, indexed in file order from 0. Rows with
+``ignore=1`` name colours whose pixels no loss or metric counts (index ``IGNORE_INDEX``).
+Colour is optional for index masks, where pixel value ``i`` is class ``i`` and 255 is ignore.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge import IGNORE_INDEX
+from firmware_bridge.errors import EdgesegError
+
+Colour = tuple[int, int, int]
+
+
+def parse_colour(text: str) -> Colour:
+    """Parse ``#RRGGBB`` or ``R,G,B`` / ``R G B`` into an RGB tuple.
+
+    Raises:
+        EdgesegError: When the text is not a colour.
+
+    """
+    text = text.strip()
+    try:
+        if text.startswith("#") and len(text) == 7:
+            return (int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16))
+        parts = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise EdgesegError(f"not a colour: {text!r} (use #RRGGBB)") from exc
+    if len(parts) != 3 or not all(0 <= v <= 255 for v in parts):
+        raise EdgesegError(f"not a colour: {text!r} (use #RRGGBB)")
+    return (parts[0], parts[1], parts[2])
+
+
+def hex_colour(colour: Colour) -> str:
+    """Format an RGB tuple as ``#RRGGBB``."""
+    return "#{:02X}{:02X}{:02X}".format(*colour)
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _default_colour(i: int) -> Colour:
+    rng = np.random.default_rng(i + 7)
+    return tuple(int(v) for v in rng.integers(40, 256, size=3))  # type: ignore[return-value]
+
+
+@dataclass
+class ClassTable:
+    """Classes of a segmentation task.
+
+    Attributes:
+        names: Class names, index order.
+        colours: RGB colour per class (``None`` where the table gives none).
+        ignore_colours: Colours of pixels to ignore.
+        ignore_names: Names of the ignore rows, for reports.
+
+    """
+
+    names: list[str]
+    colours: list[Colour | None] = field(default_factory=list)
+    ignore_colours: list[Colour] = field(default_factory=list)
+    ignore_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise EdgesegError("a class table needs at least one class that is not ignored")
+        if not self.colours:
+            self.colours = [None] * len(self.names)
+        if len(self.colours) != len(self.names):
+            raise EdgesegError("class table: one colour (or none) per class")
+        known = [c for c in self.colours if c is not None] + list(self.ignore_colours)
+        if len(set(known)) != len(known):
+            raise EdgesegError("class table: the same colour is listed twice")
+
+    @property
+    def num_classes(self) -> int:
+        """Number of (non-ignore) classes."""
+        return len(self.names)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ClassTable:
+        """Read a class table CSV (``name,colour,ignore``).
+
+        Raises:
+            EdgesegError: When the file is missing or malformed (the message names the row).
+
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise EdgesegError(f"{path}: class table not found")
+        names, colours, ign_c, ign_n = [], [], [], []
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            if not reader.fieldnames or "name" not in reader.fieldnames:
+                raise EdgesegError(f"{path}: the header must be 'name,colour,ignore'")
+            for line, row in enumerate(reader, start=2):
+                name = (row.get("name") or "").strip()
+                if not name:
+                    raise EdgesegError(f"{path}:{line}: empty class name")
+                text = (row.get("colour") or "").strip()
+                try:
+                    colour = parse_colour(text) if text else None
+                except EdgesegError as exc:
+                    raise EdgesegError(f"{path}:{line}: {exc}") from None
+                ignore = (row.get("ignore") or "0").strip().lower() in ("1", "true", "yes")
+                if ignore:
+                    if colour is None:
+                        raise EdgesegError(f"{path}:{line}: an ignore row needs a colour")
+                    ign_c.append(colour)
+                    ign_n.append(name)
+                else:
+                    names.append(name)
+                    colours.append(colour)
+        return cls(names, colours, ign_c, ign_n)
+
+    def palette(self) -> list[Colour]:
+        """A colour for every class (a stable made-up one where the table has none)."""
+        return [c if c is not None else _default_colour(i) for i, c in enumerate(self.colours)]
+
+    def hex_colours(self) -> list[str]:
+        """``#RRGGBB`` for every class."""
+        return [hex_colour(c) for c in self.palette()]
+
+    def decode_mask(
+        self, mask: np.ndarray, source: str = "", unknown_to_ignore: bool = False
+    ) -> np.ndarray:
+        """Turn a colour (HxWx3) or index (HxW) mask into class indices, 255 for ignore.
+
+        Args:
+            mask: RGB colour mask, or index mask holding 0..K-1 and 255.
+            source: File name for error messages.
+            unknown_to_ignore: Map colours/values not in the table to ignore instead of failing.
+
+        Returns:
+            ``uint8`` HxW class-index mask.
+
+        Raises:
+            EdgesegError: For a colour or value not in the table; names the file, the colour and
+                its pixel count.
+
+        """
+        where = f"{source}: " if source else ""
+        if mask.ndim == 3 and mask.shape[2] >= 3:
+            return self._decode_rgb(mask[..., :3], where, unknown_to_ignore)
+        if mask.ndim == 3 and mask.shape[2] == 1:
+            mask = mask[..., 0]
+        if mask.ndim != 2:
+            raise EdgesegError(f"{where}mask must be HxW indices or HxWx3 colours, got {mask.shape}")
+        values, counts = np.unique(mask, return_counts=True)
+        bad = [(int(v), int(n)) for v, n in zip(values, counts, strict=True)
+               if v >= self.num_classes and v != IGNORE_INDEX]
+        out = mask.astype(np.uint8)
+        if bad and not unknown_to_ignore:
+            v, n = bad[0]
+            raise EdgesegError(
+                f"{where}value {v} ({n} pixels) is not a class index 0..{self.num_classes - 1} "
+                f"or {IGNORE_INDEX}: fix the mask or pass --unknown-to-ignore"
+            )
+        for v, _ in bad:
+            out[mask == v] = IGNORE_INDEX
+        return out
+
+    def _decode_rgb(self, rgb: np.ndarray, where: str, unknown_to_ignore: bool) -> np.ndarray:
+        lut: dict[int, int] = {}
+        for i, c in enumerate(self.colours):
+            if c is not None:
+                lut[int(_pack(np.array(c)))] = i
+        for c in self.ignore_colours:
+            lut[int(_pack(np.array(c)))] = IGNORE_INDEX
+        if not lut:
+            raise EdgesegError(f"{where}colour mask but the class table lists no colours")
+        packed = _pack(rgb)
+        values, inverse, counts = np.unique(packed.ravel(), return_inverse=True, return_counts=True)
+        mapped = np.full(len(values), IGNORE_INDEX, dtype=np.uint8)
+        for j, v in enumerate(values):
+            if int(v) in lut:
+                mapped[j] = lut[int(v)]
+            elif not unknown_to_ignore:
+                colour = hex_colour(((v >> 16) & 255, (v >> 8) & 255, v & 255))
+                raise EdgesegError(
+                    f"{where}colour {colour} ({int(counts[j])} pixels) is not in the class "
+                    "table: add it (ignore=1 to skip it) or pass --unknown-to-ignore"
+                )
+        return mapped[inverse].reshape(packed.shape)
+
+    def colourise(self, mask: np.ndarray, ignore_colour: Colour = (0, 0, 0)) -> np.ndarray:
+        """Render a class-index mask as RGB (ignore pixels in ``ignore_colour``)."""
+        lut = np.zeros((256, 3), dtype=np.uint8)
+        lut[: self.num_classes] = np.array(self.palette(), dtype=np.uint8)
+        lut[IGNORE_INDEX] = ignore_colour
+        return lut[mask]
