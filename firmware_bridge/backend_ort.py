@@ -1,0 +1,120 @@
+"""ONNX Runtime backend: ``.onnx`` models on the execution providers installed here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.backends import Backend, BackendOptions, TensorSpec
+from firmware_bridge.errors import EdgesegError, require
+
+ORT_DTYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8, "tensor(int8)": np.int8,
+}
+
+
+def _initializer(graph, name: str) -> float | None:
+    from onnx import numpy_helper
+
+    for init in graph.initializer:
+        if init.name == name:
+            data = numpy_helper.to_array(init).ravel()
+            return float(data[0]) if data.size == 1 else None
+    return None
+
+
+def onnx_quantization(path: Path) -> tuple[tuple[float, int], tuple[float, int]]:
+    """Input and output ``(scale, zero_point)`` from the graph's edge Q/DQ nodes.
+
+    An integer input feeds a ``DequantizeLinear`` and an integer output comes from a
+    ``QuantizeLinear``; their scalar scale and zero point are the tensor's quantisation.
+    Needs the ``onnx`` package; without it (or without the pattern) returns zeros.
+    """
+    none = ((0.0, 0), (0.0, 0))
+    try:
+        import onnx
+    except ImportError:
+        return none
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - any parse failure only means "not known"
+        return none
+    found = []
+    for tensor, op, where in ((graph.input[0].name, "DequantizeLinear", "input"),
+                              (graph.output[0].name, "QuantizeLinear", "output")):
+        nodes = [n for n in graph.node if n.op_type == op and
+                 (n.input[0] == tensor if where == "input" else n.output[0] == tensor)]
+        quant = (0.0, 0)
+        if len(nodes) == 1:
+            scale = _initializer(graph, nodes[0].input[1])
+            zp = _initializer(graph, nodes[0].input[2]) if len(nodes[0].input) > 2 else 0.0
+            if scale and zp is not None:
+                quant = (scale, int(zp))
+        found.append(quant)
+    return found[0], found[1]
+
+
+def check_providers(wanted: list[str], available: list[str]) -> None:
+    """Refuse providers this ONNX Runtime build lacks, listing the ones it has.
+
+    Raises:
+        EdgesegError: When a provider is not available.
+    """
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise EdgesegError(
+            f"ONNX Runtime provider(s) {', '.join(missing)} not available; this build has: "
+            f"{', '.join(available)} (install onnxruntime-gpu or the vendor build for others)"
+        )
+
+
+def _spec(arg, quant: tuple[float, int]) -> TensorSpec:
+    if arg.type not in ORT_DTYPES:
+        raise EdgesegError(f"tensor {arg.name!r} has type {arg.type}, not one of "
+                           f"{', '.join(ORT_DTYPES)}")
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+    dtype = np.dtype(ORT_DTYPES[arg.type])
+    scale, zero_point = quant if np.issubdtype(dtype, np.integer) else (0.0, 0)
+    return TensorSpec(arg.name, shape, dtype, scale, zero_point)
+
+
+class OnnxRuntimeBackend(Backend):
+    """An ``.onnx`` model on ONNX Runtime with a list of execution providers.
+
+    Providers are names such as ``TensorrtExecutionProvider``, ``CUDAExecutionProvider`` or
+    ``CPUExecutionProvider``, highest priority first; the default is CPU.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, options: BackendOptions) -> None:
+        if options.delegate or options.device:
+            raise EdgesegError("ONNX Runtime takes providers (--providers), not a delegate or "
+                               "device")
+        ort = require("onnxruntime", "export")
+        providers = list(options.providers or ["CPUExecutionProvider"])
+        check_providers(providers, list(ort.get_available_providers()))
+        so = ort.SessionOptions()
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+        try:
+            self._session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors
+            raise EdgesegError(f"{path}: not a loadable ONNX model ({exc})") from exc
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1:
+            raise EdgesegError(f"{path}: the model has {len(inputs)} inputs; a segmentation "
+                               "model takes one image tensor")
+        self.providers = self._session.get_providers()
+        qin, qout = onnx_quantization(path)
+        self._in, self._out = inputs[0].name, outputs[0].name
+        super().__init__(path, _spec(inputs[0], qin), _spec(outputs[0], qout))
+
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        try:
+            return self._session.run([self._out], {self._in: x})[0]
+        except Exception as exc:  # noqa: BLE001
+            raise EdgesegError(f"{self.path}: ONNX Runtime failed on input {x.shape}: {exc}") \
+                from exc

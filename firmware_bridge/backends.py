@@ -1,0 +1,196 @@
+"""Inference backends: LiteRT, OpenVINO and ONNX Runtime behind one small interface.
+
+A backend takes the model's raw input tensor (already normalised, quantised and laid out) and
+returns the raw output tensor; :mod:`firmware_bridge.segmenter` does everything around it.
+Each backend reports its input and output as :class:`TensorSpec` (shape with ``None`` for
+dynamic axes, dtype, quantisation scale and zero point). Batches larger than one run in one
+call when the model's batch axis is dynamic and as a loop of single images otherwise.
+
+The runtimes are imported only when a backend is opened, so installing one is enough.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.errors import EdgesegError
+
+SUFFIX_BACKEND = {".tflite": "litert", ".xml": "openvino", ".onnx": "onnxruntime"}
+CHANNEL_SIZES = (1, 2, 3, 4)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output.
+
+    Attributes:
+        name: Tensor name in the model.
+        shape: Dimensions, ``None`` where dynamic.
+        dtype: numpy dtype the tensor holds.
+        scale: Quantisation scale (``real = (q - zero_point) * scale``); 0 when not quantised.
+        zero_point: Quantisation zero point.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @property
+    def quantized(self) -> bool:
+        """True for an int8/uint8 tensor with a known scale."""
+        return self.scale > 0 and np.issubdtype(self.dtype, np.integer)
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """How to open a model.
+
+    Attributes:
+        threads: CPU threads (``None``: the runtime's default).
+        device: OpenVINO device: ``CPU``, ``GPU``, ``NPU``, ``AUTO`` (``None``: CPU).
+        providers: ONNX Runtime execution providers in priority order (``None``: CPU).
+        delegate: LiteRT external delegate library (e.g. ``libedgetpu.so.1``).
+        delegate_options: Options passed to that delegate.
+    """
+
+    threads: int | None = None
+    device: str | None = None
+    providers: tuple[str, ...] | None = None
+    delegate: str | None = None
+    delegate_options: dict[str, str] | None = None
+
+
+def guess_layout(shape: tuple[int | None, ...]) -> str:
+    """``"NHWC"`` or ``"NCHW"`` from a rank-4 image shape (channels are 1-4 wide)."""
+    if len(shape) == 4 and shape[3] not in CHANNEL_SIZES and shape[1] in CHANNEL_SIZES:
+        return "NCHW"
+    return "NHWC"
+
+
+class Backend(ABC):
+    """A loaded model that maps one raw input tensor to one raw output tensor.
+
+    Attributes:
+        name: Registry name (``litert``, ``openvino``, ``onnxruntime``).
+        path: The model file.
+        input: Input tensor spec.
+        output: Output tensor spec.
+    """
+
+    name = ""
+
+    def __init__(self, path: Path, input_spec: TensorSpec, output_spec: TensorSpec) -> None:
+        if len(input_spec.shape) != 4:
+            raise EdgesegError(
+                f"{path}: input has shape {input_spec.shape}; an image model takes a rank-4 "
+                "tensor (NHWC or NCHW)"
+            )
+        self.path, self.input, self.output = path, input_spec, output_spec
+
+    @property
+    def layout(self) -> str:
+        """Input layout guessed from the shape; a foreign model can override it."""
+        return guess_layout(self.input.shape)
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """True when one call can take several images."""
+        return self.input.shape[0] is None
+
+    def describe(self) -> dict:
+        """Input/output facts for reports (``bench``, ``--debug``)."""
+
+        def spec(t: TensorSpec) -> dict:
+            return {"name": t.name, "shape": list(t.shape), "dtype": str(np.dtype(t.dtype)),
+                    "scale": t.scale, "zero_point": t.zero_point}
+
+        return {"backend": self.name, "model": str(self.path), "layout": self.layout,
+                "input": spec(self.input), "output": spec(self.output)}
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run a batch of raw input; returns the raw output batch.
+
+        Raises:
+            EdgesegError: For a dtype or shape the model does not take.
+        """
+        if x.dtype != self.input.dtype:
+            raise EdgesegError(f"{self.path}: input must be {self.input.dtype}, got {x.dtype}")
+        fixed = [(i, d) for i, d in enumerate(self.input.shape[1:], 1) if d is not None]
+        if any(x.shape[i] != d for i, d in fixed):
+            raise EdgesegError(
+                f"{self.path}: the model takes input {self.input.shape}, got {x.shape}"
+            )
+        if x.shape[0] == 1 or self.dynamic_batch:
+            return self._infer(np.ascontiguousarray(x))
+        return np.concatenate([self._infer(np.ascontiguousarray(x[i : i + 1]))
+                               for i in range(x.shape[0])])
+
+    @abstractmethod
+    def _infer(self, x: np.ndarray) -> np.ndarray:
+        """Run the runtime on a contiguous batch."""
+
+
+def _backend_classes() -> dict[str, type[Backend]]:
+    from firmware_bridge.backend_litert import LiteRTBackend
+    from firmware_bridge.backend_openvino import OpenVINOBackend
+    from firmware_bridge.backend_ort import OnnxRuntimeBackend
+
+    return {"litert": LiteRTBackend, "openvino": OpenVINOBackend,
+            "onnxruntime": OnnxRuntimeBackend}
+
+
+BACKEND_NAMES = ("litert", "openvino", "onnxruntime")
+ALIASES = {"tflite": "litert", "ov": "openvino", "ort": "onnxruntime", "onnx": "onnxruntime"}
+
+
+def backend_for(path: str | Path, name: str | None = None) -> str:
+    """The backend name for a model: ``name`` if given, else from the file suffix.
+
+    Raises:
+        EdgesegError: For an unknown name or suffix (the message lists the valid ones).
+    """
+    if name:
+        key = ALIASES.get(name.lower(), name.lower())
+        if key not in BACKEND_NAMES:
+            raise EdgesegError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+        return key
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIX_BACKEND:
+        raise EdgesegError(
+            f"{path}: cannot tell the backend from '{suffix}'; use a "
+            f"{'/'.join(SUFFIX_BACKEND)} file or pass a backend ({', '.join(BACKEND_NAMES)})"
+        )
+    return SUFFIX_BACKEND[suffix]
+
+
+def open_backend(
+    path: str | Path, name: str | None = None, options: BackendOptions | None = None
+) -> Backend:
+    """Open a model file on a backend.
+
+    Args:
+        path: ``.tflite`` (LiteRT), ``.xml`` (OpenVINO IR) or ``.onnx`` (ONNX Runtime, or
+            OpenVINO when ``name="openvino"``).
+        name: Backend name; ``None`` picks it from the suffix.
+        options: Threads, device, providers, delegate.
+
+    Returns:
+        The loaded backend.
+
+    Raises:
+        EdgesegError: For a missing or unreadable model, an unknown backend, an option the
+            backend cannot use, or a device/provider/delegate that is not available (the
+            message lists what is).
+        MissingDependencyError: When the backend's runtime is not installed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgesegError(f"{path}: no such model file")
+    key = backend_for(path, name)
+    return _backend_classes()[key](path, options or BackendOptions())

@@ -1,0 +1,279 @@
+"""``Segmenter``: any segmentation model on any backend, whole-image or tiled.
+
+The path of one batch: pixels ``(N, H, W, C)`` -> ``(x - mean) / std`` -> quantise with the
+input's scale and zero point (integer models) -> NCHW if the model wants it -> backend ->
+dequantise -> NHWC -> probabilities (softmax of logits, sigmoid of one logit channel; softmax
+and sigmoid outputs are taken as they are) -> resized to the input size if the model outputs
+a smaller map. The mask is the argmax, or ``p >= threshold`` for one sigmoid channel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge import tiling
+from firmware_bridge.backends import Backend, BackendOptions, open_backend
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.metadata import ModelMetadata, read_metadata
+from firmware_bridge.postprocess import resize_bilinear, to_probabilities
+
+DEFAULT_TILE = 512
+
+
+@dataclass
+class SegmenterOptions:
+    """Runtime options, and overrides for models that carry no (or wrong) metadata.
+
+    Attributes:
+        threads: CPU threads for the backend.
+        device: OpenVINO device (CPU, GPU, NPU, AUTO).
+        providers: ONNX Runtime execution providers, highest priority first.
+        delegate: LiteRT external delegate library.
+        tile: Tile edge for tiled inference; fixed-size models use their input size.
+        overlap: Tile overlap in pixels (``None``: the metadata's, 32 by default).
+        batch: Tiles per backend call.
+        min_size: Smallest image side accepted (smaller images hold too little context).
+        mean: Per-channel mean subtracted from pixels.
+        std: Per-channel divisor.
+        layout: ``"NHWC"`` or ``"NCHW"``.
+        classes: Class names in output-channel order.
+        threshold: Sigmoid threshold.
+        output: ``"softmax"``, ``"logits"`` or ``"sigmoid"``.
+    """
+
+    threads: int | None = None
+    device: str | None = None
+    providers: tuple[str, ...] | None = None
+    delegate: str | None = None
+    tile: int | None = None
+    overlap: int | None = None
+    batch: int = 1
+    min_size: int = 16
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    layout: str | None = None
+    classes: list[str] | None = None
+    threshold: float | None = None
+    output: str | None = None
+
+
+@dataclass
+class SegResult:
+    """A prediction: ``mask`` HxW uint8, ``probabilities`` HxWxK float32 when asked for."""
+
+    mask: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+def _resolve_metadata(path: Path, backend: Backend, opts: SegmenterOptions) -> ModelMetadata:
+    meta = read_metadata(path)
+    layout = opts.layout or (meta.layout if meta else backend.layout)
+    k = output_channels(backend.output.shape, layout)
+    base = {} if meta else {"layout": layout}
+    if meta is None:
+        if k == 1:
+            base.update(classes=["foreground"], output="sigmoid")
+        elif k:
+            base.update(classes=[f"class_{i}" for i in range(k)], output="softmax")
+    overrides = {"mean": opts.mean, "std": opts.std, "layout": opts.layout,
+                 "classes": opts.classes, "threshold": opts.threshold, "output": opts.output}
+    base.update({key: v for key, v in overrides.items() if v is not None})
+    resolved = dataclasses.replace(meta or ModelMetadata(), **base)
+    expected = 1 if resolved.output == "sigmoid" else len(resolved.classes)
+    if k is not None and k != expected and not (k == 1 and resolved.output == "logits"):
+        raise EdgesegError(
+            f"{path}: the model outputs {k} channel(s) but {len(resolved.classes)} class(es) "
+            f"with output {resolved.output!r} are configured; fix --classes / --output"
+        )
+    return resolved
+
+
+def output_channels(shape: tuple[int | None, ...], layout: str) -> int | None:
+    """Channels of an output shape (1 for a rank-3 ``N,H,W`` map; ``None`` when dynamic)."""
+    if len(shape) == 3:
+        return 1
+    return shape[-1] if layout == "NHWC" else shape[1]
+
+
+class Segmenter:
+    """A segmentation model ready to predict.
+
+    Args:
+        path: ``.tflite``, ``.xml`` or ``.onnx`` model.
+        backend: Backend name; ``None`` picks it from the suffix.
+        options: Runtime options and foreign-model overrides.
+
+    Attributes:
+        backend: The loaded :class:`~firmware_bridge.backends.Backend`.
+        meta: Metadata in effect (the file's, with the options' overrides on top).
+
+    Raises:
+        EdgesegError: For unreadable models, unavailable backends, or inconsistent options.
+    """
+
+    def __init__(self, path: str | Path, backend: str | None = None,
+                 options: SegmenterOptions | None = None) -> None:
+        self.options = opts = options or SegmenterOptions()
+        if opts.batch < 1:
+            raise EdgesegError(f"batch must be at least 1, got {opts.batch}")
+        bopts = BackendOptions(opts.threads, opts.device,
+                               tuple(opts.providers) if opts.providers else None, opts.delegate)
+        self.backend = open_backend(path, backend, bopts)
+        self.meta = _resolve_metadata(Path(path), self.backend, opts)
+        shape = self.backend.input.shape
+        nchw = self.meta.layout == "NCHW"
+        hw = shape[2:4] if nchw else shape[1:3]
+        self.input_size = None if None in hw else (int(hw[0]), int(hw[1]))
+        self.channels = int(shape[1 if nchw else 3] or self.meta.channels)
+        self._mean = np.asarray(self.meta.mean, dtype=np.float32)
+        self._std = np.asarray(self.meta.std, dtype=np.float32)
+        if np.any(self._std == 0):
+            raise EdgesegError("std must not be 0")
+        self.tile = self._tile_size()
+        self.overlap = self.meta.tile_overlap if opts.overlap is None else opts.overlap
+        if not 0 <= self.overlap < min(self.tile):
+            raise EdgesegError(f"overlap must be in [0, {min(self.tile)}) for tile {self.tile}, "
+                               f"got {self.overlap}")
+
+    def _tile_size(self) -> tuple[int, int]:
+        tile = self.options.tile
+        if self.input_size is not None:
+            if tile is not None and (tile, tile) != self.input_size:
+                raise EdgesegError(f"the model's input is fixed at {self.input_size}; tile "
+                                   f"{tile} cannot be used (leave --tile out)")
+            return self.input_size
+        tile = tile or self.meta.tile_size or (self.meta.input_size or (DEFAULT_TILE,))[0]
+        return (int(tile), int(tile))
+
+    @property
+    def single_channel(self) -> bool:
+        """True when the model gives one foreground probability (sigmoid or one logit)."""
+        k = output_channels(self.backend.output.shape, self.meta.layout)
+        return self.meta.output == "sigmoid" or (self.meta.output == "logits" and k == 1)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the mask's values 0..K-1 (``background`` added for one sigmoid class)."""
+        names = list(self.meta.classes)
+        return ["background", *names] if self.single_channel and len(names) == 1 else names
+
+    @property
+    def num_classes(self) -> int:
+        """Classes the mask holds (2 for a single sigmoid channel)."""
+        return len(self.class_names)
+
+    def check_image(self, image: np.ndarray) -> None:
+        """Refuse images the model cannot take.
+
+        Raises:
+            EdgesegError: For a wrong rank or band count, or a side under ``min_size``.
+        """
+        if image.ndim != 3:
+            raise EdgesegError(f"image must be HxWxC, got shape {image.shape}")
+        if image.shape[2] != self.channels:
+            raise EdgesegError(f"image has {image.shape[2]} band(s), the model takes "
+                               f"{self.channels}: select bands (--bands) or convert the image")
+        if min(image.shape[:2]) < self.options.min_size:
+            raise EdgesegError(f"image {image.shape[1]}x{image.shape[0]} is smaller than "
+                               f"{self.options.min_size} px, too little for the model to see")
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        """Pixels ``(N, H, W, C)`` to the model's raw input tensor."""
+        spec = self.backend.input
+        x = (images.astype(np.float32) - self._mean) / self._std
+        if spec.quantized:
+            info = np.iinfo(spec.dtype)
+            x = np.clip(np.round(x / spec.scale) + spec.zero_point, info.min, info.max)
+        elif np.issubdtype(spec.dtype, np.integer):
+            x = images  # an integer input without scale takes the raw pixels
+        x = x.astype(spec.dtype, copy=False)
+        return x.transpose(0, 3, 1, 2) if self.meta.layout == "NCHW" else x
+
+    def scores(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, H, W, K)`` for a batch of pixels ``(N, H, W, C)``.
+
+        Runs ``options.batch`` images per backend call. ``K`` is 1 for a sigmoid model.
+        """
+        step = self.options.batch
+        raw = [self.backend.run(self.preprocess(images[i : i + step]))
+               for i in range(0, len(images), step)]
+        out = self.backend.output
+        y = np.concatenate(raw).astype(np.float32)
+        if out.quantized:
+            y = (y - np.float32(out.zero_point)) * np.float32(out.scale)
+        if y.ndim == 3:
+            y = y[..., None]
+        elif self.meta.layout == "NCHW":
+            y = y.transpose(0, 2, 3, 1)
+        probs = to_probabilities(y, self.meta.output)
+        return resize_bilinear(probs, images.shape[1], images.shape[2])
+
+    def to_mask(self, probs: np.ndarray) -> np.ndarray:
+        """``...xK`` probabilities to a uint8 class mask (threshold for one channel)."""
+        if probs.shape[-1] == 1:
+            return (probs[..., 0] >= self.meta.threshold).astype(np.uint8)
+        return np.argmax(probs, axis=-1).astype(np.uint8)
+
+    def predict(self, image: np.ndarray, probabilities: bool = True) -> SegResult:
+        """Predict one image of the model's input size (any size for dynamic models).
+
+        Raises:
+            EdgesegError: For a bad image or a size the fixed-size model does not take.
+        """
+        self.check_image(image)
+        if self.input_size is not None and image.shape[:2] != self.input_size:
+            raise EdgesegError(f"image is {image.shape[0]}x{image.shape[1]} but the model "
+                               f"takes {self.input_size[0]}x{self.input_size[1]}: use "
+                               "predict_tiled")
+        probs = self.scores(image[None])[0]
+        return SegResult(self.to_mask(probs), probs if probabilities else None)
+
+    def predict_region(self, pixels: np.ndarray, origin: tuple[int, int],
+                       image_size: tuple[int, int], region: tiling.Box) -> np.ndarray:
+        """Blended probabilities of ``region`` of an image of ``image_size``.
+
+        Args:
+            pixels: Image part holding every tile that touches ``region``.
+            origin: Full-image ``(row, col)`` of ``pixels[0, 0]``.
+            image_size: Full image ``(height, width)``, at least one tile in both axes.
+            region: Part to predict, in full-image coordinates.
+
+        Returns:
+            ``region.height x region.width x K`` float32 probabilities, the same values that
+            tiling the whole image gives there.
+        """
+        h, w = image_size
+        boxes = tiling.boxes_touching(tiling.tile_boxes(h, w, self.tile, self.overlap), region)
+        acc = wsum = None
+        oy, ox = origin
+        step = max(self.options.batch, 1)
+        for i in range(0, len(boxes), step):
+            chunk = boxes[i : i + step]
+            tiles = np.stack([pixels[b.y0 - oy : b.y1 - oy, b.x0 - ox : b.x1 - ox] for b in chunk])
+            scores = self.scores(tiles)
+            if acc is None:
+                acc = np.zeros((region.height, region.width, scores.shape[-1]), np.float32)
+                wsum = np.zeros((region.height, region.width), np.float32)
+            for box, s in zip(chunk, scores, strict=True):
+                tiling.accumulate(acc, wsum, s, tiling.tile_window(box, h, w), box,
+                                  (region.y0, region.x0))
+        return tiling.normalise(acc, wsum)
+
+    def predict_tiled(self, image: np.ndarray, probabilities: bool = False) -> SegResult:
+        """Predict an image of any size by blended, overlapping tiles.
+
+        Images smaller than a tile are padded by reflection and the result cropped back.
+
+        Raises:
+            EdgesegError: For a wrong band count or an image under ``min_size``.
+        """
+        self.check_image(image)
+        h, w = image.shape[:2]
+        padded = tiling.pad_to_tile(image, self.tile)
+        ph, pw = padded.shape[:2]
+        probs = self.predict_region(padded, (0, 0), (ph, pw), tiling.Box(0, 0, ph, pw))[:h, :w]
+        return SegResult(self.to_mask(probs), probs if probabilities else None)
