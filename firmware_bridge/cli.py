@@ -12,7 +12,7 @@ import sys
 
 from firmware_bridge.cliutil import run_main
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["firmware_bridge.commands.serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
