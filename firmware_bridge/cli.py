@@ -12,7 +12,12 @@ import sys
 
 from firmware_bridge.cliutil import run_main
 
-COMMAND_MODULES: list[str] = ["firmware_bridge.commands.serve"]
+COMMAND_MODULES: list[str] = [
+    "firmware_bridge.commands.predict",
+    "firmware_bridge.commands.validate",
+    "firmware_bridge.commands.bench",
+    "firmware_bridge.commands.serve",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

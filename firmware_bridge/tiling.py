@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-DEFAULT_FLOOR = 0.02
+DEFAULT_FLOOR = 1e-3
 
 
 class Box(NamedTuple):
@@ -91,6 +91,21 @@ def tile_boxes(height: int, width: int, tile: int | tuple[int, int], overlap: in
     th, tw = (tile, tile) if isinstance(tile, int) else tile
     ys, xs = tile_starts(height, th, overlap), tile_starts(width, tw, overlap)
     return [Box(y, x, y + th, x + tw) for y in ys for x in xs]
+
+
+def block_regions(height: int, width: int, block: int) -> list[Box]:
+    """Non-overlapping ``block x block`` regions covering the image, row-major.
+
+    The last row and column of regions are cut at the image edge (they are output windows,
+    not model inputs, so they need not be full).
+
+    Raises:
+        ValueError: For a non-positive size or block.
+    """
+    if height < 1 or width < 1 or block < 1:
+        raise ValueError(f"height, width and block must be positive, got {height, width, block}")
+    return [Box(y, x, min(y + block, height), min(x + block, width))
+            for y in range(0, height, block) for x in range(0, width, block)]
 
 
 def boxes_touching(boxes: list[Box], region: Box) -> list[Box]:

@@ -1,0 +1,139 @@
+"""``edgeseg-run bench MODEL``: load time, latency, tiled throughput and peak memory."""
+
+from __future__ import annotations
+
+import argparse
+
+from firmware_bridge.commands.modelargs import add_model_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` command."""
+    p = sub.add_parser("bench", help="measure load time, per-tile latency, tiled throughput "
+                                     "on a generated raster, peak memory")
+    p.add_argument("model", help=".tflite, .xml (OpenVINO IR) or .onnx model")
+    p.add_argument("--json", help="write the measurements to this JSON file")
+    p.add_argument("--runs", type=int, default=30, help="single-tile runs for the latency")
+    p.add_argument("--size", type=int, default=2048,
+                   help="edge of the generated square raster for the throughput (pixels)")
+    p.add_argument("--block", type=int, default=1024, help="GeoTIFF streaming block edge")
+    add_model_args(p)
+    p.set_defaults(func=run_bench)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (``resource``; no psutil)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def synthetic_block(y0: int, x0: int, h: int, w: int, channels: int, dtype) -> list:
+    """A deterministic, smooth, aerial-looking ``channels x h x w`` block at ``(y0, x0)``."""
+    import numpy as np
+
+    yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
+    base = np.sin(xx / 37.0) * np.cos(yy / 53.0) + 0.5 * np.sin((xx + 2 * yy) / 211.0)
+    top = 255.0 if np.dtype(dtype) == np.uint8 else 1.0
+    bands = [(0.5 + 0.25 * np.sin(base * (c + 1) + c)) * top for c in range(channels)]
+    return [b.astype(dtype) for b in bands]
+
+
+def write_synthetic_raster(path, size: int, channels: int, block: int = 1024) -> None:
+    """Write a ``size x size`` uint8 GeoTIFF block by block (memory stays one block)."""
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    profile = {"driver": "GTiff", "height": size, "width": size, "count": channels,
+               "dtype": "uint8", "crs": "EPSG:32640", "compress": "deflate", "tiled": True,
+               "blockxsize": 256, "blockysize": 256,
+               "transform": from_origin(500000.0, 2800000.0, 0.3, 0.3)}
+    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(path, "w", **profile) as dst:
+        for y in range(0, size, block):
+            for x in range(0, size, block):
+                h, w = min(block, size - y), min(block, size - x)
+                dst.write(np.stack(synthetic_block(y, x, h, w, channels, np.uint8)),
+                          window=Window(x, y, w, h))
+
+
+def _throughput(seg, size: int, block: int) -> dict:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        image = np.stack(synthetic_block(0, 0, size, size, seg.channels, np.uint8), axis=-1)
+        t0 = time.perf_counter()
+        seg.predict_tiled(image)
+        return {"mode": "in-memory (rasterio not installed)",
+                "seconds": time.perf_counter() - t0}
+    from firmware_bridge.raster import predict_geotiff
+
+    with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
+        src = Path(tmp) / "scene.tif"
+        write_synthetic_raster(src, size, seg.channels)
+        rss_before = peak_rss_mb()
+        t0 = time.perf_counter()
+        predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)
+        seconds = time.perf_counter() - t0
+    return {"mode": "streamed GeoTIFF", "seconds": seconds, "peak_rss_before_mb": rss_before}
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the benchmark and print (and optionally save) the numbers."""
+    import json
+    import platform
+    import time
+
+    import numpy as np
+
+    from firmware_bridge.commands.modelargs import options_from_args
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.fsutil import atomic_write_bytes
+    from firmware_bridge.segmenter import Segmenter
+
+    if args.runs < 1 or args.size < 1:
+        raise EdgesegError("--runs and --size must be positive")
+    t0 = time.perf_counter()
+    seg = Segmenter(args.model, args.backend, options_from_args(args))
+    load_s = time.perf_counter() - t0
+    th, tw = seg.tile
+    tile = np.stack(synthetic_block(0, 0, th, tw, seg.channels, np.uint8), axis=-1)[None]
+    t0 = time.perf_counter()
+    seg.scores(tile)
+    first_s = time.perf_counter() - t0
+    lat = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        seg.scores(tile)
+        lat.append((time.perf_counter() - t0) * 1e3)
+    tp = _throughput(seg, args.size, args.block)
+    mpix = args.size * args.size / 1e6
+    report = {
+        "model": str(args.model), "machine": platform.machine(), "python": platform.python_version(),
+        **seg.backend.describe(), "threads": args.threads, "tile": [th, tw],
+        "overlap": seg.overlap, "batch": seg.options.batch,
+        "load_ms": round(load_s * 1e3, 2), "first_inference_ms": round(first_s * 1e3, 2),
+        "tile_latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
+                            "p90": round(float(np.percentile(lat, 90)), 3), "runs": args.runs},
+        "raster": {"size": [args.size, args.size], "megapixels": round(mpix, 3), **tp,
+                   "mpix_per_s": round(mpix / tp["seconds"], 3)},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    report["raster"]["seconds"] = round(tp["seconds"], 3)
+    print(f"{seg.backend.name} {report['input']['dtype']} tile {th}x{tw}: load "
+          f"{report['load_ms']} ms, first {report['first_inference_ms']} ms, per tile p50 "
+          f"{report['tile_latency_ms']['p50']} ms p90 {report['tile_latency_ms']['p90']} ms")
+    print(f"{args.size}x{args.size} raster ({tp['mode']}): {report['raster']['seconds']} s, "
+          f"{report['raster']['mpix_per_s']} MPix/s, peak RSS {report['peak_rss_mb']} MiB")
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    return 0

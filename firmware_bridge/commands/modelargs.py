@@ -1,0 +1,98 @@
+"""Model options shared by ``predict``, ``validate`` and ``bench``.
+
+This is the command-line edge of :class:`~firmware_bridge.segmenter.SegmenterOptions`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from firmware_bridge.errors import EdgesegError
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas: {text!r}") from exc
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas: {text!r}") from exc
+
+
+def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
+    """Add backend, tiling and foreign-model options to a sub-command."""
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", help="litert, openvino or onnxruntime (default: from the suffix)")
+    g.add_argument("--threads", type=int, help="CPU threads")
+    g.add_argument("--device", help="OpenVINO device: CPU, GPU, NPU, AUTO")
+    g.add_argument("--providers", help="ONNX Runtime providers, comma-separated, first preferred")
+    g.add_argument("--delegate", help="LiteRT external delegate library (e.g. libedgetpu.so.1)")
+    if tiling:
+        t = p.add_argument_group("tiling")
+        t.add_argument("--tile", type=int, help="tile edge (dynamic-size models only)")
+        t.add_argument("--overlap", type=int, help="tile overlap in pixels")
+        t.add_argument("--batch", type=int, default=1, help="tiles per inference call")
+    f = p.add_argument_group("foreign models (override the file's metadata)")
+    f.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 123.7,116.3,103.5")
+    f.add_argument("--std", type=_floats, help="per-channel std (input = (pixel - mean) / std)")
+    f.add_argument("--scale", type=float, help="multiplier instead of --std, e.g. 0.00392157")
+    f.add_argument("--layout", choices=("NHWC", "NCHW"), help="input layout")
+    f.add_argument("--classes", dest="class_names",
+                   help="class names, comma-separated, or a class table CSV")
+    f.add_argument("--threshold", type=float, help="sigmoid threshold")
+    f.add_argument("--output-kind", choices=("softmax", "logits", "sigmoid"),
+                   help="what the output channels hold")
+
+
+def add_bands_arg(p: argparse.ArgumentParser) -> None:
+    """Add ``--bands``."""
+    p.add_argument("--bands", type=_ints, help="1-based input bands to use, e.g. 3,2,1")
+
+
+def class_names_arg(text: str | None) -> list[str] | None:
+    """Class names from ``--classes``: a class table CSV path or comma-separated names."""
+    if not text:
+        return None
+    if Path(text).suffix.lower() == ".csv":
+        from firmware_bridge.classes import ClassTable
+
+        return ClassTable.load(text).names
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def options_from_args(args: argparse.Namespace):
+    """Build :class:`SegmenterOptions` from parsed arguments.
+
+    Raises:
+        EdgesegError: When ``--std`` and ``--scale`` are both given or ``--scale`` is 0.
+    """
+    from firmware_bridge.segmenter import SegmenterOptions
+
+    std = args.std
+    if args.scale is not None:
+        if std is not None:
+            raise EdgesegError("give --std or --scale, not both")
+        if args.scale == 0:
+            raise EdgesegError("--scale must not be 0")
+        std = [1.0 / args.scale]
+    providers = tuple(v.strip() for v in args.providers.split(",")) if args.providers else None
+    return SegmenterOptions(
+        threads=args.threads, device=args.device, providers=providers, delegate=args.delegate,
+        tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", None),
+        batch=getattr(args, "batch", 1), mean=args.mean, std=std, layout=args.layout,
+        classes=class_names_arg(args.class_names), threshold=args.threshold,
+        output=args.output_kind,
+    )
+
+
+def load_segmenter(args: argparse.Namespace):
+    """Open ``args.model`` with the options given on the command line."""
+    from firmware_bridge.segmenter import Segmenter
+
+    return Segmenter(args.model, args.backend, options_from_args(args))

@@ -1,0 +1,55 @@
+"""``edgeseg-run predict MODEL INPUT... --out DIR``: masks for images and GeoTIFFs."""
+
+from __future__ import annotations
+
+import argparse
+
+from firmware_bridge.commands.modelargs import add_bands_arg, add_model_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``predict`` command."""
+    p = sub.add_parser(
+        "predict", help="predict masks: GeoTIFF -> streamed GeoTIFF, other images -> PNG"
+    )
+    p.add_argument("model", help=".tflite, .xml (OpenVINO IR) or .onnx model")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images or (Geo)TIFF rasters")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--overlay", action="store_true",
+                   help="also write <stem>_overlay.png (ordinary images)")
+    p.add_argument("--block", type=int, default=1024,
+                   help="GeoTIFF streaming block edge in pixels (memory per block)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_bands_arg(p)
+    add_model_args(p)
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Predict every input; returns 0 when all succeeded, 1 when some failed."""
+    import sys
+    from pathlib import Path
+
+    from firmware_bridge.commands.modelargs import load_segmenter
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.progress import progress
+    from firmware_bridge.raster import predict_file
+
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
+    seg = load_segmenter(args)
+    show = not args.quiet and sys.stderr.isatty()
+    failed = 0
+    for src in progress(args.inputs, len(args.inputs), "predict", show and len(args.inputs) > 1):
+        try:
+            written = predict_file(seg, src, out, args.bands, args.overlay, args.block, show)
+        except EdgesegError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        for path in written:
+            print(path)
+    return 1 if failed else 0

@@ -1,0 +1,75 @@
+"""``edgeseg-run validate MODEL --data DIR``: Dice/IoU of a model on the device itself."""
+
+from __future__ import annotations
+
+import argparse
+
+from firmware_bridge.commands.modelargs import add_model_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``validate`` command."""
+    p = sub.add_parser(
+        "validate", help="per-class IoU, Dice, precision, recall on images/ + masks/ (tiled)"
+    )
+    p.add_argument("model", help=".tflite, .xml (OpenVINO IR) or .onnx model")
+    p.add_argument("--data", required=True, help="dataset folder holding images/ and masks/")
+    p.add_argument("--json", help="write the scores and confusion matrix to this JSON file")
+    p.add_argument("--unknown-to-ignore", action="store_true",
+                   help="treat mask colours/values missing from the class table as ignore")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_args(p)
+    p.set_defaults(func=run_validate)
+
+
+def _table(args: argparse.Namespace, seg):
+    from pathlib import Path
+
+    from firmware_bridge.classes import ClassTable
+    from firmware_bridge.raster import class_table
+
+    if args.class_names and Path(args.class_names).suffix.lower() == ".csv":
+        return ClassTable.load(args.class_names)
+    return class_table(seg)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Validate; prints the score table, returns 0 (1 when some pairs were unusable)."""
+    import json
+    import sys
+
+    from firmware_bridge.commands.modelargs import load_segmenter
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.fsutil import atomic_write_bytes
+    from firmware_bridge.imageio import read_image, read_mask
+    from firmware_bridge.metrics import ConfusionMatrix
+    from firmware_bridge.pairs import find_pairs
+    from firmware_bridge.progress import progress
+
+    pairing = find_pairs(args.data)
+    for problem in pairing.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if not pairing.pairs:
+        raise EdgesegError(f"{args.data}: no image/mask pairs to validate on")
+    seg = load_segmenter(args)
+    table = _table(args, seg)
+    if table.num_classes != seg.num_classes:
+        raise EdgesegError(f"the class table has {table.num_classes} classes but the model "
+                           f"predicts {seg.num_classes}: pass the model's class table")
+    cm = ConfusionMatrix(seg.num_classes)
+    show = not args.quiet and sys.stderr.isatty()
+    for pair in progress(pairing.pairs, len(pairing.pairs), "validate", show, "image"):
+        image = read_image(pair.image)
+        truth = table.decode_mask(read_mask(pair.mask), str(pair.mask), args.unknown_to_ignore)
+        if truth.shape != image.shape[:2]:
+            raise EdgesegError(f"{pair.mask}: mask is {truth.shape[::-1]} but the image is "
+                               f"{image.shape[1::-1]}")
+        cm.update(truth, seg.predict_tiled(image).mask)
+    scores = cm.scores(table.names)
+    print(scores.table())
+    if args.json:
+        report = {"model": str(args.model), "backend": seg.backend.name, "data": str(args.data),
+                  "images": len(pairing.pairs), "tile": list(seg.tile), "overlap": seg.overlap,
+                  "problems": pairing.problems, **scores.to_dict()}
+        atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    return 1 if pairing.problems else 0

@@ -1,0 +1,192 @@
+"""Tiny segmentation models for the runtime tests, built without TensorFlow where possible.
+
+One network in every format: ``conv3x3(3->8) relu -> [dilated conv3x3(8->8)] + [global average
+pool -> conv1x1(8->8)] -> relu -> conv1x1(8->K) -> softmax``. The global-pool branch makes every
+pixel depend on the whole input (like DeepLab's image pooling), so tiled and whole-image
+predictions differ a little everywhere, not only at tile borders.
+
+ONNX variants come from ``onnx.helper``: float NCHW and NHWC with dynamic batch and size,
+uint8/int8 through Q/DQ nodes at the edges, and a one-channel logit model. OpenVINO IR is
+converted from the ONNX file; TFLite needs TensorFlow (tests only; one conversion).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+K = 4
+MEAN, STD = 127.5, 127.5
+TFLITE_SIZE = 64
+GLOBAL_SCALE = 0.02  # weight scale of the global-pool branch: small, as in a trained net
+
+
+def weights(k: int = K, seed: int = 4) -> dict[str, np.ndarray]:
+    """Deterministic weights, OIHW."""
+    rng = np.random.default_rng(seed)
+
+    def n(*shape, s=0.5):
+        return rng.normal(0.0, s, shape).astype(np.float32)
+
+    return {"w1": n(8, 3, 3, 3), "b1": n(8, s=0.1), "w2": n(8, 8, 3, 3, s=0.3),
+            "b2": n(8, s=0.1), "wg": n(8, 8, 1, 1, s=GLOBAL_SCALE), "bg": n(8, s=0.05),
+            "w3": n(k, 8, 1, 1), "b3": n(k, s=0.1)}
+
+
+def _onnx_model(w: dict, layout: str = "NCHW", quant: str | None = None,
+                output: str = "softmax", meta_json: str | None = None):
+    from onnx import TensorProto, helper, numpy_helper
+
+    h = helper
+    inits = [numpy_helper.from_array(v, name) for name, v in w.items()]
+    nodes, x = [], "x"
+    in_type = {None: TensorProto.FLOAT, "uint8": TensorProto.UINT8, "int8": TensorProto.INT8}[quant]
+    k = w["w3"].shape[0]
+    if quant:
+        qdtype = np.uint8 if quant == "uint8" else np.int8
+        in_zp, out_zp = (128, 0) if quant == "uint8" else (0, -128)
+        inits += [numpy_helper.from_array(np.array(1 / 127.5, np.float32), "in_s"),
+                  numpy_helper.from_array(np.array(in_zp, qdtype), "in_z"),
+                  numpy_helper.from_array(np.array(1 / 256, np.float32), "out_s"),
+                  numpy_helper.from_array(np.array(out_zp, qdtype), "out_z")]
+        nodes.append(h.make_node("DequantizeLinear", ["x", "in_s", "in_z"], ["xf"]))
+        x = "xf"
+    if layout == "NHWC":
+        nodes.append(h.make_node("Transpose", [x], ["xt"], perm=[0, 3, 1, 2]))
+        x = "xt"
+    nodes += [
+        h.make_node("Conv", [x, "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        h.make_node("Relu", ["c1"], ["r1"]),
+        h.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[2, 2, 2, 2], dilations=[2, 2]),
+        h.make_node("GlobalAveragePool", ["r1"], ["gp"]),
+        h.make_node("Conv", ["gp", "wg", "bg"], ["g"]),
+        h.make_node("Add", ["c2", "g"], ["s"]),
+        h.make_node("Relu", ["s"], ["r2"]),
+        h.make_node("Conv", ["r2", "w3", "b3"], ["logits"]),
+    ]
+    y = "logits"
+    if output == "softmax":
+        nodes.append(h.make_node("Softmax", [y], ["p"], axis=1))
+        y = "p"
+    if layout == "NHWC":
+        nodes.append(h.make_node("Transpose", [y], ["yt"], perm=[0, 2, 3, 1]))
+        y = "yt"
+    if quant:
+        nodes.append(h.make_node("QuantizeLinear", [y, "out_s", "out_z"], ["yq"]))
+        y = "yq"
+    dims_in = ["N", 3, "H", "W"] if layout == "NCHW" else ["N", "H", "W", 3]
+    dims_out = ["N", k, "H", "W"] if layout == "NCHW" else ["N", "H", "W", k]
+    graph = h.make_graph(nodes, "tiny_fcn", [h.make_tensor_value_info("x", in_type, dims_in)],
+                         [h.make_tensor_value_info(y, in_type, dims_out)], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    model.ir_version = 8
+    if meta_json:
+        h.set_model_props(model, {"edgeseg": meta_json})
+    return model
+
+
+def metadata(classes: int = K, **kw):
+    from firmware_bridge.metadata import ModelMetadata
+
+    return ModelMetadata(classes=[f"c{i}" for i in range(classes)], mean=[MEAN], std=[STD],
+                         layout=kw.pop("layout", "NCHW"), tile_size=64, tile_overlap=16,
+                         colours=["#FF0000", "#00FF00", "#0000FF", "#FFFF00"][:classes], **kw)
+
+
+def to_openvino(onnx_path: Path, xml_path: Path, meta_json: str | None = None) -> Path:
+    """Convert an ONNX file to OpenVINO IR (FP32 weights), with metadata in rt_info."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    if meta_json:
+        model.set_rt_info(meta_json, "edgeseg")
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    return xml_path
+
+
+@functools.cache
+def build_onnx(folder: Path) -> dict[str, Path]:
+    """Every ONNX / OpenVINO variant in ``folder`` (built once per session)."""
+    import onnx
+
+    w = weights()
+    out = {}
+    variants = {
+        "nchw": dict(meta_json=metadata().to_json()),
+        "nhwc": dict(layout="NHWC", meta_json=metadata(layout="NHWC").to_json()),
+        "foreign": dict(),
+        "uint8": dict(quant="uint8", meta_json=metadata().to_json()),
+        "int8": dict(quant="int8", meta_json=metadata().to_json()),
+    }
+    for name, kw in variants.items():
+        path = folder / f"{name}.onnx"
+        onnx.save(_onnx_model(w, **kw), str(path))
+        out[name] = path
+    path = folder / "logit1.onnx"
+    onnx.save(_onnx_model(weights(k=1), output="logits"), str(path))
+    out["logit1"] = path
+    out["nchw_xml"] = to_openvino(out["nchw"], folder / "nchw.xml", variants["nchw"]["meta_json"])
+    out["uint8_xml"] = to_openvino(out["uint8"], folder / "uint8.xml",
+                                   variants["uint8"]["meta_json"])
+    return out
+
+
+@functools.cache
+def build_tflite(folder: Path) -> Path:
+    """The same network as a float TFLite file, NHWC, input ``[-1, 64, 64, 3]`` (needs TF)."""
+    from edgeseg.tf_env import tf_keras
+    from firmware_bridge.metadata import tflite_with_metadata
+
+    tf, keras = tf_keras()
+    w = {k: v for k, v in weights().items()}
+    hwio = {k: np.transpose(v, (2, 3, 1, 0)) for k, v in w.items() if k.startswith("w")}
+    inp = keras.Input((TFLITE_SIZE, TFLITE_SIZE, 3), name="x")
+    c1 = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    c2 = keras.layers.Conv2D(8, 3, padding="same", dilation_rate=2, name="c2")(c1)
+    gp = keras.layers.GlobalAveragePooling2D(keepdims=True)(c1)
+    g = keras.layers.Conv2D(8, 1, name="g")(gp)
+    r2 = keras.layers.ReLU()(keras.layers.Add()([c2, g]))
+    logits = keras.layers.Conv2D(K, 1, name="c3")(r2)
+    probs = keras.layers.Softmax()(logits)
+    model = keras.Model(inp, probs)
+    for layer, (wk, bk) in {"c1": ("w1", "b1"), "c2": ("w2", "b2"), "g": ("wg", "bg"),
+                            "c3": ("w3", "b3")}.items():
+        model.get_layer(layer).set_weights([hwio[wk], w[bk]])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    data = converter.convert()
+    path = folder / "tiny.tflite"
+    path.write_bytes(tflite_with_metadata(data, metadata(layout="NHWC")))
+    return path
+
+
+def _folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.getbasetemp() / "tiny_models"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def onnx_models(tmp_path_factory) -> dict[str, Path]:
+    """Fixture body: the ONNX and OpenVINO models (skips without onnx / openvino)."""
+    for module in ("onnx", "onnxruntime", "openvino"):
+        pytest.importorskip(module)
+    return build_onnx(_folder(tmp_path_factory))
+
+
+def tflite_model(tmp_path_factory) -> Path:
+    """Fixture body: the TFLite model (skips without TensorFlow)."""
+    if importlib.util.find_spec("tensorflow") is None or importlib.util.find_spec("tf_keras") is None:
+        pytest.skip("building the tiny .tflite needs TensorFlow with tf-keras (edgeseg[train])")
+    return build_tflite(_folder(tmp_path_factory))
+
+
+def smooth_image(height: int, width: int, seed: int = 3, noise: float = 20.0) -> np.ndarray:
+    """A deterministic aerial-looking uint8 RGB image with noise."""
+    from firmware_bridge.commands.bench import synthetic_block
+
+    rng = np.random.default_rng(seed)
+    img = np.stack(synthetic_block(0, 0, height, width, 3, np.uint8), -1).astype(np.float32)
+    return np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
