@@ -1,0 +1,153 @@
+"""Backends: selection, tensor specs and quantisation, batching, and clear errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny_models
+
+from firmware_bridge.backend_openvino import check_device
+from firmware_bridge.backend_ort import check_providers
+from firmware_bridge.backends import BackendOptions, backend_for, guess_layout, open_backend
+from firmware_bridge.errors import EdgesegError
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    return tiny_models.onnx_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tflite(tmp_path_factory):
+    return tiny_models.tflite_model(tmp_path_factory)
+
+
+def test_backend_for_suffix_and_name():
+    assert backend_for("m.tflite") == "litert"
+    assert backend_for("m.xml") == "openvino"
+    assert backend_for("m.onnx") == "onnxruntime"
+    assert backend_for("m.onnx", "OpenVINO") == "openvino"
+    assert backend_for("m.bin", "ort") == "onnxruntime"
+    with pytest.raises(EdgesegError, match="litert, openvino, onnxruntime"):
+        backend_for("m.onnx", "tensorrt")
+    with pytest.raises(EdgesegError, match=r"\.tflite/\.xml/\.onnx"):
+        backend_for("m.pt")
+
+
+def test_guess_layout():
+    assert guess_layout((None, 3, None, None)) == "NCHW"
+    assert guess_layout((1, 256, 256, 3)) == "NHWC"
+    assert guess_layout((None, None, None, 3)) == "NHWC"
+    assert guess_layout((1, 3, 3, 3)) == "NHWC"  # ambiguous: channels-last wins
+
+
+def test_onnx_specs_and_layout(models):
+    b = open_backend(models["nchw"])
+    assert b.name == "onnxruntime" and b.layout == "NCHW" and b.dynamic_batch
+    assert b.input.shape == (None, 3, None, None) and b.input.dtype == np.float32
+    assert not b.input.quantized and b.output.shape == (None, 4, None, None)
+    assert open_backend(models["nhwc"]).layout == "NHWC"
+
+
+@pytest.mark.parametrize("key", ["uint8", "uint8_xml", "int8"])
+def test_quantisation_params_are_reported(models, key):
+    b = open_backend(models[key])
+    zp_in, zp_out = (128, 0) if key.startswith("uint8") else (0, -128)
+    assert b.input.dtype == (np.uint8 if key.startswith("uint8") else np.int8)
+    assert b.input.quantized and b.output.quantized
+    assert b.input.scale == pytest.approx(1 / 127.5, rel=1e-6) and b.input.zero_point == zp_in
+    assert b.output.scale == pytest.approx(1 / 256, rel=1e-6) and b.output.zero_point == zp_out
+    assert b.describe()["input"]["zero_point"] == zp_in
+
+
+@pytest.mark.parametrize("key", ["nchw", "nchw_xml"])
+def test_batch_equals_single_runs(models, key):
+    b = open_backend(models[key], options=BackendOptions(threads=1))
+    x = np.random.default_rng(0).normal(0, 1, (3, 3, 40, 56)).astype(np.float32)
+    batched = b.run(x)
+    single = np.concatenate([b.run(x[i : i + 1]) for i in range(3)])
+    assert batched.shape == (3, 4, 40, 56)
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+
+
+def test_openvino_reads_onnx_too(models):
+    x = np.random.default_rng(1).normal(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    ov_onnx = open_backend(models["nchw"], "openvino")
+    ov_ir = open_backend(models["nchw_xml"])
+    assert ov_onnx.name == ov_ir.name == "openvino"
+    np.testing.assert_allclose(ov_onnx.run(x), ov_ir.run(x), atol=1e-6)
+
+
+def test_litert_dynamic_batch_resizes(tflite):
+    b = open_backend(tflite, options=BackendOptions(threads=2))
+    assert b.name == "litert" and b.layout == "NHWC"
+    assert b.input.shape == (None, 64, 64, 3) and b.dynamic_batch
+    x = np.random.default_rng(2).normal(0, 1, (3, 64, 64, 3)).astype(np.float32)
+    batched = b.run(x)
+    single = np.concatenate([b.run(x[i : i + 1]) for i in range(3)])
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+    with pytest.raises(EdgesegError, match="takes input"):
+        b.run(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(EdgesegError, match="float32"):
+        b.run(np.zeros((1, 64, 64, 3), np.uint8))
+
+
+def test_litert_fixed_batch_loops(shared_dir):
+    path = shared_dir / "models" / "mediapipe_selfie_segmentation" / "selfie_segmentation.tflite"
+    b = open_backend(path)
+    assert b.input.shape == (1, 256, 256, 3) and not b.dynamic_batch
+    x = np.random.default_rng(3).random((2, 256, 256, 3)).astype(np.float32)
+    out = b.run(x)
+    assert out.shape == (2, 256, 256, 1)
+    np.testing.assert_array_equal(out[1:], b.run(x[1:]))
+
+
+def test_check_device_and_providers_list_what_is_available():
+    check_device("AUTO", ["CPU"])
+    check_device("GPU", ["CPU", "GPU.0", "GPU.1"])
+    check_device("GPU.1", ["CPU", "GPU.0", "GPU.1"])
+    with pytest.raises(EdgesegError, match="available here: CPU, AUTO"):
+        check_device("NPU", ["CPU"])
+    check_providers(["CPUExecutionProvider"], ["CPUExecutionProvider"])
+    with pytest.raises(EdgesegError, match="this build has: CPUExecutionProvider"):
+        check_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"])
+
+
+# LiteRT's Delegate.__del__ trips over its own failed load (AttributeError); harmless.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_unavailable_device_provider_delegate(models, tmp_path):
+    with pytest.raises(EdgesegError, match="available here: .*CPU"):
+        open_backend(models["nchw_xml"], options=BackendOptions(device="MADEUP"))
+    with pytest.raises(EdgesegError, match="CPUExecutionProvider"):
+        open_backend(models["nchw"], options=BackendOptions(providers=("NoSuchExecutionProvider",)))
+    with pytest.raises(EdgesegError, match="delegate"):
+        open_backend(models["nchw"], options=BackendOptions(delegate="libedgetpu.so.1"))
+    fake = tmp_path / "m.tflite"
+    fake.write_bytes(b"TFL3" + bytes(200))
+    with pytest.raises(EdgesegError, match="cannot load the LiteRT delegate"):
+        open_backend(fake, options=BackendOptions(delegate=str(tmp_path / "libnothere.so")))
+    with pytest.raises(EdgesegError, match="delegate"):
+        open_backend(fake, options=BackendOptions(device="GPU"))
+
+
+def _truncate(src: Path, dst: Path, keep: float = 0.5) -> Path:
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def test_truncated_and_non_model_files(models, tmp_path):
+    with pytest.raises(EdgesegError, match="not a loadable ONNX model"):
+        open_backend(_truncate(models["nchw"], tmp_path / "t.onnx"))
+    with pytest.raises(EdgesegError, match="not a loadable TFLite model"):
+        (tmp_path / "t.tflite").write_text("hello, not a flatbuffer")
+        open_backend(tmp_path / "t.tflite")
+    xml = _truncate(models["nchw_xml"], tmp_path / "t.xml")
+    (tmp_path / "t.bin").write_bytes(models["nchw_xml"].with_suffix(".bin").read_bytes())
+    with pytest.raises(EdgesegError, match="not a readable OpenVINO model"):
+        open_backend(xml)
+    (tmp_path / "lonely.xml").write_bytes(models["nchw_xml"].read_bytes())
+    with pytest.raises(EdgesegError, match="lonely.bin"):
+        open_backend(tmp_path / "lonely.xml")
+    with pytest.raises(EdgesegError, match="no such model file"):
+        open_backend(tmp_path / "missing.onnx")

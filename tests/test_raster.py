@@ -1,0 +1,118 @@
+"""Streamed GeoTIFF prediction and image files: georeferencing, equality with in-memory
+tiling, and no partial output on failure."""
+
+import numpy as np
+import pytest
+import tiny_models
+from PIL import Image
+from tiny_models import smooth_image
+
+from firmware_bridge import IGNORE_INDEX
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.raster import predict_file, predict_geotiff, predict_image
+from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+
+rasterio = pytest.importorskip("rasterio")
+from rasterio.transform import Affine  # noqa: E402
+
+CRS = "EPSG:32640"
+TRANSFORM = Affine(0.5, 0.0, 500000.0, 0.0, -0.5, 2800000.0)
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory):
+    models = tiny_models.onnx_models(tmp_path_factory)
+    return Segmenter(models["nchw"], options=SegmenterOptions(tile=64, overlap=16, batch=8))
+
+
+def write_tif(path, image, nodata=None, **extra):
+    profile = {"driver": "GTiff", "height": image.shape[0], "width": image.shape[1],
+               "count": image.shape[2], "dtype": image.dtype.name, "crs": CRS,
+               "transform": TRANSFORM, "nodata": nodata, **extra}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.moveaxis(image, -1, 0))
+    return path
+
+
+@pytest.mark.parametrize(("shape", "block"), [((300, 420), 128), ((300, 420), 1024),
+                                              ((40, 300), 256)])
+def test_geotiff_round_trip_keeps_georeference_and_equals_in_memory(seg, tmp_path, shape, block):
+    image = smooth_image(*shape, seed=11)
+    src = write_tif(tmp_path / "scene.tif", image)
+    out = predict_geotiff(seg, src, tmp_path / "mask.tif", block=block)
+    with rasterio.open(out) as ds:
+        assert ds.crs.to_string() == CRS and ds.transform == TRANSFORM
+        assert (ds.count, ds.dtypes[0], ds.nodata) == (1, "uint8", IGNORE_INDEX)
+        assert ds.compression is not None and ds.compression.value == "DEFLATE"
+        assert ds.colormap(1)[0] == (255, 0, 0, 255)  # metadata colour of class 0
+        if min(shape) >= 256:
+            assert ds.block_shapes[0] == (256, 256)
+        streamed = ds.read(1)
+    np.testing.assert_array_equal(streamed, seg.predict_tiled(image).mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.tif", "scene.tif"]
+
+
+def test_nodata_pixels_become_ignore(seg, tmp_path):
+    image = smooth_image(200, 200, seed=12)
+    image[:20, :30] = 0
+    src = write_tif(tmp_path / "nd.tif", image, nodata=0)
+    with rasterio.open(predict_geotiff(seg, src, tmp_path / "m.tif", block=128)) as ds:
+        mask = ds.read(1)
+    assert np.all(mask[:20, :30] == IGNORE_INDEX)
+    assert np.all(mask[20:, :] < 4)
+
+
+def test_band_selection(seg, tmp_path):
+    image = smooth_image(120, 130, seed=13)
+    four = np.concatenate([image[..., ::-1], image[..., :1]], axis=-1)  # bands: B, G, R, extra
+    src = write_tif(tmp_path / "four.tif", four)
+    with pytest.raises(EdgesegError, match="4 band.*takes 3.*--bands"):
+        predict_geotiff(seg, src, tmp_path / "m.tif")
+    with pytest.raises(EdgesegError, match="cannot select band"):
+        predict_geotiff(seg, src, tmp_path / "m.tif", bands=[1, 2, 7])
+    out = predict_geotiff(seg, src, tmp_path / "m.tif", bands=[3, 2, 1])
+    with rasterio.open(out) as ds:
+        np.testing.assert_array_equal(ds.read(1), seg.predict_tiled(image).mask)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["four.tif", "m.tif"]
+
+
+def test_truncated_raster_leaves_no_partial_output(seg, tmp_path):
+    image = smooth_image(1024, 1024, seed=14)
+    src = write_tif(tmp_path / "big.tif", image, tiled=True, blockxsize=256, blockysize=256)
+    data = src.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[: len(data) // 2])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(EdgesegError, match="cut.tif"):
+        predict_geotiff(seg, cut, out_dir / "cut_mask.tif", block=256)
+    assert list(out_dir.iterdir()) == []
+
+
+def test_unwritable_destination_and_bad_files(seg, tmp_path):
+    src = write_tif(tmp_path / "s.tif", smooth_image(64, 64))
+    with pytest.raises(EdgesegError, match="does not exist"):
+        predict_geotiff(seg, src, tmp_path / "no" / "such" / "m.tif")
+    (tmp_path / "junk.tif").write_text("not a tiff")
+    with pytest.raises(EdgesegError, match="unreadable raster"):
+        predict_geotiff(seg, tmp_path / "junk.tif", tmp_path / "m.tif")
+    with pytest.raises(EdgesegError, match="smaller than 16 px"):
+        predict_geotiff(seg, write_tif(tmp_path / "tiny.tif", smooth_image(8, 64)),
+                        tmp_path / "m.tif")
+
+
+def test_png_mask_and_overlay(seg, tmp_path):
+    image = smooth_image(90, 130, seed=15)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    written = predict_image(seg, tmp_path / "photo.png", out_dir, with_overlay=True)
+    assert [p.name for p in written] == ["photo_mask.png", "photo_overlay.png"]
+    with Image.open(written[0]) as im:
+        assert im.mode == "P"
+        np.testing.assert_array_equal(np.asarray(im), seg.predict_tiled(image).mask)
+        assert im.getpalette()[:6] == [255, 0, 0, 0, 255, 0]
+    with Image.open(written[1]) as im:
+        assert im.size == (130, 90) and im.mode == "RGB"
+    tif = predict_file(seg, write_tif(tmp_path / "g.tif", image), out_dir)
+    assert [p.name for p in tif] == ["g_mask.tif"]
