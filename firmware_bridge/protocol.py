@@ -15,6 +15,7 @@ header (:func:`check_request`) and only then reads exactly ``payload_length`` by
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -117,6 +118,17 @@ class Reply:
     mask: np.ndarray | None = None
     fractions: np.ndarray | None = None
     message: str = ""
+
+
+def field_layout(fmt: str, names: tuple[str, ...]) -> list[tuple[str, int, int]]:
+    """``(name, offset, size)`` of every field of a little-endian ``struct`` format."""
+    codes = re.findall(r"\d*[a-zA-Z?]", fmt.lstrip("<"))
+    out, offset = [], 0
+    for name, code in zip(names, codes, strict=True):
+        size = struct.calcsize("<" + code)
+        out.append((name, offset, size))
+        offset += size
+    return out
 
 
 def encode_request_header(h: RequestHeader) -> bytes:

@@ -1,12 +1,11 @@
-"""Serve a segmentation model over the frame protocol (stdin/stdout, Unix socket, loopback TCP).
+"""Serve a segmentation model over the frame protocol: one stream's request/reply loop.
 
-One request is answered before the next is read. The model runs under a lock, one frame at a
-time; several connections (at most ``max_connections``, each on its own thread) may be open
-at once, and one more gets a ``BUSY`` reply and is closed. Memory per connection is bounded:
+:func:`serve_stream` answers the requests of one stream (stdin/stdout, or a connection that
+:mod:`firmware_bridge.listeners` accepted); one request is answered before the next is read.
+The model runs under a lock, one frame at a time. Memory per connection is bounded:
 a payload buffer is allocated only after its header passed :func:`protocol.check_request`
 against ``max_frame_bytes``, and the model's working memory grows with the frame's pixels,
-which that limit also bounds. A connection that sends nothing for ``timeout`` seconds, in
-or between frames, is closed.
+which that limit also bounds.
 
 When a header is bad (magic, version, fields, dtype, channels, size, length), the server
 replies with the error status and closes the connection, since it can no longer tell where
@@ -17,15 +16,9 @@ if the peer still reads, and is closed.
 
 from __future__ import annotations
 
-import ipaddress
-import os
-import socket
-import socketserver
-import stat
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import numpy as np
@@ -151,107 +144,3 @@ def serve_stream(rfile: BinaryIO, wfile: BinaryIO, handler: FrameHandler) -> int
             served += P.REPLY_STRUCT.unpack_from(out)[2] == P.STATUS_OK
     except (OSError, ValueError):  # timeout, reset, or a closed stream
         return served
-
-
-class _Connection(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        sock.settimeout(self.server.frame_handler.options.timeout)
-        with sock.makefile("rb") as rfile, sock.makefile("wb") as wfile:
-            serve_stream(rfile, wfile, self.server.frame_handler)
-
-
-class _Capped(socketserver.ThreadingMixIn):
-    daemon_threads = True
-    frame_handler: FrameHandler
-    slots: threading.BoundedSemaphore
-
-    def process_request(self, request, client_address) -> None:  # noqa: D102
-        if not self.slots.acquire(blocking=False):
-            try:
-                request.sendall(P.encode_error(P.STATUS_BUSY, 0, "server busy: too many "
-                                               "connections, retry later"))
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address) -> None:  # noqa: D102
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-
-class UnixServer(_Capped, socketserver.UnixStreamServer):
-    """Threaded Unix-socket server; removes its socket file on close."""
-
-    def server_close(self) -> None:  # noqa: D102
-        super().server_close()
-        Path(self.server_address).unlink(missing_ok=True)
-
-
-class TCPServer(_Capped, socketserver.TCPServer):
-    """Threaded TCP server."""
-
-    allow_reuse_address = True
-
-
-class TCP6Server(TCPServer):
-    """Threaded TCP server on IPv6."""
-
-    address_family = socket.AF_INET6
-
-
-def parse_tcp(address: str, allow_remote: bool = False) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``PORT``, ``[::1]:PORT``) to ``(host, port)``; loopback unless allowed.
-
-    Raises:
-        EdgesegError: For a malformed address, a host name other than ``localhost``, or a
-            non-loopback address without ``allow_remote``.
-    """
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    host = "127.0.0.1" if host == "localhost" else host
-    try:
-        ip, num = ipaddress.ip_address(host), int(port)
-    except ValueError as exc:
-        raise EdgesegError(f"--tcp takes HOST:PORT with an IP address, e.g. 127.0.0.1:5555; "
-                           f"got {address!r}") from exc
-    if not 0 <= num <= 65535:
-        raise EdgesegError(f"port must be 0-65535, got {num}")
-    if not ip.is_loopback and not allow_remote:
-        raise EdgesegError(f"{host} is not a loopback address: frames would be served to the "
-                           "network unauthenticated; pass --allow-remote if that is intended")
-    return host, num
-
-
-def make_server(handler: FrameHandler, unix: str | Path | None = None,
-                tcp: tuple[str, int] | None = None) -> socketserver.BaseServer:
-    """A bound, listening server on a Unix socket path or a ``(host, port)`` (checked before).
-
-    A stale socket file at ``unix`` is replaced; any other file there is an error.
-
-    Raises:
-        EdgesegError: When the address cannot be bound.
-    """
-    if (unix is None) == (tcp is None):
-        raise EdgesegError("give exactly one of a Unix socket path or a TCP address")
-    if unix is not None:
-        path = Path(unix)
-        if path.exists() or path.is_symlink():
-            if not stat.S_ISSOCK(path.lstat().st_mode):
-                raise EdgesegError(f"{path} exists and is not a socket; choose another path")
-            path.unlink()
-        cls, address = UnixServer, os.fspath(path)
-    else:
-        cls = TCP6Server if ":" in tcp[0] else TCPServer
-        address = tcp
-    try:
-        server = cls(address, _Connection)
-    except OSError as exc:
-        raise EdgesegError(f"cannot listen on {address}: {exc}") from exc
-    server.frame_handler = handler
-    server.slots = threading.BoundedSemaphore(handler.options.max_connections)
-    return server

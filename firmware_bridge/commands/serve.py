@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 
+from firmware_bridge.commands.modelargs import add_model_args
+
 
 def register(subparsers) -> None:
     """Add the ``serve`` sub-command."""
@@ -29,10 +31,7 @@ def register(subparsers) -> None:
                    help="seconds a silent connection is kept (0: forever; default 30)")
     p.add_argument("--max-connections", type=int, default=4,
                    help="connections served at once (default 4); frames run one at a time")
-    p.add_argument("--backend", help="litert, openvino or onnxruntime (default: from the suffix)")
-    p.add_argument("--threads", type=int, help="CPU threads for the runtime")
-    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model's)")
-    p.add_argument("--batch", type=int, default=1, help="tiles per runtime call")
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
@@ -53,15 +52,15 @@ def _stop(signum, frame) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model and serve until the stream ends (stdio) or SIGINT/SIGTERM (sockets)."""
+    from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
-    from firmware_bridge.server import FrameHandler, ServerOptions, make_server, parse_tcp, serve_stream
+    from firmware_bridge.listeners import make_server, parse_tcp
+    from firmware_bridge.server import FrameHandler, ServerOptions, serve_stream
 
     if args.max_frame_mb <= 0 or args.max_connections < 1 or args.timeout < 0:
         raise EdgesegError("--max-frame-mb must be > 0, --max-connections >= 1, --timeout >= 0")
     tcp = parse_tcp(args.tcp, args.allow_remote) if args.tcp else None
-    model = Segmenter(args.model, args.backend, SegmenterOptions(
-        threads=args.threads, overlap=args.overlap, batch=args.batch))
+    model = load_segmenter(args)
     options = ServerOptions(max_frame_bytes=int(args.max_frame_mb * 2**20),
                             timeout=args.timeout or None, max_connections=args.max_connections)
     handler = FrameHandler(model, options)
