@@ -9,16 +9,15 @@ a smaller map. The mask is the argmax, or ``p >= threshold`` for one sigmoid cha
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from firmware_bridge import tiling
-from firmware_bridge.backends import Backend, BackendOptions, open_backend
+from firmware_bridge.backends import BackendOptions, open_backend
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.metadata import ModelMetadata, read_metadata
+from firmware_bridge.modelspec import input_channels, output_channels, resolve_metadata
 from firmware_bridge.postprocess import resize_bilinear, to_probabilities
 
 DEFAULT_TILE = 512
@@ -69,36 +68,6 @@ class SegResult:
     probabilities: np.ndarray | None = None
 
 
-def _resolve_metadata(path: Path, backend: Backend, opts: SegmenterOptions) -> ModelMetadata:
-    meta = read_metadata(path)
-    layout = opts.layout or (meta.layout if meta else backend.layout)
-    k = output_channels(backend.output.shape, layout)
-    base = {} if meta else {"layout": layout}
-    if meta is None:
-        if k == 1:
-            base.update(classes=["foreground"], output="sigmoid")
-        elif k:
-            base.update(classes=[f"class_{i}" for i in range(k)], output="softmax")
-    overrides = {"mean": opts.mean, "std": opts.std, "layout": opts.layout,
-                 "classes": opts.classes, "threshold": opts.threshold, "output": opts.output}
-    base.update({key: v for key, v in overrides.items() if v is not None})
-    resolved = dataclasses.replace(meta or ModelMetadata(), **base)
-    expected = 1 if resolved.output == "sigmoid" else len(resolved.classes)
-    if k is not None and k != expected and not (k == 1 and resolved.output == "logits"):
-        raise EdgesegError(
-            f"{path}: the model outputs {k} channel(s) but {len(resolved.classes)} class(es) "
-            f"with output {resolved.output!r} are configured; fix --classes / --output"
-        )
-    return resolved
-
-
-def output_channels(shape: tuple[int | None, ...], layout: str) -> int | None:
-    """Channels of an output shape (1 for a rank-3 ``N,H,W`` map; ``None`` when dynamic)."""
-    if len(shape) == 3:
-        return 1
-    return shape[-1] if layout == "NHWC" else shape[1]
-
-
 class Segmenter:
     """A segmentation model ready to predict.
 
@@ -123,16 +92,14 @@ class Segmenter:
         bopts = BackendOptions(opts.threads, opts.device,
                                tuple(opts.providers) if opts.providers else None, opts.delegate)
         self.backend = open_backend(path, backend, bopts)
-        self.meta = _resolve_metadata(Path(path), self.backend, opts)
+        self.meta = resolve_metadata(Path(path), self.backend, opts)
         shape = self.backend.input.shape
         nchw = self.meta.layout == "NCHW"
         hw = shape[2:4] if nchw else shape[1:3]
         self.input_size = None if None in hw else (int(hw[0]), int(hw[1]))
-        self.channels = int(shape[1 if nchw else 3] or self.meta.channels)
+        self.channels = int(input_channels(shape, self.meta.layout) or self.meta.channels)
         self._mean = np.asarray(self.meta.mean, dtype=np.float32)
         self._std = np.asarray(self.meta.std, dtype=np.float32)
-        if np.any(self._std == 0):
-            raise EdgesegError("std must not be 0")
         self.tile = self._tile_size()
         self.overlap = self.meta.tile_overlap if opts.overlap is None else opts.overlap
         if not 0 <= self.overlap < min(self.tile):

@@ -180,6 +180,10 @@ def test_bad_input_is_a_clear_error(models, image):
         seg.predict_tiled(np.zeros((80, 80), np.uint8))
     with pytest.raises(EdgesegError, match="overlap"):
         Segmenter(models["nchw"], options=SegmenterOptions(tile=64, overlap=64))
+    with pytest.raises(EdgesegError, match="mean needs 1 or 3 values"):
+        Segmenter(models["nchw"], options=SegmenterOptions(mean=[1.0, 2.0]))
+    with pytest.raises(EdgesegError, match="std must not be 0"):
+        Segmenter(models["nchw"], options=SegmenterOptions(std=[0.0]))
     with pytest.raises(EdgesegError, match="batch"):
         Segmenter(models["nchw"], options=SegmenterOptions(batch=0))
 

@@ -84,7 +84,7 @@ def _throughput(seg, size: int, block: int) -> dict:
         t0 = time.perf_counter()
         predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)
         seconds = time.perf_counter() - t0
-    return {"mode": "streamed GeoTIFF", "seconds": seconds, "peak_rss_before_mb": rss_before}
+    return {"mode": "streamed GeoTIFF", "seconds": seconds, "peak_rss_before_mb": round(rss_before, 1)}
 
 
 def run_bench(args: argparse.Namespace) -> int:

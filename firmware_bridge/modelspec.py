@@ -1,0 +1,69 @@
+"""What a model expects and gives, from its shapes, its metadata and the user's overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from firmware_bridge.backends import Backend
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.metadata import ModelMetadata, read_metadata
+
+
+def resolve_metadata(path: Path, backend: Backend, opts) -> ModelMetadata:
+    """The metadata in effect: the file's (or defaults for a foreign model) plus overrides.
+
+    A foreign model gets its layout from the input shape, one ``foreground`` sigmoid class
+    for a one-channel output, and ``class_i`` softmax classes otherwise.
+
+    Args:
+        path: The model file.
+        backend: The opened backend (shapes).
+        opts: :class:`~firmware_bridge.segmenter.SegmenterOptions`; set fields win.
+
+    Returns:
+        The resolved metadata.
+
+    Raises:
+        EdgesegError: When the classes do not fit the output channels, or mean/std do not
+            fit the input bands.
+    """
+    meta = read_metadata(path)
+    layout = opts.layout or (meta.layout if meta else backend.layout)
+    k = output_channels(backend.output.shape, layout)
+    base = {} if meta else {"layout": layout}
+    if meta is None:
+        if k == 1:
+            base.update(classes=["foreground"], output="sigmoid")
+        elif k:
+            base.update(classes=[f"class_{i}" for i in range(k)], output="softmax")
+    overrides = {"mean": opts.mean, "std": opts.std, "layout": opts.layout,
+                 "classes": opts.classes, "threshold": opts.threshold, "output": opts.output}
+    base.update({key: v for key, v in overrides.items() if v is not None})
+    resolved = dataclasses.replace(meta or ModelMetadata(), **base)
+    expected = 1 if resolved.output == "sigmoid" else len(resolved.classes)
+    if k is not None and k != expected and not (k == 1 and resolved.output == "logits"):
+        raise EdgesegError(
+            f"{path}: the model outputs {k} channel(s) but {len(resolved.classes)} class(es) "
+            f"with output {resolved.output!r} are configured; fix --classes / --output"
+        )
+    channels = input_channels(backend.input.shape, resolved.layout) or resolved.channels
+    for name in ("mean", "std"):
+        values = getattr(resolved, name)
+        if len(values) not in (1, channels):
+            raise EdgesegError(f"{name} needs 1 or {channels} values, got {len(values)}")
+    if any(v == 0 for v in resolved.std):
+        raise EdgesegError("std must not be 0")
+    return resolved
+
+
+def output_channels(shape: tuple[int | None, ...], layout: str) -> int | None:
+    """Channels of an output shape (1 for a rank-3 ``N,H,W`` map; ``None`` when dynamic)."""
+    if len(shape) == 3:
+        return 1
+    return shape[-1] if layout == "NHWC" else shape[1]
+
+
+def input_channels(shape: tuple[int | None, ...], layout: str) -> int | None:
+    """Bands of a rank-4 input shape (``None`` when dynamic)."""
+    return shape[3] if layout == "NHWC" else shape[1]
