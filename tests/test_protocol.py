@@ -272,3 +272,24 @@ int main(void) {
     expected = P.encode_request_header(P.RequestHeader(0xA1B2C3D4, 70000, 3, 4, P.DTYPE_UINT16,
                                                        70000 * 3 * 4 * 2, P.FLAG_NO_MASK))
     assert bytes.fromhex(out.stdout) == expected
+
+
+def test_microcontroller_doc_model_files_compile(tmp_path):
+    """The generated-file example in docs/microcontrollers.md is valid C++ as written."""
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler on PATH")
+    text = (REPO / "docs" / "microcontrollers.md").read_text()
+    blocks = re.findall(r"```c\n(.*?)```", text, re.S)
+    header = next(b for b in blocks if "#ifndef EDGESEG_MODEL_H" in b)
+    source = next(b for b in blocks if "g_edgeseg_model[] = {" in b)
+    (tmp_path / "edgeseg_model.h").write_text(header)
+    (tmp_path / "edgeseg_model.cc").write_text(source)
+    (tmp_path / "main.cc").write_text(
+        '#include "edgeseg_model.h"\n#include <cstdint>\n'
+        "int main() { return (reinterpret_cast<std::uintptr_t>(g_edgeseg_model) % 16 != 0) + "
+        "(g_edgeseg_model_len != 8) + (g_edgeseg_class_names[EDGESEG_NUM_CLASSES - 1][0] != 'W'); }\n")
+    exe = tmp_path / "model"
+    subprocess.run([cxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-o", str(exe),
+                    str(tmp_path / "edgeseg_model.cc"), str(tmp_path / "main.cc")], check=True)
+    assert subprocess.run([str(exe)]).returncode == 0
