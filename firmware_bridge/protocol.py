@@ -156,15 +156,13 @@ def frame_nbytes(height: int, width: int, channels: int, dtype: int) -> int:
 
 
 def check_request(h: RequestHeader, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                  channels: tuple[int, ...] = (1, 2, 3, 4),
-                  dtypes: tuple[int, ...] = tuple(DTYPES)) -> None:
+                  channels: tuple[int, ...] = (1, 2, 3, 4)) -> None:
     """Validate a request header before any payload is read or allocated.
 
     Args:
         h: The decoded header.
         max_frame_bytes: Largest payload the server accepts.
         channels: Channel counts the model can take.
-        dtypes: Dtype codes the server accepts.
 
     Raises:
         ProtocolError: With the status code that reports the first problem found, in the
@@ -182,9 +180,9 @@ def check_request(h: RequestHeader, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYT
     if h.height == 0 or h.width == 0 or h.channels == 0:
         raise ProtocolError(STATUS_BAD_HEADER, f"empty frame {h.height}x{h.width}x{h.channels}",
                             fid)
-    if h.dtype not in DTYPES or h.dtype not in dtypes:
-        raise ProtocolError(STATUS_UNSUPPORTED_DTYPE, f"dtype code {h.dtype} is not served; "
-                            f"use one of {sorted(set(dtypes) & set(DTYPES))}", fid)
+    if h.dtype not in DTYPES:
+        raise ProtocolError(STATUS_UNSUPPORTED_DTYPE, f"dtype code {h.dtype} is unknown; use "
+                            f"one of {sorted(DTYPES)}", fid)
     if h.channels not in channels:
         raise ProtocolError(STATUS_UNSUPPORTED_CHANNELS, f"{h.channels} channels; the model "
                             f"takes {', '.join(map(str, channels))}", fid)

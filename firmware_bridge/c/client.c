@@ -129,7 +129,7 @@ static int round_trip(int fd, const eseg_request_header *req, const uint8_t *pix
     if (eseg_decode_reply(rbytes, &rep)) return fail(2, "reply has a wrong magic or version");
     if (rep.status != ESEG_STATUS_OK) {
         char msg[ESEG_MAX_MESSAGE + 1];
-        size_t n = rep.payload_length < ESEG_MAX_MESSAGE ? (size_t)rep.payload_length : 0;
+        size_t n = rep.payload_length <= ESEG_MAX_MESSAGE ? (size_t)rep.payload_length : 0;
         if (recv_all(fd, (uint8_t *)msg, n)) n = 0;
         msg[n] = '\0';
         fprintf(stderr, "edgeseg_client: server status %u: %s\n", rep.status, msg);
