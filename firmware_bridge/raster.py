@@ -90,6 +90,8 @@ def predict_geotiff(
     from rasterio.windows import Window
 
     src, dst = Path(src), Path(dst)
+    if block < 1:
+        raise EdgesegError(f"block must be a positive number of pixels, got {block}")
     if not src.is_file():
         raise EdgesegError(f"{src}: no such file")
     with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):

@@ -43,7 +43,7 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
     f.add_argument("--std", type=_floats, help="per-channel std (input = (pixel - mean) / std)")
     f.add_argument("--scale", type=float, help="multiplier instead of --std, e.g. 0.00392157")
     f.add_argument("--layout", choices=("NHWC", "NCHW"), help="input layout")
-    f.add_argument("--classes", dest="class_names",
+    f.add_argument("--classes", dest="class_names", metavar="NAMES|CSV",
                    help="class names, comma-separated, or a class table CSV")
     f.add_argument("--threshold", type=float, help="sigmoid threshold")
     f.add_argument("--output-kind", choices=("softmax", "logits", "sigmoid"),

@@ -41,6 +41,9 @@ def run_predict(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
     seg = load_segmenter(args)
+    if args.overlay and any(Path(s).suffix.lower() in (".tif", ".tiff") for s in args.inputs):
+        print("note: --overlay applies to ordinary images; GeoTIFFs get a colour-mapped mask",
+              file=sys.stderr)
     show = not args.quiet and sys.stderr.isatty()
     failed = 0
     for src in progress(args.inputs, len(args.inputs), "predict", show and len(args.inputs) > 1):
