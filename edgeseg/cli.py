@@ -15,6 +15,9 @@ from firmware_bridge.cliutil import run_main
 
 COMMAND_MODULES = [
     "edgeseg.commands.data",
+    "edgeseg.commands.train",
+    "edgeseg.commands.evaluate",
+    "edgeseg.commands.pretrain",
 ]
 
 

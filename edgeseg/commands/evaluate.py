@@ -1,0 +1,39 @@
+"""``edgeseg evaluate RUN_OR_MODEL --data DIR --classes FILE [--val-pattern] [--json OUT]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` command."""
+    p = sub.add_parser(
+        "evaluate", help="per-class IoU/Dice of a model on full images (tiled, device metric core)"
+    )
+    p.add_argument("model", help="run directory from 'edgeseg train', or a .keras/.h5 model file")
+    p.add_argument("--data", required=True, help="dataset folder holding images/ and masks/")
+    p.add_argument("--classes", required=True, help="class table CSV (name,colour,ignore)")
+    p.add_argument("--val-pattern", help="evaluate only stems matching this glob, e.g. 'tile7_*'")
+    p.add_argument("--tile", type=int, help="tile edge (rebuilds a run's model at this size)")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+    p.add_argument("--json", help="also write the scores as JSON to this file")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate and print the per-class table; optionally write JSON."""
+    import json
+    import sys
+
+    from edgeseg.evaluate import evaluate
+    from firmware_bridge.classes import ClassTable
+    from firmware_bridge.fsutil import atomic_write_bytes
+
+    table = ClassTable.load(args.classes)
+    result = evaluate(args.model, args.data, table, args.val_pattern, args.tile, args.overlap,
+                      progress=sys.stderr.isatty())
+    print(f"{result.images} images, tiles {result.tile}px with {result.overlap}px overlap")
+    print(result.scores.table())
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(result.to_dict(), indent=2) + "\n").encode())
+    return 0

@@ -1,0 +1,55 @@
+"""``edgeseg pretrain --images DIR --out DIR``: denoising-autoencoder pretraining of an encoder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``pretrain`` command."""
+    p = sub.add_parser(
+        "pretrain", help="self-supervised encoder pretraining on unlabelled images (denoising AE)"
+    )
+    p.add_argument("--images", required=True, help="folder of unlabelled 8-bit RGB images")
+    p.add_argument("--out", required=True, help="output folder (encoder.h5 + pretrain.json)")
+    p.add_argument("--backbone", default="mobilenetv2_035")
+    p.add_argument("--encoder-weights", default="none",
+                   help="start from these weights (no-top .h5 file or 'imagenet'), or 'none'")
+    p.add_argument("--crop", type=int, default=128, help="crop edge (multiple of 32)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--steps-per-epoch", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--noise", type=float, default=0.2, help="Gaussian noise std (normalised range)")
+    p.add_argument("--mask-ratio", type=float, default=0.4, help="share of patches blanked")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, help="time budget")
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    """Read the images, pretrain, report where the encoder weights are."""
+    from pathlib import Path
+
+    from edgeseg.pretrain import PretrainConfig, pretrain
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.imageio import read_image
+    from firmware_bridge.pairs import IMAGE_SUFFIXES
+
+    folder = Path(args.images)
+    if not folder.is_dir():
+        raise EdgesegError(f"{folder}: not a folder of images")
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise EdgesegError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    images = [read_image(p) for p in files]
+    config = PretrainConfig(
+        backbone=args.backbone, crop=args.crop, batch=args.batch, epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch, lr=args.lr, noise=args.noise,
+        mask_ratio=args.mask_ratio, seed=args.seed,
+        encoder_weights=None if args.encoder_weights == "none" else args.encoder_weights,
+        time_budget_s=args.minutes * 60 if args.minutes else None,
+    )
+    result = pretrain(config, images, args.out)
+    print(f"encoder weights: {result.encoder_path} (use --encoder-weights {args.out})")
+    return 0

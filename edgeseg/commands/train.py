@@ -1,0 +1,79 @@
+"""``edgeseg train --data DIR --classes FILE --out RUN [...]``: two-stage transfer learning."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULTS = {
+    "arch": "mobileunet", "backbone": "mobilenetv2_035", "crop": 256, "batch": 8,
+    "stage1_epochs": 2, "stage2_epochs": 6, "steps_per_epoch": 100, "lr": 1e-3,
+    "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "median",
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train`` command."""
+    p = sub.add_parser("train", help="train a segmentation model (two-stage transfer learning)")
+    p.add_argument("--data", required=True, help="dataset folder holding images/ and masks/")
+    p.add_argument("--classes", required=True, help="class table CSV (name,colour,ignore)")
+    p.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
+    p.add_argument("--arch", default=DEFAULTS["arch"], help="mobileunet or deeplabv3plus")
+    p.add_argument("--backbone", default=DEFAULTS["backbone"], help="e.g. mobilenetv2_035")
+    p.add_argument("--upsampling", default="bilinear", help="bilinear, nearest or transpose")
+    p.add_argument("--encoder-weights", default="none",
+                   help="no-top .h5 file, 'imagenet' (Keras cache), a run or pretrain dir, or 'none'")
+    p.add_argument("--val-pattern", default="tile7_*", help="glob on file stems for validation")
+    p.add_argument("--crop", type=int, default=DEFAULTS["crop"], help="training crop edge (multiple of 32)")
+    p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
+    p.add_argument("--stage1-epochs", type=int, default=DEFAULTS["stage1_epochs"])
+    p.add_argument("--stage2-epochs", type=int, default=DEFAULTS["stage2_epochs"])
+    p.add_argument("--steps-per-epoch", type=int, default=DEFAULTS["steps_per_epoch"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="decoder and head learning rate")
+    p.add_argument("--encoder-lr-factor", type=float, default=DEFAULTS["encoder_lr_factor"],
+                   help="encoder learning rate as a fraction of --lr in stage 2")
+    p.add_argument("--unfreeze", default="all",
+                   help="'all' or the first encoder block to train in stage 2, e.g. block_13")
+    p.add_argument("--loss", default=DEFAULTS["loss"], help="e.g. ce+dice, 0.5*focal+dice")
+    p.add_argument("--class-weighting", default=DEFAULTS["class_weighting"],
+                   choices=["median", "inverse", "none"])
+    p.add_argument("--balance", type=float, default=0.5,
+                   help="share of crops centred on a pixel of a rarely-seen class")
+    p.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
+    p.add_argument("--val-tile", type=int, default=512, help="tile edge of the validation prediction")
+    p.add_argument("--patience", type=int, default=3, help="epochs without a better val mIoU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, help="time budget for the whole run (training + validation)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Load the data, train, print the best validation scores."""
+    import sys
+
+    from edgeseg.data import load_split
+    from edgeseg.train import TrainConfig, train
+    from firmware_bridge.classes import ClassTable
+
+    table = ClassTable.load(args.classes)
+    train_samples, val_samples = load_split(args.data, table, args.val_pattern)
+    print(f"{len(train_samples)} training and {len(val_samples)} validation images", file=sys.stderr)
+    config = TrainConfig(
+        num_classes=table.num_classes, arch=args.arch, backbone=args.backbone,
+        class_names=list(table.names), class_colours=table.hex_colours(), upsampling=args.upsampling,
+        crop=args.crop, batch=args.batch, stage1_epochs=args.stage1_epochs,
+        stage2_epochs=args.stage2_epochs, steps_per_epoch=args.steps_per_epoch, lr_head=args.lr,
+        encoder_lr_factor=args.encoder_lr_factor, loss=args.loss,
+        class_weighting=None if args.class_weighting == "none" else args.class_weighting,
+        encoder_weights=args.encoder_weights, unfreeze=args.unfreeze, balance=args.balance,
+        augment=not args.no_augment, seed=args.seed, patience=args.patience,
+        val_pattern=args.val_pattern, val_tile=args.val_tile,
+        time_budget_s=args.minutes * 60 if args.minutes else None,
+    )
+    result = train(config, train_samples, val_samples, args.out, resume=args.resume,
+                   verbose=not args.quiet)
+    print(f"best val mIoU {result.best_miou:.4f} at epoch {result.best_epoch} "
+          f"({result.epochs} epochs, stopped by {result.stopped}, {result.elapsed_s:.0f} s); "
+          f"model: {result.run_dir}/model.keras")
+    return 0

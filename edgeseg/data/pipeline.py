@@ -1,0 +1,221 @@
+"""The training input pipeline: random (optionally class-balanced) crops from large images.
+
+Crops are drawn in NumPy from in-memory samples and fed through ``tf.data`` (a generator,
+batched and prefetched). Every random choice comes from ``numpy.random.default_rng([seed,
+epoch])``: the same seed gives the same batches, and a run resumed at epoch ``e`` sees what an
+uninterrupted run would have seen.
+
+Per crop:
+
+1. centre: with probability ``balance`` a pixel of one class, the class drawn with weights
+   ``1 / sqrt(share)`` (rare classes more often) from a per-image index of class pixels;
+   otherwise uniform over the image;
+2. a ``crop x crop`` window around it, shifted inward at the image edge; images smaller than
+   the crop are padded by reflection and their padded mask pixels are ignore (255);
+3. augmentation: horizontal / vertical flips, a 90-degree rotation (k in 0..3), brightness
+   (added, fraction of 255) and contrast (scaled about the crop's mean) jitter;
+4. normalisation ``(pixel - 127.5) / 127.5`` (:data:`edgeseg.models.NORMALISATION`).
+
+Validation does not use crops: it predicts full images tile by tile (``edgeseg.inference``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeseg.data.dataset import Sample
+from edgeseg.data.stats import class_pixel_counts
+from firmware_bridge import IGNORE_INDEX
+from firmware_bridge.errors import EdgesegError
+
+MEAN = 127.5
+STD = 127.5
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """Map 8-bit pixels to the model's input range: ``(pixel - 127.5) / 127.5`` as float32."""
+    return (np.asarray(image, np.float32) - MEAN) / STD
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Augmentation switches and ranges.
+
+    Attributes:
+        flips: Random horizontal and vertical flips.
+        rotate90: Random rotation by a multiple of 90 degrees (crops are square).
+        brightness: Maximum added brightness, as a fraction of 255 (0 disables).
+        contrast: Maximum relative contrast change, e.g. 0.2 for factors in [0.8, 1.2].
+
+    """
+
+    flips: bool = True
+    rotate90: bool = True
+    brightness: float = 0.1
+    contrast: float = 0.2
+
+
+def class_pixel_index(
+    samples: Sequence[Sample], num_classes: int, per_image: int = 4096, seed: int = 0
+) -> list[np.ndarray]:
+    """Index pixels by class for class-balanced crop centres.
+
+    Args:
+        samples: Training samples.
+        num_classes: ``K``.
+        per_image: At most this many pixel positions kept per class and image (a random subset).
+        seed: Seed of the subset choice.
+
+    Returns:
+        One ``(n, 3)`` int array per class of rows ``(sample index, y, x)``; empty for a class
+        with no pixels.
+    """
+    rng = np.random.default_rng(seed)
+    found: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    for i, sample in enumerate(samples):
+        flat = sample.mask.ravel()
+        for c in range(num_classes):
+            pos = np.flatnonzero(flat == c)
+            if pos.size == 0:
+                continue
+            if pos.size > per_image:
+                pos = rng.choice(pos, per_image, replace=False)
+            y, x = np.divmod(pos, sample.mask.shape[1])
+            found[c].append(np.stack([np.full_like(y, i), y, x], axis=1))
+    return [np.concatenate(f) if f else np.zeros((0, 3), np.int64) for f in found]
+
+
+def balanced_class_probs(counts: np.ndarray) -> np.ndarray:
+    """Probabilities of picking each class as a crop centre: ``1/sqrt(share)``, normalised.
+
+    Classes with no pixels get probability 0.
+    """
+    counts = np.asarray(counts, np.float64)
+    weights = np.zeros_like(counts)
+    present = counts > 0
+    weights[present] = 1.0 / np.sqrt(counts[present] / counts.sum())
+    return weights / weights.sum()
+
+
+def crop_window(height: int, width: int, crop: int, cy: int, cx: int) -> tuple[int, int]:
+    """Top-left corner of a ``crop`` window centred on ``(cy, cx)``, shifted inside the image."""
+    y0 = min(max(cy - crop // 2, 0), max(height - crop, 0))
+    x0 = min(max(cx - crop // 2, 0), max(width - crop, 0))
+    return y0, x0
+
+
+def _pad(image: np.ndarray, mask: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    ph, pw = max(0, crop - image.shape[0]), max(0, crop - image.shape[1])
+    if ph == 0 and pw == 0:
+        return image, mask
+    image = np.pad(image, [(0, ph), (0, pw), (0, 0)], mode="reflect")
+    mask = np.pad(mask, [(0, ph), (0, pw)], constant_values=IGNORE_INDEX)
+    return image, mask
+
+
+def augment(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, aug: Augment
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flip, rotate and jitter one crop.
+
+    Args:
+        image: ``HxWx3`` uint8 crop.
+        mask: ``HxW`` uint8 mask.
+        rng: Random generator (consumed in a fixed order, whatever the switches).
+        aug: Switches and ranges.
+
+    Returns:
+        ``(image float32 normalised, mask uint8)``.
+    """
+    flip_h, flip_v = rng.random(2) < 0.5
+    k = int(rng.integers(4))
+    b, c = rng.uniform(-1.0, 1.0, 2)
+    if aug.flips and flip_h:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    if aug.flips and flip_v:
+        image, mask = image[::-1], mask[::-1]
+    if aug.rotate90 and k:
+        image, mask = np.rot90(image, k), np.rot90(mask, k)
+    out = np.asarray(image, np.float32)
+    if aug.contrast:
+        mean = out.mean(axis=(0, 1), keepdims=True)
+        out = (out - mean) * (1.0 + aug.contrast * c) + mean
+    if aug.brightness:
+        out = out + 255.0 * aug.brightness * b
+    return normalise(np.clip(out, 0.0, 255.0)), np.ascontiguousarray(mask)
+
+
+class CropSampler:
+    """Draws augmented crops from in-memory samples.
+
+    Args:
+        samples: Training samples (``image`` HxWx3 uint8, ``mask`` HxW uint8).
+        num_classes: ``K``.
+        crop: Crop edge in pixels.
+        balance: Probability that a crop is centred on a pixel of a class drawn by
+            :func:`balanced_class_probs` (0: uniform crops).
+        aug: Augmentation settings.
+
+    Raises:
+        EdgesegError: With no samples, or samples that are not 8-bit RGB.
+    """
+
+    def __init__(
+        self, samples: Sequence[Sample], num_classes: int, crop: int, balance: float = 0.0,
+        aug: Augment = Augment(),
+    ) -> None:
+        if not samples:
+            raise EdgesegError("no training samples: check --data and --val-pattern")
+        for s in samples:
+            if s.image.dtype != np.uint8 or s.image.ndim != 3 or s.image.shape[2] != 3:
+                raise EdgesegError(
+                    f"{s.stem}: training needs 8-bit RGB images, got {s.image.dtype} "
+                    f"with shape {s.image.shape}"
+                )
+        self.samples = list(samples)
+        self.crop = int(crop)
+        self.balance = float(balance)
+        self.aug = aug
+        areas = np.array([s.mask.size for s in self.samples], np.float64)
+        self.image_probs = areas / areas.sum()
+        self.index = class_pixel_index(self.samples, num_classes) if balance > 0 else None
+        if self.index is not None:
+            counts, _ = class_pixel_counts([s.mask for s in self.samples], num_classes)
+            self.class_probs = balanced_class_probs(counts)
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One augmented crop: ``(crop x crop x 3 float32, crop x crop uint8)``."""
+        if self.index is not None and rng.random() < self.balance:
+            c = int(rng.choice(len(self.class_probs), p=self.class_probs))
+            i, cy, cx = self.index[c][int(rng.integers(len(self.index[c])))]
+        else:
+            i = int(rng.choice(len(self.samples), p=self.image_probs))
+            h, w = self.samples[i].mask.shape
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        image, mask = _pad(self.samples[i].image, self.samples[i].mask, self.crop)
+        y0, x0 = crop_window(image.shape[0], image.shape[1], self.crop, int(cy), int(cx))
+        window = (slice(y0, y0 + self.crop), slice(x0, x0 + self.crop))
+        return augment(image[window], mask[window], rng, self.aug)
+
+    def epoch(self, seed: int, epoch: int, count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``count`` crops of one epoch; the same ``(seed, epoch)`` gives the same crops."""
+        rng = np.random.default_rng([int(seed), int(epoch)])
+        for _ in range(count):
+            yield self.draw(rng)
+
+    def dataset(self, seed: int, epoch: int, steps: int, batch: int):
+        """A ``tf.data.Dataset`` of ``steps`` batches ``(images NxHxWx3, masks NxHxW uint8)``."""
+        from edgeseg.tf_env import tf_keras
+
+        tf, _ = tf_keras()
+        c = self.crop
+        ds = tf.data.Dataset.from_generator(
+            lambda: self.epoch(seed, epoch, steps * batch),
+            output_signature=(
+                tf.TensorSpec((c, c, 3), tf.float32), tf.TensorSpec((c, c), tf.uint8),
+            ),
+        )
+        return ds.batch(batch, drop_remainder=True).prefetch(2)

@@ -1,0 +1,236 @@
+"""The epoch loop behind :func:`edgeseg.train.train`: stages, time budget, validation, resume.
+
+State that must survive a kill lives in the JSON ``state`` dict (next epoch, best score,
+epochs without improvement, elapsed seconds, checkpoint prefix, history); the weights and
+both optimizers live in a ``tf.train.Checkpoint`` written after every epoch. The
+checkpoint is written first and ``state.json`` last, so a kill at any moment leaves a
+consistent resume point. Crops depend only on ``(seed, epoch)``, so a resumed run trains on
+what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg import runs
+from edgeseg.data.pipeline import Augment, CropSampler
+from edgeseg.inference import evaluate_samples, keras_predictor
+from edgeseg.stages import (
+    cosine_factor,
+    make_optimizers,
+    make_train_step,
+    recalibrate_batchnorm,
+    set_stage,
+)
+
+
+def new_state() -> dict:
+    """The state of a run that has not trained yet."""
+    return {"next_epoch": 0, "best_miou": -1.0, "best_epoch": -1, "bad_epochs": 0,
+            "elapsed_s": 0.0, "checkpoint": None, "stage": 0, "stage2_start_s": None,
+            "stopped": None, "history": []}
+
+
+class TrainingLoop:
+    """One run's model, data and state, stepped epoch by epoch.
+
+    Args:
+        config: :class:`edgeseg.train.TrainConfig`.
+        model: Training model (crop-sized input) with its initial weights.
+        loss_fn: ``loss(y_true, y_pred)``.
+        train_samples: Training samples.
+        val_samples: Full validation images (may be empty).
+        run_dir: Run directory (``config.json`` already written).
+        state: :func:`new_state` or the saved state of the run being resumed.
+        verbose: One line per epoch; progress bars when stderr is a terminal.
+        started: ``time.monotonic()`` when the run (re)started; setup counts against the budget.
+
+    """
+
+    def __init__(self, config, model, loss_fn, train_samples, val_samples, run_dir: Path,
+                 state: dict, verbose: bool = True, started: float | None = None) -> None:
+        from edgeseg.models import build_model
+
+        self.config, self.model, self.loss_fn, self.state = config, model, loss_fn, state
+        self.val_samples, self.run_dir = list(val_samples), Path(run_dir)
+        self.verbose, self.bars = verbose, verbose and sys.stderr.isatty()
+        k = max(config.num_classes, 2)
+        self.names = config.class_names if config.num_classes > 1 else ["0", "1"]
+        aug = Augment() if config.augment else Augment(False, False, 0.0, 0.0)
+        self.sampler = CropSampler(train_samples, k, config.crop, config.balance, aug)
+        self.val_model = build_model(config.arch, config.backbone, config.num_classes,
+                                     input_size=(config.val_tile,) * 2, upsampling=config.upsampling)
+        self.predictor = keras_predictor(self.val_model)
+        self.freeze_bn = (config.pretrained if config.freeze_encoder_bn is None
+                          else config.freeze_encoder_bn)
+        self.val_cost = self._estimate_val_cost()
+        self.clock = (started or time.monotonic()) - state["elapsed_s"]
+        self.stage = 0
+
+    def elapsed(self) -> float:
+        """Seconds of this run so far (across resumes)."""
+        return time.monotonic() - self.clock
+
+    def _estimate_val_cost(self) -> float:
+        """Seconds a validation will take, from one timed batch of tiles (also compiles it)."""
+        from firmware_bridge.tiling import tile_boxes
+
+        if not self.val_samples:
+            return 0.0
+        tile = self.config.val_tile
+        batch = np.zeros((4, tile, tile, 3), np.float32)
+        self.predictor(batch)
+        t0 = time.monotonic()
+        self.predictor(batch)
+        per_tile = (time.monotonic() - t0) / 4
+        tiles = sum(len(tile_boxes(*(max(d, tile) for d in s.mask.shape), tile, self.config.val_overlap))
+                    for s in self.val_samples)
+        return 1.2 * per_tile * tiles
+
+    def _deadline(self, stage: int) -> float:
+        c = self.config
+        if not c.time_budget_s:
+            return float("inf")
+        share = c.stage1_epochs / (c.stage1_epochs + c.stage2_epochs) if stage == 1 else 1.0
+        return c.time_budget_s * share
+
+    def _enter_stage(self, stage: int) -> None:
+        """Freeze / unfreeze, new optimizers and step; restore the checkpoint when resuming."""
+        from edgeseg.tf_env import tf_keras
+
+        tf, _ = tf_keras()
+        c, state = self.config, self.state
+        enc_vars, head_vars = set_stage(self.model, stage, c.unfreeze, self.freeze_bn)
+        self.enc_opt, self.head_opt = make_optimizers(enc_vars, head_vars, c.lr_head, c.encoder_lr_factor)
+        self.step = make_train_step(self.model, self.loss_fn, enc_vars, head_vars, self.enc_opt,
+                                    self.head_opt)
+        parts = {"head_opt": self.head_opt, **({"enc_opt": self.enc_opt} if self.enc_opt else {})}
+        self.ckpt = tf.train.Checkpoint(model=self.model, **parts)
+        if self.stage == 0 and state["checkpoint"]:
+            target = self.ckpt if state["stage"] == stage else tf.train.Checkpoint(model=self.model)
+            target.read(state["checkpoint"]).assert_existing_objects_matched()
+        if stage == 2 and state["stage2_start_s"] is None:
+            state["stage2_start_s"] = self.elapsed()
+        self.stage = stage
+
+    def _set_lr(self, epoch: int, i: int) -> None:
+        """Cosine decay over stage 2, by steps or by the time budget, whichever is further."""
+        c = self.config
+        progress = ((epoch - c.stage1_epochs) * c.steps_per_epoch + i) / (c.stage2_epochs * c.steps_per_epoch)
+        if c.time_budget_s:
+            t2 = self.state["stage2_start_s"]
+            span = max(c.time_budget_s - self.val_cost - t2, 1.0)
+            progress = max(progress, (self.elapsed() - t2) / span)
+        f = cosine_factor(progress)
+        self.head_opt.learning_rate = c.lr_head * f
+        if self.enc_opt:
+            self.enc_opt.learning_rate = c.lr_head * c.encoder_lr_factor * f
+
+    def _train_epoch(self, epoch: int) -> list[float]:
+        c, deadline = self.config, self._deadline(self.stage)
+        batches = self.sampler.dataset(c.seed, epoch, c.steps_per_epoch, c.batch)
+        if self.bars:
+            from tqdm import tqdm
+
+            total = c.stage1_epochs + c.stage2_epochs
+            batches = tqdm(batches, total=c.steps_per_epoch, desc=f"epoch {epoch + 1}/{total}", leave=False)
+        losses: list[float] = []
+        for i, (images, masks) in enumerate(batches):
+            if self.stage == 2:
+                self._set_lr(epoch, i)
+            losses.append(float(self.step(images, masks)))
+            if self.bars:
+                batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            if self.elapsed() + self.val_cost >= deadline:
+                break
+        return losses
+
+    def _validate(self, epoch: int):
+        """Re-estimate batch-norm statistics, copy weights to the tile-sized model, score it."""
+        c = self.config
+        t0 = time.monotonic()
+        recal = self.sampler.dataset(c.seed + 1, epoch, c.bn_batches, c.batch)
+        recalibrate_batchnorm(self.model, (images for images, _ in recal))
+        self.val_model.set_weights(self.model.get_weights())
+        scores = None
+        if self.val_samples:
+            scores = evaluate_samples(self.predictor, self.val_samples, max(c.num_classes, 2), c.val_tile,
+                                      c.val_overlap, self.names, progress=self.bars)
+        self.val_cost = time.monotonic() - t0
+        return scores
+
+    def _record(self, epoch: int, losses: list[float], scores) -> dict:
+        """Keep the model when it is the best so far; append and plot the history row."""
+        state, nan = self.state, float("nan")
+        row = {"epoch": epoch + 1, "stage": self.stage, "steps": len(losses),
+               "loss": round(float(np.mean(losses)), 6) if losses else nan}
+        for key in ("miou", "mdice", "pixel_accuracy"):
+            row[f"val_{key}"] = round(getattr(scores, key), 6) if scores else nan
+        row["lr_head"] = float(self.head_opt.learning_rate.numpy())
+        row["lr_encoder"] = float(self.enc_opt.learning_rate.numpy()) if self.enc_opt else 0.0
+        row["elapsed_s"] = round(self.elapsed(), 1)
+        for i, name in enumerate(self.names):
+            row[f"iou_{name}"] = round(float(scores.iou[i]), 6) if scores else nan
+        miou = scores.miou if scores else float(epoch)  # no validation: keep the latest
+        if miou > state["best_miou"]:
+            state.update(best_miou=miou, best_epoch=epoch + 1, bad_epochs=0)
+            with runs.atomic_path(self.run_dir / runs.MODEL) as tmp:
+                self.val_model.save(tmp)
+            if scores:
+                runs.write_json(self.run_dir / runs.SCORES, {"epoch": epoch + 1, **scores.to_dict()})
+                runs.plot_confusion(self.run_dir / runs.CONFUSION, scores.matrix, self.names)
+        else:
+            state["bad_epochs"] += 1
+        state["history"].append(row)
+        runs.write_history(self.run_dir / runs.HISTORY, state["history"])
+        runs.plot_curves(self.run_dir / runs.CURVES, state["history"])
+        return row
+
+    def _next_epoch(self, epoch: int) -> int:
+        """The epoch to run next; sets ``state["stopped"]`` when training ends."""
+        c, state = self.config, self.state
+        total, done = c.stage1_epochs + c.stage2_epochs, self.elapsed() + self.val_cost
+        epoch += 1
+        if self.stage == 1 and (state["bad_epochs"] >= c.patience or done >= self._deadline(1)):
+            epoch, state["bad_epochs"] = max(epoch, c.stage1_epochs), 0
+        elif self.stage == 2 and state["bad_epochs"] >= c.patience:
+            state["stopped"] = "early stopping"
+        if c.time_budget_s and done >= c.time_budget_s:
+            state["stopped"] = "time budget"
+        if epoch >= total and state["stopped"] is None:
+            state["stopped"] = "epochs"
+        return epoch
+
+    def _save_state(self, epoch: int) -> None:
+        state, previous = self.state, self.state["checkpoint"]
+        prefix = self.ckpt.write(str(self.run_dir / runs.CHECKPOINTS / f"epoch_{epoch:03d}"))
+        state.update(next_epoch=epoch, stage=self.stage, elapsed_s=self.elapsed(), checkpoint=prefix)
+        runs.write_json(self.run_dir / runs.STATE, state)
+        if previous and previous != prefix:
+            for old in Path(previous).parent.glob(Path(previous).name + ".*"):
+                old.unlink()
+
+    def run(self, on_epoch_end=None) -> dict:
+        """Train until the epochs, the patience or the time budget run out; return the state."""
+        c, state = self.config, self.state
+        (self.run_dir / runs.CHECKPOINTS).mkdir(exist_ok=True)
+        epoch, total = state["next_epoch"], c.stage1_epochs + c.stage2_epochs
+        while state["stopped"] is None and epoch < total:
+            stage = 1 if epoch < c.stage1_epochs else 2
+            if stage != self.stage:
+                self._enter_stage(stage)
+            losses = self._train_epoch(epoch)
+            row = self._record(epoch, losses, self._validate(epoch))
+            epoch = self._next_epoch(epoch)
+            self._save_state(epoch)
+            if self.verbose:
+                print(f"epoch {row['epoch']}/{total} stage {stage}: loss {row['loss']:.4f}, "
+                      f"val mIoU {row['val_miou']:.4f} (best {state['best_miou']:.4f} at "
+                      f"{state['best_epoch']}), {row['elapsed_s']:.0f} s", flush=True)
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+        return state

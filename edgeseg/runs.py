@@ -1,0 +1,232 @@
+"""The run directory of a training: what it holds, how to read it back, where weights come from.
+
+A run directory holds:
+
+* ``config.json``: the :class:`edgeseg.train.TrainConfig`, plus the class colours,
+  normalisation, input size, output kind and recommended tile size that an export needs;
+* ``history.csv``: one row per epoch (stage, loss, validation scores, learning rates, time);
+* ``curves.png`` and ``confusion.png``: training curves and the normalised confusion matrix;
+* ``model.keras``: the best model (tf-keras format, standard layers only);
+* ``scores.json``: the best validation scores (the metric core's ``to_dict``);
+* ``state.json`` and ``checkpoints/``: the resume point (weights, both optimizers, counters).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.fsutil import atomic_path, atomic_write_bytes
+from firmware_bridge.metadata import ModelMetadata
+
+CONFIG, HISTORY, MODEL, SCORES, STATE = (
+    "config.json", "history.csv", "model.keras", "scores.json", "state.json",
+)
+CURVES, CONFUSION, CHECKPOINTS = "curves.png", "confusion.png", "checkpoints"
+PRETRAINED_ENCODER = "encoder.h5"
+"""File name of the encoder weights written by ``edgeseg pretrain``."""
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON file of a run directory.
+
+    Raises:
+        EdgesegError: When the file is missing.
+    """
+    if not path.is_file():
+        raise EdgesegError(f"{path} not found: is {path.parent} an edgeseg run directory?")
+    return json.loads(path.read_text())
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    """Write the per-epoch history as CSV (columns of the first row), atomically."""
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def plot_curves(path: Path, rows: list[dict]) -> None:
+    """Training loss and validation mIoU per epoch, stage 2 shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(epochs, [r["loss"] for r in rows], "o-", color="tab:blue", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [r["val_miou"] for r in rows], "s-", color="tab:orange", label="val mIoU")
+    ax2.set_ylabel("validation mIoU")
+    stage2 = [r["epoch"] for r in rows if r["stage"] == 2]
+    if stage2:
+        ax.axvspan(min(stage2) - 0.5, max(stage2) + 0.5, color="0.92", label="stage 2")
+    fig.legend(loc="upper center", ncol=3, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def plot_confusion(path: Path, matrix: np.ndarray, names: list[str]) -> None:
+    """The confusion matrix normalised per truth row (recall on the diagonal)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, np.float64)
+    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2, 1.1 * k + 1.5))
+    ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("truth")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center",
+                    color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def is_run_dir(path) -> bool:
+    """Whether ``path`` is a training run directory (has ``config.json`` and ``model.keras``)."""
+    path = Path(path)
+    return (path / CONFIG).is_file() and (path / MODEL).is_file()
+
+
+def load_run(run_dir, input_size: tuple[int, int] | None = None):
+    """Load the best model of a run and its configuration.
+
+    Args:
+        run_dir: A directory written by ``edgeseg train``.
+        input_size: Rebuild the model at another ``(height, width)`` with the same weights
+            (the architectures are fully convolutional); ``None`` keeps the training crop size.
+
+    Returns:
+        ``(keras_model, TrainConfig)``.
+
+    Raises:
+        EdgesegError: When the directory holds no finished model.
+    """
+    from edgeseg.models import build_model
+    from edgeseg.tf_env import tf_keras
+    from edgeseg.train import TrainConfig
+
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise EdgesegError(f"{run_dir}: not a run directory with a model (needs {CONFIG} and {MODEL})")
+    _, keras = tf_keras()
+    config = TrainConfig.from_dict(read_json(run_dir / CONFIG)["config"])
+    model = keras.models.load_model(run_dir / MODEL, compile=False)
+    if input_size is not None and tuple(input_size) != tuple(model.input_shape[1:3]):
+        resized = build_model(config.arch, config.backbone, config.num_classes,
+                              input_size=tuple(input_size), upsampling=config.upsampling)
+        resized.set_weights(model.get_weights())
+        model = resized
+    return model, config
+
+
+def run_metadata(run_dir) -> ModelMetadata:
+    """Metadata for an export of this run (classes, colours, normalisation, tiles, scores)."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / CONFIG)
+    cfg = info["config"]
+    scores = read_json(run_dir / SCORES) if (run_dir / SCORES).is_file() else {}
+    norm = info["normalisation"]
+    return ModelMetadata(
+        classes=cfg["class_names"], colours=cfg["class_colours"], mean=[norm["mean"]],
+        std=[norm["std"]], input_size=tuple(info["input_size"]), output=info["output"],
+        tile_size=cfg["val_tile"], tile_overlap=cfg["val_overlap"], arch=cfg["arch"],
+        backbone=cfg["backbone"], version=info.get("version", ""),
+        scores={k: scores[k] for k in ("miou", "mdice", "pixel_accuracy") if scores.get(k) is not None},
+    )
+
+
+def transfer_weights(src, dst) -> tuple[int, list[str]]:
+    """Copy weights layer by layer (same name, same shapes) from ``src`` into ``dst``.
+
+    Returns:
+        ``(layers copied, names of dst layers with weights that were left as they were)``.
+    """
+    by_name = {layer.name: layer for layer in src.layers}
+    copied, skipped = 0, []
+    for layer in dst.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        other = by_name.get(layer.name)
+        theirs = other.get_weights() if other is not None else []
+        same = len(theirs) == len(weights)
+        if same and all(a.shape == b.shape for a, b in zip(theirs, weights, strict=True)):
+            layer.set_weights(theirs)
+            copied += 1
+        else:
+            skipped.append(layer.name)
+    return copied, skipped
+
+
+def initial_model(config, input_size: tuple[int, int]):
+    """Build the model of a config with its encoder weights (see ``TrainConfig.encoder_weights``).
+
+    Args:
+        config: A :class:`edgeseg.train.TrainConfig`.
+        input_size: Model input size.
+
+    Returns:
+        ``(model, note)`` where ``note`` says where the weights came from.
+
+    Raises:
+        EdgesegError: Missing weights, or a run that shares no layers with this model.
+    """
+    from edgeseg.models import build_model, encoder_layers
+    from edgeseg.tf_env import tf_keras
+
+    source = config.encoder_weights
+    args = (config.arch, config.backbone, config.num_classes)
+    kw = {"input_size": input_size, "upsampling": config.upsampling}
+    if source in (None, "", "none"):
+        return build_model(*args, encoder_weights=None, **kw), "random initialisation"
+    path = Path(source)
+    if path.is_dir() and (path / PRETRAINED_ENCODER).is_file():
+        path = path / PRETRAINED_ENCODER
+    if source == "imagenet" or path.is_file():
+        weights = "imagenet" if source == "imagenet" else str(path)
+        return build_model(*args, encoder_weights=weights, **kw), f"encoder weights {weights}"
+    if not is_run_dir(path):
+        raise EdgesegError(
+            f"encoder weights {source!r}: not a weights file, a run directory or a pretrain "
+            "output; pass a Keras-applications no-top .h5 file, 'imagenet', a run dir or 'none'"
+        )
+    _, keras = tf_keras()
+    src = keras.models.load_model(path / MODEL, compile=False)
+    model = build_model(*args, encoder_weights=None, **kw)
+    copied, skipped = transfer_weights(src, model)
+    enc = {layer.name for layer in encoder_layers(model)}
+    if any(name in enc for name in skipped) or not copied:
+        raise EdgesegError(
+            f"run {path} has a different encoder ({src.name}) than {config.backbone}: "
+            "train with the same backbone to reuse it"
+        )
+    note = f"weights of run {path} ({copied} layers" + (f", new {', '.join(skipped)})" if skipped else ")")
+    return model, note
