@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "edgeseg.commands.train",
     "edgeseg.commands.evaluate",
     "edgeseg.commands.pretrain",
+    "edgeseg.commands.bench",
 ]
 
 

@@ -1,0 +1,211 @@
+"""Accuracy: validation mIoU of the Keras model and of every artifact.
+
+Where an export folder holds ``parity.json`` (written by ``edgeseg export`` after checking each
+artifact through ``firmware_bridge`` on the validation images) its numbers are taken as they
+are. Artifacts it does not cover are computed here the same way: full validation images
+through :meth:`Segmenter.predict_tiled`, scored by :mod:`firmware_bridge.metrics`; with the
+run's Keras model at hand, its masks (same tiles and overlap) give the pixel agreement and
+the mIoU drop in points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeseg.bench.artifacts import ArtifactInfo, ParityFile
+
+KerasLoader = Callable[[int], object]
+
+
+@dataclass
+class AccuracyRow:
+    """Validation scores of one model.
+
+    Attributes:
+        label: Artifact label, or ``keras`` (``keras@size`` with several sizes).
+        format: Export format (``keras`` for the Keras model).
+        precision: ``fp32``, ``int8``...
+        resolution: Tile edge the model predicted with (``None``: dynamic).
+        miou: Mean IoU against the ground truth, 0..1.
+        agreement: Share of pixels with the Keras model's class (``None`` where unknown).
+        miou_drop: Keras mIoU minus this one, in points (``None`` where unknown).
+        source: ``parity.json`` (of the export) or ``computed`` (here).
+        images: Validation images scored.
+    """
+
+    label: str
+    format: str
+    precision: str
+    resolution: int | None
+    miou: float | None
+    agreement: float | None
+    miou_drop: float | None
+    source: str
+    images: int
+
+
+@dataclass
+class ValidationSet:
+    """Validation images with their ground-truth masks, and the class count."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    num_classes: int
+    stems: list[str]
+
+
+def validation_pairs(data: Path, pattern: str) -> list:
+    """The image/mask pairs whose stems match ``pattern`` (file names only, nothing decoded).
+
+    Raises:
+        EdgesegError: When pairing finds problems or nothing matches.
+    """
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.pairs import find_pairs, split_by_pattern
+
+    pairing = find_pairs(data)
+    if pairing.problems:
+        raise EdgesegError(f"{data}: {pairing.problems[0]} (run 'edgeseg data check {data}')")
+    val = split_by_pattern(pairing.pairs, pattern)[1]
+    if not val:
+        raise EdgesegError(f"{data}: no image matches the validation pattern {pattern!r}")
+    return val
+
+
+def load_validation(data: Path, classes: Path, pattern: str) -> ValidationSet:
+    """Decode the validation images and masks (only those; the training set is not read)."""
+    from edgeseg.data import load_sample
+    from firmware_bridge.classes import ClassTable
+
+    table = ClassTable.load(classes)
+    samples = [load_sample(p, table) for p in validation_pairs(data, pattern)]
+    return ValidationSet([s.image for s in samples], [s.mask for s in samples],
+                         max(table.num_classes, 2), [s.stem for s in samples])
+
+
+def _parity_rows(artifacts: list[ArtifactInfo], parities: dict[Path, ParityFile],
+                 several_sizes: bool) -> tuple[list[AccuracyRow], list[ArtifactInfo]]:
+    rows, missing = [], []
+    for folder, parity in parities.items():
+        here = [a for a in artifacts if a.path.parent == folder]
+        res = next((a.resolution for a in here if a.resolution), None)
+        if parity.keras_miou is not None:
+            rows.append(AccuracyRow("keras" + (f"@{res}" if several_sizes and res else ""), "keras",
+                                    "fp32", res, parity.keras_miou, 1.0, 0.0, "parity.json",
+                                    parity.images))
+    for a in artifacts:
+        entry = parities.get(a.path.parent)
+        entry = entry.entries.get(a.path.name) if entry else None
+        if entry is None or entry.miou is None:
+            missing.append(a)
+            continue
+        rows.append(AccuracyRow(a.label, a.format, a.precision, a.resolution, entry.miou,
+                                entry.agreement, entry.miou_drop, "parity.json",
+                                parities[a.path.parent].images))
+    return rows, missing
+
+
+def _score(masks: list[np.ndarray], truths: list[np.ndarray], k: int) -> float:
+    from firmware_bridge.metrics import ConfusionMatrix
+
+    cm = ConfusionMatrix(k)
+    for truth, mask in zip(truths, masks, strict=True):
+        cm.update(truth, mask)
+    return float(cm.scores().miou)
+
+
+def keras_masks(model, images: list[np.ndarray], tile: int, overlap: int) -> list[np.ndarray]:
+    """The Keras model's tiled masks (``edgeseg.inference``: the training-side tiling)."""
+    from edgeseg.inference import keras_predictor, predict_scores, scores_to_mask
+
+    predict = keras_predictor(model)
+    return [scores_to_mask(predict_scores(predict, image, tile, overlap)) for image in images]
+
+
+def compute_rows(missing: list[ArtifactInfo], val: ValidationSet, threads: int,
+                 keras: KerasLoader | None, have_keras: set[int | None], several_sizes: bool,
+                 log: Callable[[str], None] = print) -> list[AccuracyRow]:
+    """Score artifacts that ``parity.json`` does not cover (see the module docstring).
+
+    Args:
+        missing: Runnable artifacts to score.
+        val: Validation set.
+        threads: Runtime threads.
+        keras: Keras model loader (for agreement and the Keras mIoU); ``None``: mIoU only.
+        have_keras: Sizes whose Keras mIoU is already known (no Keras row is added for them).
+        several_sizes: Label Keras rows with their size.
+        log: Progress lines.
+
+    Returns:
+        The computed rows (Keras rows first for each size).
+    """
+    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+
+    rows: list[AccuracyRow] = []
+    n = len(val.images)
+    reference: dict[tuple[int, int], tuple[list[np.ndarray], float]] = {}
+    for a in missing:
+        seg = Segmenter(a.path, options=SegmenterOptions(threads=threads))
+        masks = [seg.predict_tiled(image).mask for image in val.images]
+        miou = _score(masks, val.masks, val.num_classes)
+        agreement = drop = None
+        key = (seg.tile[0], seg.overlap)
+        if keras is not None and seg.tile[0] == seg.tile[1]:
+            if key not in reference:
+                ref = keras_masks(keras(key[0]), val.images, *key)
+                reference[key] = (ref, _score(ref, val.masks, val.num_classes))
+                if a.resolution not in have_keras:
+                    label = "keras" + (f"@{key[0]}" if several_sizes else "")
+                    rows.append(AccuracyRow(label, "keras", "fp32", key[0], reference[key][1], 1.0,
+                                            0.0, "computed", n))
+                    have_keras.add(a.resolution)
+            ref, keras_miou = reference[key]
+            same = sum(int(np.count_nonzero(m == r)) for m, r in zip(masks, ref, strict=True))
+            agreement = same / sum(m.size for m in masks)
+            drop = 100.0 * (keras_miou - miou)
+        rows.append(AccuracyRow(a.label, a.format, a.precision, a.resolution, miou, agreement, drop,
+                                "computed", n))
+        log(f"[accuracy] {a.label:<16} mIoU {miou:.4f} (computed on {n} images)")
+    return rows
+
+
+def accuracy_section(artifacts: list[ArtifactInfo], parities: dict[Path, ParityFile],
+                     load_val: Callable[[], ValidationSet] | None, threads: int,
+                     keras: KerasLoader | None = None,
+                     log: Callable[[str], None] = print) -> tuple[list[AccuracyRow], list[str]]:
+    """The mIoU of the Keras model and every artifact: from ``parity.json``, else computed.
+
+    Args:
+        artifacts: Artifacts found.
+        parities: Export folder -> its ``parity.json``.
+        load_val: Loads the validation set when something must be computed (``None``: no
+            data, uncovered artifacts are reported as notes).
+        threads: Runtime threads.
+        keras: Keras model loader for agreement and the Keras mIoU.
+        log: Progress lines.
+
+    Returns:
+        ``(rows, notes)``.
+    """
+    sizes = {a.resolution for a in artifacts if a.resolution}
+    several = len(sizes) > 1
+    rows, missing = _parity_rows(artifacts, parities, several)
+    for r in rows:
+        log(f"[accuracy] {r.label:<16} mIoU {r.miou:.4f} (from parity.json, {r.images} images)")
+    notes = []
+    skipped = [a for a in missing if not a.runnable]
+    missing = [a for a in missing if a.runnable]
+    if skipped:
+        notes.append("accuracy: not in parity.json and not runnable here: "
+                     + ", ".join(a.label for a in skipped))
+    if missing and load_val is None:
+        notes.append("accuracy: no validation data, not computed for "
+                     + ", ".join(a.label for a in missing))
+    elif missing:
+        have = {r.resolution for r in rows if r.format == "keras"}
+        rows += compute_rows(missing, load_val(), threads, keras, have, several, log)
+    return rows, notes
