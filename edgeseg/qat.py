@@ -1,0 +1,253 @@
+"""Quantization-aware fine-tuning (tensorflow-model-optimization) to a fully int8 graph.
+
+What makes the whole graph int8, for both architectures on MobileNetV2:
+
+* The models are built from layers tfmot's default 8-bit registry quantizes
+  (``edgeseg.models.layers``): Conv2D / DepthwiseConv2D + BatchNormalization + ReLU, the ASPP
+  image pooling as ``AveragePooling2D`` + nearest ``UpSampling2D`` (no Lambda, no
+  ``tf.image.resize``), ``UpSampling2D`` for bilinear / nearest upsampling, ``Concatenate``,
+  ``Conv2DTranspose`` with a bias and *no* batch-norm after it (a QAT transposed conv + BN
+  stayed float in TFLite), and the softmax ``Activation``. :func:`unsupported_layers` names
+  any layer outside that set and :func:`quantize` refuses the model with that list rather
+  than leaving a layer float silently.
+* The dilated depthwise convolutions of the ASPP are quantized by the converter only when it
+  gets a representative dataset and ``TFLITE_BUILTINS_INT8`` (``TOOLCHAIN.md``); the export
+  (``export.to_tflite``) does that for QAT models too, then checks the operator list.
+* Batch-norm layers are frozen (``trainable = False``: inference mode with the float model's
+  statistics) during fine-tuning: the short QAT run then cannot drag the running statistics
+  away from the folded weights (the "one class everywhere" trap of short trainings).
+
+QAT starts from the float model's weights; the saved QAT model (``<run>/qat/``) is its
+weights per layer, rebuilt on load at any input size through the run's configuration
+(``.keras`` files of QAT models fail to load again in tf-keras 2.21).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.errors import EdgesegError
+
+QAT_DIR = "qat"
+WEIGHTS = "weights.npz"
+FLOAT_TYPES_NOT_QUANTIZED = ("InputLayer",)
+
+
+def _tfmot():
+    from firmware_bridge.errors import require
+
+    return require("tensorflow_model_optimization", "train")
+
+
+def unsupported_layers(model) -> list[str]:
+    """``name (Type)`` of every layer tfmot's default 8-bit scheme cannot quantize.
+
+    Batch-norm counts as supported: the scheme's transforms fuse it with the convolution
+    before it. Input layers are skipped.
+    """
+    from edgeseg.tf_env import tf_keras
+
+    _, keras = tf_keras()
+    tfmot = _tfmot()
+    registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
+    bad = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in FLOAT_TYPES_NOT_QUANTIZED or isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        if not registry.supports(layer):
+            bad.append(f"{layer.name} ({kind})")
+    return bad
+
+
+def quantize(model):
+    """Wrap a float model for QAT (batch-norm frozen), keeping its weights.
+
+    Args:
+        model: A ``tf_keras`` model from :func:`edgeseg.models.build_model`; left unchanged.
+
+    Returns:
+        The quantization-aware model (layers prefixed ``quant_``).
+
+    Raises:
+        EdgesegError: When a layer cannot be quantized (listed), e.g. MobileNetV3's
+            hard-swish (``TFOpLambda`` / ``Multiply``).
+    """
+    from edgeseg.tf_env import tf_keras
+
+    _, keras = tf_keras()
+    tfmot = _tfmot()
+    bad = unsupported_layers(model)
+    if bad:
+        raise EdgesegError(
+            f"QAT cannot quantize {len(bad)} layer(s) of {model.name}: {', '.join(bad[:6])}"
+            f"{' ...' if len(bad) > 6 else ''}; use a mobilenetv2_* backbone for QAT, or export "
+            "this model with post-training int8 (tflite-int8)"
+        )
+    frozen = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            layer.trainable = False
+            frozen.append(layer)
+    try:
+        return tfmot.quantization.keras.quantize_model(model)
+    finally:
+        for layer in frozen:
+            layer.trainable = True
+
+
+def qat_finetune(
+    model, train_data: Callable[[int], Iterable], val_data: Callable | None = None, epochs: int = 2,
+    *, loss: Callable | None = None, lr: float = 1e-4, steps_per_epoch: int | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+):
+    """Fine-tune a float model with fake quantization; return the best QAT model.
+
+    Args:
+        model: The trained float model (training input size); not modified.
+        train_data: ``epoch -> iterable of (images, masks)`` batches: normalised float32
+            ``NxHxWx3`` images and ``NxHxW`` class masks (255 = ignore).
+        val_data: ``qat_model -> mIoU`` on the run's validation split (see
+            :func:`validator`), or ``None`` to keep the last epoch.
+        epochs: Passes over ``train_data``.
+        loss: ``loss(y_true, y_pred)``; default: cross-entropy ignoring 255.
+        lr: Adam learning rate at the start (cosine decay to 2 % over the run).
+        steps_per_epoch: Batches per epoch, for the decay (``None``: counted in epoch 1).
+        on_epoch_end: Called with ``{"epoch", "loss", "val_miou", "lr"}`` after each epoch.
+
+    Returns:
+        The QAT model with the weights of the epoch with the best validation mIoU.
+    """
+    from edgeseg.losses import get_loss
+    from edgeseg.stages import cosine_factor
+    from edgeseg.tf_env import tf_keras
+
+    tf, keras = tf_keras()
+    if epochs < 1:
+        raise EdgesegError(f"QAT needs at least one epoch, got {epochs}")
+    qat = quantize(model)
+    loss = loss or get_loss("ce", int(model.output_shape[-1]))
+    opt = keras.optimizers.Adam(lr)
+    variables = qat.trainable_weights
+
+    @tf.function
+    def step(images, masks):
+        with tf.GradientTape() as tape:
+            value = loss(masks, qat(images, training=True))
+        opt.apply_gradients(zip(tape.gradient(value, variables), variables, strict=True))
+        return value
+
+    best, best_weights, done = -math.inf, None, 0
+    for epoch in range(epochs):
+        losses = []
+        for images, masks in train_data(epoch):
+            if steps_per_epoch:
+                opt.learning_rate = lr * cosine_factor(done / (epochs * steps_per_epoch))
+            losses.append(float(step(images, masks)))
+            done += 1
+        steps_per_epoch = steps_per_epoch or len(losses)
+        miou = float(val_data(qat)) if val_data is not None else float(epoch)
+        row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 6) if losses else None,
+               "val_miou": round(miou, 6) if val_data is not None else None,
+               "lr": float(opt.learning_rate.numpy())}
+        if miou > best:
+            best, best_weights = miou, qat.get_weights()
+        if on_epoch_end:
+            on_epoch_end(row)
+    qat.set_weights(best_weights)
+    return qat
+
+
+def build_qat(config, input_size: tuple[int, int]):
+    """An untrained QAT model of a run's architecture at ``input_size``."""
+    from edgeseg.models import build_model
+
+    model = build_model(config.arch, config.backbone, config.num_classes,
+                        input_size=tuple(input_size), upsampling=config.upsampling)
+    return quantize(model)
+
+
+def transfer_qat(src, dst) -> None:
+    """Copy QAT weights layer by layer between two builds of one architecture (any size).
+
+    Raises:
+        EdgesegError: When the layers or weight shapes differ.
+    """
+    if len(src.layers) != len(dst.layers):
+        raise EdgesegError(f"QAT models differ: {len(src.layers)} vs {len(dst.layers)} layers")
+    for a, b in zip(src.layers, dst.layers, strict=True):
+        wa, wb = a.get_weights(), b.get_weights()
+        if [w.shape for w in wa] != [w.shape for w in wb]:
+            raise EdgesegError(f"QAT layer {a.name} does not fit {b.name}")
+        if wa:
+            b.set_weights(wa)
+
+
+def validator(config, samples, tile: int, overlap: int):
+    """``qat_model -> mIoU``: tiled prediction of full validation images at ``tile``.
+
+    The QAT weights are copied into a model built at the tile size, so the score is
+    comparable with the float model's (same tiles, overlap and metric core).
+    """
+    from edgeseg.inference import evaluate_samples, keras_predictor
+
+    if not samples:
+        return None
+    val_model = build_qat(config, (tile, tile))
+    predict = keras_predictor(val_model)
+    k = max(config.num_classes, 2)
+
+    def score(qat) -> float:
+        transfer_qat(qat, val_model)
+        return evaluate_samples(predict, samples, k, tile, overlap, config.class_names).miou
+
+    return score
+
+
+def save_qat(qat, run_dir) -> Path:
+    """Write the QAT weights (per layer, ``<run>/qat/weights.npz``) atomically."""
+    import io
+
+    from firmware_bridge.fsutil import atomic_write_bytes
+
+    folder = Path(run_dir) / QAT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{i:04d}_{j:02d}": w for i, layer in enumerate(qat.layers)
+              for j, w in enumerate(layer.get_weights())}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(folder / WEIGHTS, buf.getvalue())
+    return folder / WEIGHTS
+
+
+def load_qat(run_dir, config, input_size: tuple[int, int]):
+    """Rebuild a run's QAT model at ``input_size`` from ``<run>/qat/weights.npz``.
+
+    Args:
+        run_dir: The run directory.
+        config: Its :class:`edgeseg.train.TrainConfig` (from :func:`edgeseg.runs.load_run`).
+        input_size: ``(height, width)`` of the rebuilt model.
+
+    Returns:
+        The QAT model.
+
+    Raises:
+        EdgesegError: When the run has no QAT weights (run ``edgeseg qat RUN``) or they do not
+            fit the run's architecture.
+    """
+    path = Path(run_dir) / QAT_DIR / WEIGHTS
+    if not path.is_file():
+        raise EdgesegError(f"{run_dir}: no QAT model ({QAT_DIR}/{WEIGHTS}); run 'edgeseg qat {run_dir}'")
+    qat = build_qat(config, input_size)
+    with np.load(path) as data:
+        if len(data.files) != sum(len(layer.get_weights()) for layer in qat.layers):
+            raise EdgesegError(f"{path} does not fit {config.arch}/{config.backbone}: re-run 'edgeseg qat'")
+        for i, layer in enumerate(qat.layers):
+            weights = [data[f"{i:04d}_{j:02d}"] for j in range(len(layer.get_weights()))]
+            if weights:
+                layer.set_weights(weights)
+    return qat

@@ -1,0 +1,163 @@
+"""The export formats as a table, and a thin dispatcher that writes them atomically.
+
+Each row names a format, the file suffix its main artifact gets, the extra that installs
+what it needs, the options that apply, and whether it is quantized (parity then limits the
+mIoU lost instead of requiring pixel agreement). The functions live in ``export.to_*``.
+
+Atomicity: every artifact of one call is written into a hidden staging folder inside the
+output folder and moved into place only when all of them were written; a failed or
+interrupted export (exception, Ctrl-C) removes the staging folder and leaves the output
+folder as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from export import to_carray, to_onnx, to_openvino, to_tflite
+from export.context import ExportContext
+from firmware_bridge.errors import EdgesegError, require
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """One row of the format table."""
+
+    name: str
+    suffix: str
+    fn: Callable[[ExportContext, Path], list[Path]]
+    modules: tuple[str, ...]
+    extra: str
+    options: tuple[str, ...] = ()
+    quantized: bool = False
+    default: bool = True
+    needs_qat: bool = False
+
+
+_TF = ("tensorflow",)
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
+    ExportFormat("tflite-fp32", "_fp32.tflite", to_tflite.export_tflite_fp32, _TF, "train"),
+    ExportFormat("tflite-fp16", "_fp16.tflite", to_tflite.export_tflite_fp16, _TF, "train"),
+    ExportFormat("tflite-dynamic", "_dynamic.tflite", to_tflite.export_tflite_dynamic, _TF, "train",
+                 quantized=True, default=False),
+    ExportFormat("tflite-int8", "_int8.tflite", to_tflite.export_tflite_int8, _TF, "train",
+                 ("io_type", "calibration"), quantized=True),
+    ExportFormat("tflite-qat-int8", "_qat_int8.tflite", to_tflite.export_tflite_qat_int8, _TF,
+                 "train", ("io_type", "calibration"), quantized=True, needs_qat=True),
+    ExportFormat("onnx", ".onnx", to_onnx.export_onnx, ("tf2onnx", "onnx", "onnxruntime"),
+                 "export", ("onnx_opset",)),
+    ExportFormat("openvino-fp32", "_fp32.xml", to_openvino.export_openvino_fp32, ("openvino",),
+                 "export"),
+    ExportFormat("openvino-fp16", "_fp16.xml", to_openvino.export_openvino_fp16, ("openvino",),
+                 "export"),
+    ExportFormat("openvino-int8", "_int8.xml", to_openvino.export_openvino_int8,
+                 ("openvino", "nncf"), "export", ("calibration", "nncf_subset"), quantized=True),
+    ExportFormat("c-array", ".cc", to_carray.export_c_array, _TF, "train",
+                 ("io_type", "carray_source"), quantized=True, default=False),
+]}
+"""Format name -> row; ``default`` rows make up :func:`default_formats` (``--formats all``)."""
+
+
+@dataclass
+class Artifact:
+    """What one format wrote: its files (main file first) and the time it took."""
+
+    format: str
+    files: list[Path]
+    seconds: float
+
+    @property
+    def path(self) -> Path:
+        """The file a runtime opens (``.tflite``, ``.onnx``, ``.xml``, ``.cc``)."""
+        return self.files[0] if self.format != "c-array" else self.files[-1]
+
+    @property
+    def size(self) -> int:
+        """Bytes of all its files together."""
+        return sum(f.stat().st_size for f in self.files)
+
+
+def default_formats(with_qat: bool) -> list[str]:
+    """The formats exported when none are named (QAT int8 only with a QAT model)."""
+    return [f.name for f in FORMATS.values() if f.default and (with_qat or not f.needs_qat)]
+
+
+def parse_formats(text: str | list[str], with_qat: bool = True) -> list[ExportFormat]:
+    """Look formats up by name (comma-separated or a list; ``all`` = every default format).
+
+    Raises:
+        EdgesegError: For an unknown name (listing the valid ones) or a repeated one.
+    """
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if names == ["all"]:
+        names = default_formats(with_qat)
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown or not names:
+        raise EdgesegError(f"unknown export format {', '.join(unknown) or '(none)'}; valid formats: "
+                           f"{', '.join(FORMATS)} (or 'all')")
+    if len(set(names)) != len(names):
+        raise EdgesegError(f"a format is named twice in {','.join(names)}")
+    return [FORMATS[n] for n in names]
+
+
+def check_dependencies(formats: list[ExportFormat]) -> None:
+    """Import every module the formats need, before any conversion starts.
+
+    Raises:
+        MissingDependencyError: Naming the extra to install.
+    """
+    for fmt in formats:
+        for module in fmt.modules:
+            require(module, fmt.extra)
+
+
+def export_formats(ctx: ExportContext, formats: list[ExportFormat], out_dir: str | Path,
+                   log: Callable[[str], None] | None = None) -> list[Artifact]:
+    """Write each format into ``out_dir`` (atomically, see the module docstring).
+
+    Args:
+        ctx: The models, metadata and calibration images (``workdir`` is set here).
+        formats: Rows from :func:`parse_formats`.
+        out_dir: Output folder (created when missing).
+        log: Called with one line per finished format.
+
+    Returns:
+        One :class:`Artifact` per format, with paths inside ``out_dir``.
+
+    Raises:
+        EdgesegError: For a missing QAT model or dependency, or a failed conversion; the
+            output folder is then unchanged.
+    """
+    check_dependencies(formats)
+    if any(f.needs_qat for f in formats) and ctx.qat_model is None:
+        raise EdgesegError("tflite-qat-int8 needs a QAT model: run 'edgeseg qat RUN' first")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".edgeseg-export-", dir=out))
+    done: list[Artifact] = []
+    try:
+        ctx.workdir = stage / ".work"
+        ctx.workdir.mkdir()
+        for fmt in formats:
+            t0 = time.monotonic()
+            files = fmt.fn(ctx, stage / f"{ctx.options.stem}{fmt.suffix}")
+            done.append(Artifact(fmt.name, files, time.monotonic() - t0))
+            if log:
+                log(f"{fmt.name}: {', '.join(f.name for f in files)} ({time.monotonic() - t0:.1f} s)")
+        for artifact in done:
+            moved = []
+            for f in artifact.files:
+                os.replace(f, out / f.name)
+                moved.append(out / f.name)
+            artifact.files = moved
+        return done
+    finally:
+        ctx.workdir = None
+        ctx.cache.clear()
+        shutil.rmtree(stage, ignore_errors=True)

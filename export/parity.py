@@ -1,0 +1,191 @@
+"""Parity of every exported artifact with the Keras model, through the device runtime.
+
+Each artifact is opened by :class:`firmware_bridge.segmenter.Segmenter` (the code a device
+runs: its own metadata, normalisation, quantisation, tiling) and predicts the validation
+images. Two numbers per artifact:
+
+* **agreement**: share of pixels whose class equals the Keras model's (same tiles, same
+  overlap, same blending), over all pixels;
+* **mIoU** against the ground truth (the metric core, :mod:`firmware_bridge.metrics`), and
+  its drop from the Keras model's mIoU in points (``100 x``).
+
+A float format passes with agreement of at least ``min_agreement`` (99.5 %); a quantized one
+(int8, dynamic range) when it loses at most ``max_miou_drop`` points. The C array is checked
+by parsing its ``.cc`` back into bytes and running those on LiteRT.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from export.formats import FORMATS, Artifact
+from firmware_bridge.fsutil import atomic_write_bytes
+from firmware_bridge.metadata import read_metadata
+from firmware_bridge.metrics import ConfusionMatrix
+
+
+@dataclass
+class ParityThresholds:
+    """Pass limits: pixel agreement for float formats, mIoU points lost for quantized ones."""
+
+    min_agreement: float = 0.995
+    max_miou_drop: float = 3.0
+
+
+@dataclass
+class ParityRow:
+    """The parity of one artifact (``miou`` in 0..1, ``miou_drop`` in points)."""
+
+    format: str
+    file: str
+    precision: str
+    size_bytes: int
+    agreement: float
+    miou: float
+    miou_drop: float
+    passed: bool
+    rule: str
+    seconds: float
+
+
+@dataclass
+class ParityReport:
+    """All rows, the Keras reference mIoU and the thresholds used."""
+
+    keras_miou: float
+    rows: list[ParityRow] = field(default_factory=list)
+    thresholds: ParityThresholds = field(default_factory=ParityThresholds)
+    images: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every artifact passed."""
+        return all(row.passed for row in self.rows)
+
+    def failures(self) -> list[str]:
+        """One line with the numbers per failed artifact."""
+        return [f"{r.format}: agreement {100 * r.agreement:.2f} %, mIoU {r.miou:.4f} "
+                f"(Keras {self.keras_miou:.4f}, -{r.miou_drop:.2f} points); needs {r.rule}"
+                for r in self.rows if not r.passed]
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (NaN becomes ``None``)."""
+
+        def clean(v):
+            return None if isinstance(v, float) and math.isnan(v) else v
+
+        return {"keras_miou": clean(self.keras_miou), "images": self.images, "ok": self.ok,
+                "thresholds": asdict(self.thresholds),
+                "artifacts": [{k: clean(v) for k, v in asdict(r).items()} for r in self.rows]}
+
+    def write(self, path: str | Path) -> None:
+        """Write ``parity.json`` atomically."""
+        atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
+
+    def table(self) -> str:
+        """A plain-text table, one artifact per line."""
+        head = (f"{'format':<16} {'size':>10} {'agree %':>8} {'mIoU':>7} {'drop':>6}  "
+                f"{'s':>6}  result")
+        lines = [head, f"{'keras':<16} {'':>10} {'100.00':>8} {self.keras_miou:7.4f} {'':>6}"]
+        for r in self.rows:
+            lines.append(f"{r.format:<16} {r.size_bytes / 1e6:8.2f}MB {100 * r.agreement:8.2f} "
+                         f"{r.miou:7.4f} {r.miou_drop:6.2f}  {r.seconds:6.1f}  "
+                         f"{'ok' if r.passed else 'FAIL'} ({r.rule})")
+        return "\n".join(lines)
+
+
+def _segmenter(artifact: Artifact, workdir: Path, threads: int | None):
+    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+
+    if artifact.format != "c-array":
+        return Segmenter(artifact.path, options=SegmenterOptions(threads=threads))
+    from export.to_carray import read_c_array
+
+    meta = json.loads(_c_metadata(artifact.path))
+    model = workdir / "c_array.tflite"
+    model.write_bytes(read_c_array(artifact.path))
+    opts = SegmenterOptions(threads=threads, mean=meta["mean"], std=meta["std"],
+                            classes=meta["classes"], output=meta["output"],
+                            overlap=meta["tile_overlap"])
+    return Segmenter(model, options=opts)
+
+
+def _c_metadata(source: Path) -> str:
+    """The metadata JSON string of a generated ``.cc`` file."""
+    text = source.read_text()
+    start = text.index("g_edgeseg_metadata_json[] = ") + len("g_edgeseg_metadata_json[] = ")
+    return json.loads(text[start : text.index(";\n", start)])
+
+
+def check_artifact(artifact: Artifact, images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
+                   reference: Sequence[np.ndarray], keras_miou: float, num_classes: int,
+                   thresholds: ParityThresholds, threads: int | None = None) -> ParityRow:
+    """Run one artifact on the images and compare (see the module docstring).
+
+    Args:
+        artifact: What :func:`export.formats.export_formats` wrote.
+        images: Validation images ``HxWxC`` (8-bit).
+        truths: Ground-truth masks (255 = ignore).
+        reference: The Keras model's masks of the same images (same tile and overlap).
+        keras_miou: The Keras model's mIoU on them.
+        num_classes: Classes of the masks.
+        thresholds: Pass limits.
+        threads: CPU threads for the runtime.
+
+    Returns:
+        The parity row.
+    """
+    cm = ConfusionMatrix(num_classes)
+    same = total = 0
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        seg = _segmenter(artifact, Path(tmp), threads)
+        for image, truth, ref in zip(images, truths, reference, strict=True):
+            mask = seg.predict_tiled(image).mask
+            same += int(np.count_nonzero(mask == ref))
+            total += mask.size
+            cm.update(truth, mask)
+    miou = cm.scores().miou
+    drop = 100.0 * (keras_miou - miou)
+    quantized = FORMATS[artifact.format].quantized
+    agreement = same / max(total, 1)
+    if quantized:
+        passed, rule = drop <= thresholds.max_miou_drop, f"drop <= {thresholds.max_miou_drop:g}"
+    else:
+        passed = agreement >= thresholds.min_agreement
+        rule = f"agreement >= {100 * thresholds.min_agreement:g} %"
+    meta = read_metadata(artifact.files[0]) if artifact.format != "c-array" else None
+    precision = meta.precision if meta else "int8"
+    return ParityRow(artifact.format, artifact.path.name, precision, artifact.size, agreement,
+                     miou, drop, bool(passed), rule, time.monotonic() - t0)
+
+
+def check_parity(artifacts: Sequence[Artifact], images: Sequence[np.ndarray],
+                 truths: Sequence[np.ndarray], reference: Sequence[np.ndarray], num_classes: int,
+                 thresholds: ParityThresholds | None = None, threads: int | None = None,
+                 log=None) -> ParityReport:
+    """Parity of every artifact (see :func:`check_artifact`); the Keras mIoU comes first.
+
+    Returns:
+        The report (``.ok``, ``.table()``, ``.write(path)``).
+    """
+    thresholds = thresholds or ParityThresholds()
+    cm = ConfusionMatrix(num_classes)
+    for truth, ref in zip(truths, reference, strict=True):
+        cm.update(truth, ref)
+    report = ParityReport(cm.scores().miou, [], thresholds, len(images))
+    for artifact in artifacts:
+        row = check_artifact(artifact, images, truths, reference, report.keras_miou, num_classes,
+                             thresholds, threads)
+        report.rows.append(row)
+        if log:
+            log(f"parity {row.format}: agreement {100 * row.agreement:.2f} %, mIoU {row.miou:.4f}")
+    return report

@@ -1,0 +1,52 @@
+"""OpenVINO IR artifacts: FP32, FP16 (weights compressed) and INT8 (NNCF post-training).
+
+Converted from the context's SavedModel, never from a TFLite file: OpenVINO's TFLite reader
+got a MobileUNet's TRANSPOSE_CONV with a fused activation wrong (mIoU 0.98 -> 0.90,
+``TOOLCHAIN.md``). The metadata goes into the IR's ``rt_info`` as ``edgeseg`` (a string
+attribute of ``<rt_info><edgeseg value=.../>`` in the ``.xml``), which
+:func:`firmware_bridge.metadata.read_metadata` reads without OpenVINO. An IR is two files;
+``save_model`` writes the ``.bin`` beside the ``.xml`` with the same stem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from export.context import ExportContext
+from firmware_bridge.errors import require
+from firmware_bridge.metadata import METADATA_KEY
+
+
+def convert(ctx: ExportContext):
+    """The float model as an ``openvino.Model`` (from the SavedModel; batch 1)."""
+    ov = require("openvino", "export")
+    return ov.convert_model(str(ctx.saved_model("float")))
+
+
+def _save(model, path: Path, ctx: ExportContext, precision: str, fp16: bool) -> list[Path]:
+    ov = require("openvino", "export")
+    model.set_rt_info(ctx.metadata(precision).to_json(), METADATA_KEY)
+    ov.save_model(model, str(path), compress_to_fp16=fp16)
+    return [path, path.with_suffix(".bin")]
+
+
+def export_openvino_fp32(ctx: ExportContext, path: Path) -> list[Path]:
+    """OpenVINO IR with float32 weights."""
+    return _save(convert(ctx), path, ctx, "fp32", fp16=False)
+
+
+def export_openvino_fp16(ctx: ExportContext, path: Path) -> list[Path]:
+    """OpenVINO IR with float16 weights (the runtime computes in f32 or bf16 as configured)."""
+    return _save(convert(ctx), path, ctx, "fp16", fp16=True)
+
+
+def export_openvino_int8(ctx: ExportContext, path: Path) -> list[Path]:
+    """OpenVINO IR quantized to int8 by NNCF on the calibration images."""
+    nncf = require("nncf", "export")
+    model = convert(ctx)
+    images = ctx.calibration
+    if len(images) == 0:
+        ctx.representative()  # raises the "needs calibration images" error
+    dataset = nncf.Dataset([image[None] for image in images])
+    quantized = nncf.quantize(model, dataset, subset_size=min(len(images), ctx.options.nncf_subset))
+    return _save(quantized, path, ctx, "int8", fp16=False)
