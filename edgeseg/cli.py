@@ -15,6 +15,7 @@ from firmware_bridge.cliutil import run_main
 
 COMMAND_MODULES = [
     "edgeseg.commands.data",
+    "edgeseg.commands.models",
     "edgeseg.commands.train",
     "edgeseg.commands.evaluate",
     "edgeseg.commands.pretrain",
