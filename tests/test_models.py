@@ -138,6 +138,28 @@ def test_parts_partition_the_layers(arch):
         assert "block_13_depthwise" not in {layer.name for layer in enc}
 
 
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small", "mobilenetv3_large"])
+def test_mobilenetv3_rewritten_without_tf_ops_matches_application(backbone):
+    from edgeseg.models.backbones import build_backbone
+
+    keras = keras_module()
+    inp = keras.Input((64, 96, 3))
+    features = build_backbone(backbone, inp)
+    rebuilt = keras.Model(inp, [features[s] for s in (2, 4, 8, 16, 32)])
+    kinds = {type(layer).__name__ for layer in rebuilt.layers}
+    assert "TFOpLambda" not in kinds and "Rescaling" in kinds
+    constructor = getattr(keras.applications, BACKBONES[backbone]["constructor"])
+    app = constructor(input_shape=(64, 96, 3), include_top=False, weights=None,
+                      include_preprocessing=False)
+    rebuilt.set_weights(app.get_weights())  # same order: Rescaling has no weights
+    # A wide input range so that the hard-sigmoids see both clipped ends.
+    x = np.random.default_rng(4).uniform(-4, 4, (1, 64, 96, 3)).astype(np.float32)
+    outs = rebuilt(x)
+    assert [tuple(o.shape[1:3]) for o in outs] == [(64 // s, 96 // s) for s in (2, 4, 8, 16, 32)]
+    expected = app(x).numpy()
+    np.testing.assert_allclose(outs[-1].numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize(("arch", "suffix"), [("deeplabv3plus", ".keras"), ("mobileunet", ".h5")])
 def test_save_load_round_trip(tmp_path, arch, suffix):
     keras = keras_module()

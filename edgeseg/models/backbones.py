@@ -11,7 +11,10 @@ before the stride). ``":output"`` is the backbone's last tensor.
 
 Every backbone is built *flat* on the caller's input tensor (``input_tensor=``), so its layers
 become layers of the segmentation model: a model nested in a model cannot be quantized by
-tensorflow-model-optimization.
+tensorflow-model-optimization. MobileNetV3's hard-sigmoid is rewritten without TFOpLambda
+layers (see :func:`build_backbone`); its hard-swish and squeeze-excite still use ``Multiply``,
+which tfmot's default scheme does not quantize (QAT needs a QuantizeConfig for ``Multiply``
+and ``Rescaling``; post-training int8 works as is).
 
 Normalisation is outside the model for every backbone: ``(pixel - 127.5) / 127.5``.
 MobileNetV3 is built with ``include_preprocessing=False`` to match (its ImageNet weights
@@ -142,8 +145,14 @@ def resolve_weights(name: str, weights: str | os.PathLike | None) -> str | None:
     return path
 
 
-def build_backbone(name: str, input_tensor, weights: str | os.PathLike | None = None):
+def build_backbone(name: str, input_tensor, weights: str | os.PathLike | None = None) -> dict:
     """Build a backbone flat on ``input_tensor`` and return its skip features.
+
+    MobileNetV3 is first built on its own input (weights loaded by layer order), then its
+    layers are copied onto ``input_tensor`` by :func:`_retrace_without_tf_ops`, which
+    rewrites the hard-sigmoid (``x + 3`` and ``* 1/6`` TFOpLambda layers around a ReLU6)
+    into ``Rescaling(1/6, offset=0.5) -> ReLU(max_value=1)``: the same function, but made of
+    serialisable Keras layers that tfmot can clone and annotate.
 
     Args:
         name: Backbone name from :data:`BACKBONES`.
@@ -151,8 +160,7 @@ def build_backbone(name: str, input_tensor, weights: str | os.PathLike | None = 
         weights: See :func:`resolve_weights`; a file is loaded by layer order.
 
     Returns:
-        ``(backbone_model, features)`` where ``features`` maps stride (2, 4, 8, 16, 32) to
-        the Keras tensor at that stride.
+        Stride (2, 4, 8, 16, 32) -> the Keras tensor of the skip feature at that stride.
 
     Raises:
         EdgesegError: Unknown backbone, missing weights, or a weights file that does not fit
@@ -164,10 +172,10 @@ def build_backbone(name: str, input_tensor, weights: str | os.PathLike | None = 
     spec = get_backbone_spec(name)
     path = resolve_weights(name, weights)
     constructor = getattr(keras.applications, spec["constructor"])
+    retrace = spec["constructor"].startswith("MobileNetV3")
+    source = keras.Input(tuple(input_tensor.shape[1:])) if retrace else input_tensor
     try:
-        model = constructor(
-            input_tensor=input_tensor, include_top=False, weights=path, **spec["params"]
-        )
+        model = constructor(input_tensor=source, include_top=False, weights=path, **spec["params"])
     except ValueError as exc:
         if path is None:
             raise
@@ -175,14 +183,56 @@ def build_backbone(name: str, input_tensor, weights: str | os.PathLike | None = 
             f"weights file {path} does not fit backbone {name} ({exc}); pass the no-top "
             "Keras-applications file of the same architecture and alpha"
         ) from exc
-    features = {s: _feature_tensor(model, ref) for s, ref in spec["features"].items()}
-    return model, features
+    mapping = _retrace_without_tf_ops(model, input_tensor) if retrace else {}
+
+    def tensor(t):
+        return mapping.get(id(t), t)
+
+    features = {}
+    for stride, ref in spec["features"].items():
+        if ref == ":output":
+            features[stride] = tensor(model.outputs[0])
+        elif ref.endswith(":input"):
+            features[stride] = tensor(model.get_layer(ref[: -len(":input")]).input)
+        else:
+            features[stride] = tensor(model.get_layer(ref).output)
+    return features
 
 
-def _feature_tensor(model, ref: str):
-    """Return the tensor named by a feature reference (see the module docstring)."""
-    if ref == ":output":
-        return model.outputs[0]
-    if ref.endswith(":input"):
-        return model.get_layer(ref[: -len(":input")]).input
-    return model.get_layer(ref).output
+def _retrace_without_tf_ops(model, input_tensor) -> dict:
+    """Copy ``model``'s layers onto ``input_tensor``, rewriting MobileNetV3's hard-sigmoid.
+
+    Returns:
+        ``id(original tensor) -> new tensor`` for every tensor of ``model``.
+
+    Raises:
+        EdgesegError: On a TFOpLambda or ReLU6 that is not part of a hard-sigmoid.
+    """
+    from edgeseg.tf_env import tf_keras
+
+    tf, keras = tf_keras()
+    mapping = {id(model.inputs[0]): input_tensor}
+    rescaled = set()  # ids of new tensors x / 6 + 0.5
+    for layer in model.layers[1:]:
+        node = layer.inbound_nodes[0]
+        args = tf.nest.map_structure(lambda t: mapping[id(t)], node.call_args[0])
+        if type(layer).__name__ == "TFOpLambda":
+            fn, const = layer.get_config()["function"], node.call_args[1:]
+            if fn == "__operators__.add" and const == (3.0,):
+                name = f"hard_sigmoid_{len(rescaled)}"
+                new = keras.layers.Rescaling(1 / 6, offset=0.5, name=name)(args)
+                rescaled.add(id(new))
+            elif fn == "math.multiply" and const == (1 / 6,):
+                new = args  # already divided by 6 in the Rescaling
+            else:
+                raise EdgesegError(f"cannot rewrite layer {layer.name} ({fn} {const})")
+        else:
+            copy = layer.__class__.from_config(layer.get_config())
+            if type(layer).__name__ == "ReLU" and layer.max_value is not None:
+                if id(args) not in rescaled or float(layer.max_value) != 6.0:
+                    raise EdgesegError(f"unexpected bounded ReLU {layer.name} in {model.name}")
+                copy = keras.layers.ReLU(max_value=1.0, name=layer.name)
+            new = copy(args)
+            copy.set_weights(layer.get_weights())
+        mapping[id(layer.output)] = new
+    return mapping

@@ -113,7 +113,7 @@ def build_deeplabv3plus(
         raise EdgesegError(f"atrous_rates must be distinct positive integers, got {rates}")
 
     inputs = keras.Input((h, w, 3), name="image")
-    _, features = build_backbone(backbone, inputs, encoder_weights)
+    features = build_backbone(backbone, inputs, encoder_weights)
     x = aspp(features[output_stride], filters, [int(r) for r in rates], dropout)
     x = blocks.upsample(x, output_stride // 4, upsampling, "dec_upsample")
     skip = blocks.conv_bn_relu(features[4], skip_filters, "dec_skip")

@@ -58,7 +58,7 @@ def build_mobileunet(
         )
 
     inputs = keras.Input((h, w, 3), name="image")
-    _, features = build_backbone(backbone, inputs, encoder_weights)
+    features = build_backbone(backbone, inputs, encoder_weights)
     x = blocks.conv_bn_relu(features[32], decoder_filters[0], "dec_bottom")
     for stride, filters in zip((16, 8, 4, 2), decoder_filters, strict=True):
         x = blocks.upsample(x, 2, upsampling, f"dec_s{stride}_upsample", filters=filters)
