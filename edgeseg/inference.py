@@ -38,7 +38,7 @@ def keras_predictor(model) -> Predictor:
     tf, _ = tf_keras()
     h, w = model.input_shape[1:3]
     fn = tf.function(
-        lambda x: model(x, training=False),
+        lambda x: model(x, training=False), autograph=False,
         input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32)],
     )
     return lambda batch: fn(batch).numpy()

@@ -105,7 +105,7 @@ def make_train_step(model, loss_fn, enc_vars, head_vars, enc_opt, head_opt):
     tf, _ = tf_keras()
     n = len(enc_vars)
 
-    @tf.function
+    @tf.function(autograph=False)
     def step(images, masks):
         with tf.GradientTape() as tape:
             loss = loss_fn(masks, model(images, training=True))

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+
+from edgeseg.data import Sample
+from edgeseg.data.pipeline import (
+    Augment,
+    CropSampler,
+    augment,
+    balanced_class_probs,
+    class_pixel_index,
+    crop_window,
+    normalise,
+)
+from firmware_bridge.errors import EdgesegError
+
+
+def coded_sample(h=40, w=50, stem="s"):
+    """Image whose red channel equals the mask (0..4): any misalignment shows."""
+    rng = np.random.default_rng(1)
+    mask = rng.integers(0, 5, (h, w)).astype(np.uint8)
+    image = np.stack([mask * 50, np.full_like(mask, 100), np.full_like(mask, 100)], -1).astype(np.uint8)
+    return Sample(stem, image, mask)
+
+
+def test_normalise_range():
+    assert normalise(np.array([0, 127.5, 255])).tolist() == [-1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("cy,cx,expect", [(0, 0, (0, 0)), (20, 25, (12, 17)), (39, 49, (24, 34))])
+def test_crop_window_shifts_inward(cy, cx, expect):
+    assert crop_window(40, 50, 16, cy, cx) == expect
+
+
+def test_augment_keeps_image_and_mask_aligned():
+    s = coded_sample()
+    aug = Augment(flips=True, rotate90=True, brightness=0.0, contrast=0.0)
+    for seed in range(12):
+        img, mask = augment(s.image[:32, :32], s.mask[:32, :32], np.random.default_rng(seed), aug)
+        red = np.round(img[..., 0] * 127.5 + 127.5)
+        np.testing.assert_array_equal(red, mask.astype(np.float32) * 50)
+
+
+def test_brightness_contrast_bounds():
+    img = np.full((8, 8, 3), 100, np.uint8)
+    img[0, 0] = 200
+    aug = Augment(flips=False, rotate90=False, brightness=0.1, contrast=0.2)
+    out, _ = augment(img, np.zeros((8, 8), np.uint8), np.random.default_rng(3), aug)
+    pixels = out * 127.5 + 127.5
+    mean = img.astype(np.float64).mean()
+    rng = np.random.default_rng(3)
+    rng.random(2), rng.integers(4)
+    b, c = rng.uniform(-1, 1, 2)
+    expect = (img[0, 0, 0] - mean) * (1 + 0.2 * c) + mean + 25.5 * b
+    assert pixels[0, 0, 0] == pytest.approx(expect, abs=1e-3)
+
+
+def test_sampler_is_deterministic_per_seed_and_epoch():
+    sampler = CropSampler([coded_sample(), coded_sample(60, 45, "t")], 5, 32, balance=0.5)
+    a = list(sampler.epoch(seed=3, epoch=1, count=4))
+    b = list(sampler.epoch(seed=3, epoch=1, count=4))
+    c = list(sampler.epoch(seed=3, epoch=2, count=4))
+    for (ia, ma), (ib, mb) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ia, ib)
+        np.testing.assert_array_equal(ma, mb)
+    assert not all(np.array_equal(ia, ic) for (ia, _), (ic, _) in zip(a, c, strict=True))
+
+
+def test_small_images_are_padded_with_ignore():
+    s = coded_sample(20, 24)
+    sampler = CropSampler([s], 5, 32, aug=Augment(False, False, 0.0, 0.0))
+    img, mask = next(sampler.epoch(0, 0, 1))
+    assert img.shape == (32, 32, 3) and mask.shape == (32, 32)
+    np.testing.assert_array_equal(mask[:20, :24], s.mask)
+    assert (mask[20:] == 255).all() and (mask[:, 24:] == 255).all()
+
+
+def test_balanced_crops_favour_the_rare_class():
+    mask = np.zeros((200, 200), np.uint8)
+    mask[90:110, 90:110] = 1  # 1% of the pixels
+    image = np.zeros((200, 200, 3), np.uint8)
+    sample = Sample("r", image, mask)
+    probs = balanced_class_probs(np.array([39600, 400]))
+    # 1/sqrt(0.99) = 1.0050378, 1/sqrt(0.01) = 10
+    assert probs == pytest.approx([1.0050378 / 11.0050378, 10 / 11.0050378], abs=1e-7)
+    no_aug = Augment(False, False, 0.0, 0.0)
+    plain = CropSampler([sample], 2, 32, balance=0.0, aug=no_aug)
+    balanced = CropSampler([sample], 2, 32, balance=1.0, aug=no_aug)
+    share = [np.mean([(m == 1).mean() for _, m in s.epoch(0, 0, 200)]) for s in (plain, balanced)]
+    assert share[0] < 0.03
+    assert share[1] > 0.15
+
+
+def test_class_pixel_index_rows():
+    s = coded_sample(10, 10)
+    index = class_pixel_index([s], 5, per_image=1000)
+    for c, rows in enumerate(index):
+        assert len(rows) == (s.mask == c).sum()
+        assert (s.mask[rows[:, 1], rows[:, 2]] == c).all()
+
+
+def test_sampler_rejects_16_bit():
+    s = Sample("x", np.zeros((8, 8, 3), np.uint16), np.zeros((8, 8), np.uint8))
+    with pytest.raises(EdgesegError, match="8-bit RGB"):
+        CropSampler([s], 2, 8)

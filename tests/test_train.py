@@ -1,0 +1,240 @@
+"""Training: stages, per-part learning rates, batch-norm, reproducibility, resume, evaluate CLI.
+
+One tiny run (64x64 crops of generated scenes, 3 epochs of 6 steps) is shared by the module.
+"""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgeseg import synthetic
+from edgeseg.data import load_split
+from edgeseg.train import TrainConfig, train
+from firmware_bridge.classes import ClassTable
+from firmware_bridge.errors import EdgesegError
+
+WEIGHTS = "weights/mobilenet_v2_0.35_224_no_top.h5"
+
+
+def tiny_config(**kw):
+    base = dict(num_classes=5, class_names=synthetic.CLASSES, crop=64, batch=4, stage1_epochs=1,
+                stage2_epochs=2, steps_per_epoch=6, lr_head=3e-3, val_tile=64, bn_batches=2,
+                val_pattern="val_*", encoder_weights=None, seed=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scenes")
+    synthetic.write_dataset(root, 3, (96, 128), seed=0, prefix="train")
+    synthetic.write_dataset(root, 2, (80, 100), seed=10, prefix="val")
+    table = ClassTable.load(root / "classes.csv")
+    train_s, val_s = load_split(str(root), table, "val_*")
+    return root, train_s, val_s
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    _, train_s, val_s = tiny_data
+    run = tmp_path_factory.mktemp("runs") / "a"
+    return train(tiny_config(), train_s, val_s, run, verbose=False), run
+
+
+def model_weights(run):
+    from edgeseg.runs import load_run
+
+    return load_run(run)[0].get_weights()
+
+
+def build(weights=None, size=64):
+    from edgeseg.models import build_model
+
+    return build_model("mobileunet", "mobilenetv2_035", 5, input_size=(size, size), encoder_weights=weights)
+
+
+def random_batch(seed=0, n=4, size=64):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+    y = rng.integers(0, 5, (n, size, size)).astype(np.uint8)
+    return x, y
+
+
+def test_tiny_run_lowers_loss_and_fills_run_dir(tiny_run):
+    result, run = tiny_run
+    losses = [row["loss"] for row in result.history]
+    assert [row["stage"] for row in result.history] == [1, 2, 2]
+    assert losses[-1] < 0.85 * losses[0]
+    assert result.stopped == "epochs" and result.epochs == 3
+    for name in ("config.json", "history.csv", "curves.png", "confusion.png", "model.keras",
+                 "scores.json", "state.json"):
+        assert (run / name).is_file(), name
+    info = json.loads((run / "config.json").read_text())
+    assert info["normalisation"] == {"mean": 127.5, "std": 127.5}
+    assert info["config"]["class_names"] == synthetic.CLASSES
+    assert len((run / "history.csv").read_text().splitlines()) == 4
+    best = json.loads((run / "scores.json").read_text())
+    assert best["miou"] == pytest.approx(result.best_miou, abs=1e-6)
+    assert best["epoch"] == result.best_epoch
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_run, tiny_data, tmp_path):
+    result, run = tiny_run
+    _, train_s, val_s = tiny_data
+
+    class Killed(Exception):
+        pass
+
+    def kill(row):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train(tiny_config(), train_s, val_s, tmp_path / "b", verbose=False, on_epoch_end=kill)
+    state = json.loads((tmp_path / "b" / "state.json").read_text())
+    assert state["next_epoch"] == 1
+    # same seed: the first epoch matches the other run exactly
+    assert state["history"][0]["loss"] == result.history[0]["loss"]
+    with pytest.raises(EdgesegError, match="--resume"):
+        train(tiny_config(), train_s, val_s, tmp_path / "b", verbose=False)
+    resumed = train(tiny_config(seed=99), train_s, val_s, tmp_path / "b", resume=True, verbose=False)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in result.history]
+    assert resumed.best_miou == result.best_miou
+    for a, b in zip(model_weights(run), model_weights(tmp_path / "b"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_stage1_leaves_the_encoder_unchanged(shared_path_or_none):
+    from edgeseg.losses import get_loss
+    from edgeseg.models import encoder_layers, head_layers
+    from edgeseg.stages import make_optimizers, make_train_step, set_stage
+
+    model = build(shared_path_or_none)
+    enc_vars, head_vars = set_stage(model, 1)
+    assert enc_vars == [] and len(head_vars) == len(model.trainable_weights)
+    before = [w.copy() for layer in encoder_layers(model) for w in layer.get_weights()]
+    head_before = [w.copy() for layer in head_layers(model) for w in layer.get_weights()]
+    opts = make_optimizers(enc_vars, head_vars, 1e-3, 0.1)
+    assert opts[0] is None
+    step = make_train_step(model, get_loss("ce", 5), enc_vars, head_vars, *opts)
+    for i in range(2):
+        step(*random_batch(i))
+    after = [w for layer in encoder_layers(model) for w in layer.get_weights()]
+    for a, b in zip(before, after, strict=True):  # includes batch-norm moving statistics
+        np.testing.assert_array_equal(a, b)
+    head_after = [w for layer in head_layers(model) for w in layer.get_weights()]
+    assert any(not np.array_equal(a, b) for a, b in zip(head_before, head_after, strict=True))
+
+
+def test_stage2_moves_the_encoder_by_its_own_learning_rate():
+    from edgeseg.losses import get_loss
+    from edgeseg.stages import make_optimizers, make_train_step, set_stage
+
+    model = build()
+    enc_vars, head_vars = set_stage(model, 2, "all", freeze_encoder_bn=True)
+    assert enc_vars and head_vars
+    assert not any("gamma" in v.name or "beta" in v.name for v in enc_vars)  # encoder BN frozen
+    before = {id(v): v.numpy().copy() for v in enc_vars + head_vars}
+    opts = make_optimizers(enc_vars, head_vars, 1e-3, 0.1)
+    step = make_train_step(model, get_loss("ce", 5), enc_vars, head_vars, *opts)
+    step(*random_batch(3))
+
+    def max_move(variables):
+        return max(float(np.abs(v.numpy() - before[id(v)]).max()) for v in variables)
+
+    # Adam's first step moves every weight with a gradient by exactly its learning rate
+    assert max_move(enc_vars) == pytest.approx(1e-4, rel=1e-3)
+    assert max_move(head_vars) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_unfreeze_from_a_block():
+    from edgeseg.models import encoder_layers
+    from edgeseg.stages import set_stage
+
+    model = build()
+    set_stage(model, 2, "block_13", freeze_encoder_bn=False)
+    enc = encoder_layers(model)
+    first = next(i for i, layer in enumerate(enc) if layer.name == "block_13_expand")
+    assert not any(layer.trainable for layer in enc[:first])
+    assert all(layer.trainable for layer in enc[first:])
+    with pytest.raises(EdgesegError, match="no encoder block named 'block_99'"):
+        set_stage(model, 2, "block_99")
+
+
+def test_recalibrated_batchnorm_holds_the_exact_batch_mean():
+    from edgeseg.stages import recalibrate_batchnorm, set_stage
+    from edgeseg.tf_env import tf_keras
+
+    _, keras = tf_keras()
+    model = build()
+    set_stage(model, 1)
+    bn = model.get_layer("dec_bottom_bn")  # its input comes from the frozen encoder only
+    probe = keras.Model(model.input, bn.input)
+    batches = [random_batch(s)[0] for s in (1, 2)]
+    expected = np.mean([probe(x, training=False).numpy().mean(axis=(0, 1, 2)) for x in batches], axis=0)
+    frozen = model.get_layer("bn_Conv1").moving_mean.numpy().copy()
+    assert recalibrate_batchnorm(model, batches) == 2
+    np.testing.assert_allclose(bn.moving_mean.numpy(), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(model.get_layer("bn_Conv1").moving_mean.numpy(), frozen)
+    assert bn.momentum == 0.99
+
+
+def test_evaluate_cli_matches_training_validation(tiny_run, tiny_data, tmp_path):
+    result, run = tiny_run
+    root, _, _ = tiny_data
+    out = tmp_path / "scores.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeseg.cli", "evaluate", str(run), "--data", str(root),
+         "--classes", str(root / "classes.csv"), "--val-pattern", "val_*", "--json", str(out)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "building" in proc.stdout and "mean" in proc.stdout
+    scores = json.loads(out.read_text())
+    assert scores["images"] == 2 and scores["tile"] == 64
+    assert scores["miou"] == pytest.approx(result.best_miou, abs=1e-6)
+    assert set(scores["per_class"]) == set(synthetic.CLASSES)
+
+
+def test_encoder_and_decoder_from_a_previous_run_with_a_new_head(tiny_run):
+    from edgeseg.models import decoder_layers, encoder_layers
+    from edgeseg.runs import initial_model, load_run
+
+    _, run = tiny_run
+    old, _ = load_run(run, input_size=(96, 96))
+    config = tiny_config(num_classes=3, class_names=["a", "b", "c"], encoder_weights=str(run))
+    model, note = initial_model(config, (64, 64))
+    assert "head_logits" in note
+    for layer in encoder_layers(model)[::20] + decoder_layers(model):
+        for a, b in zip(layer.get_weights(), old.get_layer(layer.name).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert model.output_shape[-1] == 3
+
+
+def test_missing_imagenet_weights_say_how_to_supply_a_file(tmp_path, monkeypatch):
+    from edgeseg.runs import initial_model
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(EdgesegError, match="weights file"):
+        initial_model(tiny_config(encoder_weights="imagenet"), (64, 64))
+    with pytest.raises(EdgesegError, match="not a weights file"):
+        initial_model(tiny_config(encoder_weights=str(tmp_path)), (64, 64))
+
+
+@pytest.fixture
+def shared_path_or_none():
+    from conftest import shared_path
+
+    path = shared_path() / WEIGHTS
+    return str(path) if path.is_file() else None
+
+
+def test_config_checks_and_round_trip():
+    with pytest.raises(EdgesegError, match="class names"):
+        TrainConfig(num_classes=3, class_names=["a"])
+    with pytest.raises(EdgesegError, match="class_weighting"):
+        TrainConfig(num_classes=2, class_weighting="sqrt")
+    config = tiny_config(unfreeze="block_13")
+    assert TrainConfig.from_dict({**config.__dict__, "unknown": 1}) == config
