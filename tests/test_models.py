@@ -45,6 +45,11 @@ def test_every_model_builds_at_two_sizes(arch, backbone):
     for size, classes in (((64, 64), 3), ((96, 64), 1)):
         model = build_model(arch, backbone, classes, input_size=size)
         assert model.output_shape == (None, *size, classes)
+        # What QAT + int8 TFLite need: no Lambda / TF-op layers, no dilated convolutions
+        # (they become SPACE_TO_BATCH_ND that XNNPACK refuses after QAT).
+        for layer in model.layers:
+            assert type(layer).__name__ not in {"Lambda", "TFOpLambda", "Resizing"}, layer.name
+            assert tuple(getattr(layer, "dilation_rate", (1, 1))) == (1, 1), layer.name
         x = np.random.default_rng(0).uniform(-1, 1, (1, *size, 3)).astype(np.float32)
         y = model(x, training=False).numpy()
         if classes > 1:

@@ -2,8 +2,9 @@
 
 Only layers that tensorflow-model-optimization quantizes out of the box are used: Conv2D /
 DepthwiseConv2D + BatchNormalization + ReLU (folded by tfmot), UpSampling2D, Conv2DTranspose
-with a bias and no batch-norm after it, AveragePooling2D, Concatenate, Activation. No Lambda,
-no ``tf.image.resize``.
+with a bias and no batch-norm after it, AveragePooling2D, Concatenate, Activation, and for the
+atrous taps ZeroPadding2D, Cropping2D and two-input Add. No Lambda, no ``tf.image.resize``, no
+dilated convolution (see :func:`atrous_depthwise`).
 
 Layer-name convention (what training uses to freeze the encoder): every layer an architecture
 adds is named ``dec_*`` (decoder) or ``head_*`` (classifier head); all other layers, apart from
