@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "edgeseg.commands.evaluate",
     "edgeseg.commands.pretrain",
     "edgeseg.commands.bench",
+    "edgeseg.commands.qat",
+    "edgeseg.commands.export",
 ]
 
 

@@ -190,20 +190,26 @@ def transfer_qat(src, dst) -> None:
 def validator(config, samples, tile: int, overlap: int):
     """``qat_model -> mIoU``: tiled prediction of full validation images at ``tile``.
 
-    The QAT weights are copied into a model built at the tile size, so the score is
-    comparable with the float model's (same tiles, overlap and metric core).
+    A QAT model of another input size has its weights copied into one built at the tile
+    size (built once, at the first call), so the score is comparable with the float model's
+    (same tiles, overlap and metric core). Returns ``None`` without samples.
     """
     from edgeseg.inference import evaluate_samples, keras_predictor
 
     if not samples:
         return None
-    val_model = build_qat(config, (tile, tile))
-    predict = keras_predictor(val_model)
     k = max(config.num_classes, 2)
+    cache: dict = {}
 
     def score(qat) -> float:
-        transfer_qat(qat, val_model)
-        return evaluate_samples(predict, samples, k, tile, overlap, config.class_names).miou
+        if tuple(qat.input_shape[1:3]) == (tile, tile):
+            model = qat
+        else:
+            model = cache.get("model") or cache.setdefault("model", build_qat(config, (tile, tile)))
+            transfer_qat(qat, model)
+        if cache.get("for") is not model:
+            cache.update({"for": model, "predict": keras_predictor(model)})
+        return evaluate_samples(cache["predict"], samples, k, tile, overlap, config.class_names).miou
 
     return score
 

@@ -18,9 +18,14 @@ from firmware_bridge.metadata import METADATA_KEY
 
 
 def convert(ctx: ExportContext):
-    """The float model as an ``openvino.Model`` (from the SavedModel; batch 1)."""
+    """The float model as a fresh ``openvino.Model`` (from the SavedModel; batch 1).
+
+    The conversion runs once per export; each format gets its own clone.
+    """
     ov = require("openvino", "export")
-    return ov.convert_model(str(ctx.saved_model("float")))
+    if "openvino_model" not in ctx.cache:
+        ctx.cache["openvino_model"] = ov.convert_model(str(ctx.saved_model("float")))
+    return ctx.cache["openvino_model"].clone()
 
 
 def _save(model, path: Path, ctx: ExportContext, precision: str, fp16: bool) -> list[Path]:

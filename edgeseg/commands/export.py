@@ -1,0 +1,118 @@
+"""``edgeseg export RUN --formats LIST --out DIR --data DIR --classes FILE``: artifacts + parity.
+
+Exports the run's model (and its QAT model, when ``edgeseg qat`` made one) in each format,
+calibrated on crops of the training images, then checks every artifact through
+``firmware_bridge`` against the Keras model on the validation images (``parity.json`` and a
+table). Exit status 1 when an artifact misses its parity threshold, 2 on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from export.formats import FORMATS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``export`` command."""
+    p = sub.add_parser("export", help="export a run to TFLite/ONNX/OpenVINO/C and check parity")
+    p.add_argument("run", help="run directory from 'edgeseg train'")
+    p.add_argument("--formats", default="all",
+                   help=f"comma-separated: {', '.join(FORMATS)}; 'all' = the defaults")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="the run's dataset folder (calibration and parity images)")
+    p.add_argument("--classes", help="class table CSV (with --data)")
+    p.add_argument("--val-pattern", help="validation stems (default: the run's)")
+    p.add_argument("--input-size", type=int, help="square input size to export at (default: the run's)")
+    p.add_argument("--calibration", type=int, default=64, help="calibration crops from training images")
+    p.add_argument("--io-type", default="int8", choices=["int8", "uint8", "float"],
+                   help="input/output type of the int8 TFLite models")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--stem", default="model", help="file name stem of the artifacts")
+    p.add_argument("--min-agreement", type=float, default=99.5,
+                   help="float formats: minimum %% of pixels agreeing with Keras")
+    p.add_argument("--max-miou-drop", type=float, default=3.0,
+                   help="quantized formats: maximum mIoU points lost against Keras")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    p.add_argument("--threads", type=int, help="CPU threads of the runtimes in the parity check")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export, check parity, print the table; 1 when parity fails."""
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    from edgeseg.qat import QAT_DIR, WEIGHTS, load_qat
+    from edgeseg.runs import load_run, run_metadata
+    from export import ExportContext, ExportOptions, export_formats, parse_formats
+    from firmware_bridge.errors import EdgesegError
+
+    run = Path(args.run)
+    if args.data is None and not args.no_parity:
+        raise EdgesegError("parity needs validation images: pass --data DIR --classes FILE "
+                           "(or --no-parity)")
+    if (args.data is None) != (args.classes is None):
+        raise EdgesegError("--data and --classes go together")
+    size = (args.input_size, args.input_size) if args.input_size else None
+    model, config = load_run(run, size)
+    edge = int(model.input_shape[1])
+    has_qat = (run / QAT_DIR / WEIGHTS).is_file()
+    formats = parse_formats(args.formats, with_qat=has_qat)
+    qat = load_qat(run, config, model.input_shape[1:3]) if has_qat else None
+    meta = run_metadata(run)
+    if size:
+        meta = dataclasses.replace(meta, tile_size=edge)
+    val_pattern = args.val_pattern or config.val_pattern
+    calib = _calibration(args, val_pattern, edge) if args.data else _no_images(edge)
+    ctx = ExportContext(model, meta, calib, qat, ExportOptions(
+        stem=args.stem, io_type=args.io_type, onnx_opset=args.opset))
+    artifacts = export_formats(ctx, formats, args.out, log=lambda s: print(s, file=sys.stderr))
+    for a in artifacts:
+        print(f"{a.format:<16} {a.size / 1e6:8.2f} MB  {', '.join(str(f) for f in a.files)}")
+    if args.no_parity:
+        return 0
+    report = _parity(args, model, meta, artifacts, val_pattern)
+    report.write(Path(args.out) / "parity.json")
+    print(report.table())
+    for line in report.failures():
+        print(f"parity failed: {line}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _no_images(edge: int):
+    import numpy as np
+
+    return np.zeros((0, edge, edge, 3), np.float32)
+
+
+def _calibration(args, val_pattern: str | None, edge: int):
+    """Normalised crops of the training images (the validation stems left out)."""
+    from pathlib import Path
+
+    from edgeseg.bench.exporting import calibration_crops
+
+    return calibration_crops(Path(args.data), Path(args.classes), val_pattern or "", edge,
+                             count=args.calibration)
+
+
+def _parity(args, model, meta, artifacts, val_pattern):
+    """Keras reference masks on the validation images, then each artifact's parity."""
+    from edgeseg.data import load_split
+    from edgeseg.inference import keras_predictor, predict_scores, scores_to_mask
+    from export.parity import ParityThresholds, check_parity
+    from firmware_bridge.classes import ClassTable
+    from firmware_bridge.errors import EdgesegError
+
+    table = ClassTable.load(args.classes)
+    _, val = load_split(args.data, table, val_pattern)
+    if not val:
+        raise EdgesegError(f"no validation images match {val_pattern!r} in {args.data}")
+    predict = keras_predictor(model)
+    tile = int(model.input_shape[1])
+    reference = [scores_to_mask(predict_scores(predict, s.image, tile, meta.tile_overlap), meta.threshold)
+                 for s in val]
+    thresholds = ParityThresholds(args.min_agreement / 100.0, args.max_miou_drop)
+    return check_parity(artifacts, [s.image for s in val], [s.mask for s in val], reference,
+                        max(len(meta.classes), 2), thresholds, args.threads)

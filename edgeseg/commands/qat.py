@@ -1,0 +1,86 @@
+"""``edgeseg qat RUN --data DIR --classes FILE [--epochs N]``: quantization-aware fine-tuning.
+
+Starts from the run's best float model, trains on crops of the run's training images with the
+run's loss and class weights, validates on the run's own validation split (its
+``val_pattern``, tile and overlap), and writes ``RUN/qat/weights.npz`` and ``RUN/qat/qat.json``
+(history, float and QAT mIoU). ``edgeseg export RUN --formats tflite-qat-int8`` converts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``qat`` command."""
+    p = sub.add_parser("qat", help="quantization-aware fine-tuning of a trained run (for int8 export)")
+    p.add_argument("run", help="run directory from 'edgeseg train'")
+    p.add_argument("--data", required=True, help="the run's dataset folder (images/ and masks/)")
+    p.add_argument("--classes", required=True, help="class table CSV (name,colour,ignore)")
+    p.add_argument("--epochs", type=int, default=2, help="QAT epochs (default 2)")
+    p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: the run's)")
+    p.add_argument("--batch", type=int, help="crops per batch (default: the run's)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (cosine decay)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.set_defaults(func=run_qat)
+
+
+def run_qat(args: argparse.Namespace) -> int:
+    """Fine-tune, save the QAT weights and a summary; print float vs QAT mIoU."""
+    import time
+    from pathlib import Path
+
+    from edgeseg import runs
+    from edgeseg.data import load_split
+    from edgeseg.data.pipeline import Augment, CropSampler
+    from edgeseg.losses import get_loss
+    from edgeseg.qat import QAT_DIR, qat_finetune, save_qat, validator
+    from firmware_bridge.classes import ClassTable
+    from firmware_bridge.errors import EdgesegError
+
+    run = Path(args.run)
+    model, config = runs.load_run(run, (config_crop(run),) * 2)
+    table = ClassTable.load(args.classes)
+    if table.num_classes != max(config.num_classes, 1) and config.num_classes != 1:
+        raise EdgesegError(f"{args.classes} has {table.num_classes} classes, the run {config.num_classes}")
+    train, val = load_split(args.data, table, config.val_pattern)
+    steps = args.steps_per_epoch or config.steps_per_epoch
+    batch = args.batch or config.batch
+    aug = Augment() if config.augment else Augment(False, False, 0.0, 0.0)
+    sampler = CropSampler(train, max(config.num_classes, 2), config.crop, config.balance, aug)
+    info = runs.read_json(run / runs.CONFIG)
+    loss = get_loss(config.loss, config.num_classes, info.get("class_weights"))
+    score = validator(config, val, config.val_tile, config.val_overlap)
+    float_miou = runs.read_json(run / runs.SCORES).get("miou") if (run / runs.SCORES).is_file() else None
+    history: list[dict] = []
+
+    def report(row: dict) -> None:
+        history.append(row)
+        if not args.quiet:
+            print(f"QAT epoch {row['epoch']}/{args.epochs}: loss {row['loss']:.4f}, val mIoU "
+                  f"{row['val_miou'] if row['val_miou'] is not None else float('nan'):.4f}", flush=True)
+
+    t0 = time.monotonic()
+    qat = qat_finetune(model, lambda e: sampler.dataset(config.seed + 1000, e, steps, batch), score,
+                       args.epochs, loss=loss, lr=args.lr, steps_per_epoch=steps, on_epoch_end=report)
+    save_qat(qat, run)
+    best = max((r["val_miou"] for r in history if r["val_miou"] is not None), default=None)
+    runs.write_json(run / QAT_DIR / "qat.json", {
+        "epochs": args.epochs, "steps_per_epoch": steps, "batch": batch, "lr": args.lr,
+        "float_miou": float_miou, "qat_miou": best, "history": history,
+        "elapsed_s": round(time.monotonic() - t0, 1), "val_pattern": config.val_pattern,
+    })
+    line = f"QAT model: {run / QAT_DIR}"
+    if best is not None:
+        line += f"; val mIoU {best:.4f}"
+    if float_miou is not None and best is not None:
+        line += f" (float {float_miou:.4f}, {100 * (best - float_miou):+.2f} points)"
+    print(line)
+    return 0
+
+
+def config_crop(run) -> int:
+    """The training crop edge of a run (QAT trains on crops of that size)."""
+    from edgeseg import runs
+
+    return int(runs.read_json(run / runs.CONFIG)["config"]["crop"])

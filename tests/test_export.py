@@ -1,0 +1,196 @@
+"""QAT and export: every format once, metadata without TensorFlow, parity, int8 op lists, atomicity.
+
+One tiny run (MobileUNet-0.35 with transposed-conv upsampling, 64x64, generated scenes) goes
+through the command line once per module: ``edgeseg train`` -> ``edgeseg qat`` ->
+``edgeseg export --formats <every format>``; the tests read what that wrote.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseg import synthetic
+from edgeseg.cli import main
+from export import FORMATS, ExportContext, export_formats, parse_formats
+from export.tflite_ops import flatbuffer_size, float_compute_ops, op_counts, op_list
+from export.to_carray import read_c_array
+from firmware_bridge.errors import EdgesegError, MissingDependencyError
+
+pytestmark = pytest.mark.slow
+ALL = ",".join(FORMATS)
+FLOAT_FORMATS = [n for n, f in FORMATS.items() if not f.quantized]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    data = synthetic.write_dataset(root / "data", 4, (96, 128), seed=0, prefix="train")
+    synthetic.write_dataset(data, 2, (80, 100), seed=10, prefix="val")
+    run, out = root / "run", root / "out"
+    common = ["--data", str(data), "--classes", str(data / "classes.csv")]
+    assert main(["train", *common, "--out", str(run), "--crop", "64", "--val-tile", "64",
+                 "--batch", "8", "--stage1-epochs", "1", "--stage2-epochs", "2",
+                 "--steps-per-epoch", "10", "--lr", "3e-3", "--upsampling", "transpose",
+                 "--val-pattern", "val_*", "--quiet"]) == 0
+    assert main(["qat", str(run), *common, "--epochs", "1", "--steps-per-epoch", "6",
+                 "--quiet"]) == 0
+    code = main(["export", str(run), *common, "--formats", ALL, "--out", str(out),
+                 "--calibration", "16", "--max-miou-drop", "5"])
+    return {"run": run, "out": out, "data": data, "code": code,
+            "parity": json.loads((out / "parity.json").read_text())}
+
+
+def test_every_format_written_and_parity_passes(exported):
+    out, parity = exported["out"], exported["parity"]
+    rows = {a["format"]: a for a in parity["artifacts"]}
+    assert set(rows) == set(FORMATS)
+    for name, fmt in FORMATS.items():
+        assert (out / f"model{fmt.suffix}").is_file(), name
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left over
+    assert parity["images"] == 2 and parity["ok"] is True and exported["code"] == 0
+    # The Keras model is not constant (parity would be trivial) and learned something.
+    assert parity["keras_miou"] > 0.2
+    for name in FLOAT_FORMATS:
+        assert rows[name]["agreement"] >= 0.995, rows[name]
+    for name in ("tflite-int8", "tflite-qat-int8", "openvino-int8", "c-array"):
+        assert rows[name]["miou_drop"] <= 5.0, rows[name]
+        assert rows[name]["agreement"] > 0.8, rows[name]
+    # The C array is the same int8 model as the QAT TFLite file: same masks.
+    assert rows["c-array"]["miou"] == pytest.approx(rows["tflite-qat-int8"]["miou"], abs=1e-9)
+
+
+def test_metadata_read_back_without_tensorflow(exported):
+    out = exported["out"]
+    files = [str(out / f"model{f.suffix}") for n, f in FORMATS.items() if n != "c-array"]
+    code = (
+        "import json, sys\n"
+        "from firmware_bridge.metadata import read_metadata\n"
+        "metas = {p: json.loads(read_metadata(p).to_json()) for p in sys.argv[1:]}\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        "print(json.dumps(metas))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0, res.stderr
+    metas = json.loads(res.stdout)
+    precisions = {Path(p).name: m["precision"] for p, m in metas.items()}
+    assert precisions == {"model_fp32.tflite": "fp32", "model_fp16.tflite": "fp16",
+                          "model_dynamic.tflite": "int8-dynamic", "model_int8.tflite": "int8",
+                          "model_qat_int8.tflite": "int8-qat", "model.onnx": "fp32",
+                          "model_fp32.xml": "fp32", "model_fp16.xml": "fp16",
+                          "model_int8.xml": "int8"}
+    for m in metas.values():
+        assert m["classes"] == synthetic.CLASSES
+        assert m["colours"][0] == "#3C1098"
+        assert m["mean"] == [127.5] and m["std"] == [127.5]
+        assert m["input_size"] == [64, 64] and m["layout"] == "NHWC" and m["output"] == "softmax"
+        assert m["tile_size"] == 64 and m["tile_overlap"] == 32
+        assert m["arch"] == "mobileunet" and m["backbone"] == "mobilenetv2_035"
+        assert 0.2 < m["scores"]["miou"] <= 1.0 and m["version"]
+
+
+@pytest.mark.parametrize("name", ["model_int8.tflite", "model_qat_int8.tflite"])
+def test_int8_tflite_is_fully_integer(exported, name):
+    model = (exported["out"] / name).read_bytes()
+    assert float_compute_ops(model) == []
+    ops = op_counts(model)
+    assert "QUANTIZE" not in ops or all(
+        op.inputs[0] != "FLOAT32" for op in op_list(model)
+        if op.name == "QUANTIZE")  # int8 I/O: no float input edge
+    assert "DEQUANTIZE" not in ops
+    assert ops["TRANSPOSE_CONV"] == 5 and ops["CONCATENATION"] == 4 and ops["SOFTMAX"] == 1
+
+
+def test_float_tflite_does_compute_in_float(exported):
+    """The op check is not vacuous: the float file is flagged."""
+    model = (exported["out"] / "model_fp32.tflite").read_bytes()
+    assert {op.name for op in float_compute_ops(model)} >= {"CONV_2D", "TRANSPOSE_CONV"}
+
+
+def test_c_array_round_trips_and_compiles(exported, tmp_path):
+    out = exported["out"]
+    tflite = (out / "model_qat_int8.tflite").read_bytes()
+    flat = tflite[: flatbuffer_size(tflite)]
+    assert len(flat) < len(tflite) and flat[4:8] == b"TFL3"
+    assert read_c_array(out / "model.cc") == flat
+    header = (out / "model.h").read_text()
+    assert "#define EDGESEG_NUM_CLASSES 5" in header and "#define EDGESEG_INPUT_HEIGHT 64" in header
+    assert f"#define EDGESEG_NUM_OPS {len(op_counts(flat))}" in header
+    gxx = __import__("shutil").which("g++")
+    if gxx is None:
+        pytest.skip("no g++ to compile the generated files")
+    main_cc = tmp_path / "main.cc"
+    main_cc.write_text(
+        '#include "model.h"\n#include <cstdint>\n#include <cstring>\n'
+        "int main() { return (reinterpret_cast<std::uintptr_t>(g_edgeseg_model) % 16 != 0) + "
+        f"(g_edgeseg_model_len != {len(flat)}u) + "
+        "(std::strcmp(g_edgeseg_class_names[4], \"water\") != 0); }\n")
+    exe = tmp_path / "a.out"
+    subprocess.run([gxx, "-std=c++11", "-O0", "-I", str(out), str(out / "model.cc"), str(main_cc),
+                    "-o", str(exe)], check=True)
+    assert subprocess.run([str(exe)], check=False).returncode == 0
+
+
+def test_interrupted_export_leaves_folder_as_it_was(exported, tmp_path, monkeypatch):
+    from edgeseg.runs import load_run, run_metadata
+    from export import to_tflite
+
+    model, _ = load_run(exported["run"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_fp32.tflite").write_bytes(b"old")
+    (out / "notes.txt").write_text("keep")
+    real_write = to_tflite._write
+    calls = []
+
+    def write_then_die(path, data, ctx, precision):
+        calls.append(path.name)
+        if len(calls) == 2:  # second format: half a file, then Ctrl-C
+            path.write_bytes(data[: len(data) // 2])
+            raise KeyboardInterrupt
+        return real_write(path, data, ctx, precision)
+
+    monkeypatch.setattr(to_tflite, "_write", write_then_die)
+    ctx = ExportContext(model, run_metadata(exported["run"]), np.zeros((0, 64, 64, 3), np.float32))
+    with pytest.raises(KeyboardInterrupt):
+        export_formats(ctx, parse_formats("tflite-fp32,tflite-fp16"), out)
+    assert calls == ["model_fp32.tflite", "model_fp16.tflite"]
+    assert sorted(p.name for p in out.iterdir()) == ["model_fp32.tflite", "notes.txt"]
+    assert (out / "model_fp32.tflite").read_bytes() == b"old"
+
+
+def test_unknown_format_lists_valid_ones():
+    with pytest.raises(EdgesegError, match="valid formats: tflite-fp32, tflite-fp16.*c-array"):
+        parse_formats("tflite-fp32,tflite-int9")
+
+
+def test_missing_dependency_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as if not installed
+    ctx = ExportContext(None, None, np.zeros((0, 64, 64, 3), np.float32))
+    with pytest.raises(MissingDependencyError, match=r"edgeseg\[export\]"):
+        export_formats(ctx, parse_formats("openvino-int8"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # checked before anything is created
+
+
+def test_parity_failure_exits_nonzero(exported, tmp_path, capsys):
+    run, data = exported["run"], exported["data"]
+    code = main(["export", str(run), "--formats", "onnx", "--out", str(tmp_path / "o"),
+                 "--data", str(data), "--classes", str(data / "classes.csv"),
+                 "--min-agreement", "100.5"])  # more than every pixel: cannot pass
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "parity failed: onnx: agreement 100.00 %" in err and "needs agreement >= 100.5 %" in err
+    assert json.loads((tmp_path / "o" / "parity.json").read_text())["ok"] is False
+
+
+def test_qat_refuses_layers_tfmot_cannot_quantize():
+    from edgeseg.models import build_model
+    from edgeseg.qat import quantize
+
+    model = build_model("mobileunet", "mobilenetv3_small", 3, (64, 64))
+    with pytest.raises(EdgesegError, match=r"QAT cannot quantize .*\(Multiply\)"):
+        quantize(model)
