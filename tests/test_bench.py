@@ -132,11 +132,16 @@ def test_rerun_keeps_other_sections(bench, artifacts, tmp_path):
     assert "by an earlier run" in (rerun / "bench.md").read_text()
 
 
-def test_child_peaks_do_not_mix():
+def test_child_peaks_are_their_own():
+    """Each measurement is one child's own peak: not the largest child so far, and not this
+    (large) process's memory, which a plain fork + exec would carry into ru_maxrss."""
+    ballast = np.ones(400 * 2**20 // 8)  # this process holds 400 MiB while measuring
     big = run_child([sys.executable, "-c", "import numpy as np; a = np.ones(300 * 2**20 // 8); a += 1"])
     small = run_child([sys.executable, "-c", "pass"])
+    assert ballast.sum() > 0
     assert big.returncode == 0 and small.returncode == 0
-    assert big.peak_rss_mb >= 300 > small.peak_rss_mb > 0
+    assert big.peak_rss_mb >= 300 and 0 < small.peak_rss_mb < 100
+    assert run_child([sys.executable, "-c", "raise SystemExit(3)"]).returncode == 3
 
 
 def test_latency_stats_exact():

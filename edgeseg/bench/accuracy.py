@@ -31,8 +31,9 @@ class AccuracyRow:
         precision: ``fp32``, ``int8``...
         resolution: Tile edge the model predicted with (``None``: dynamic).
         miou: Mean IoU against the ground truth, 0..1.
-        agreement: Share of pixels with the Keras model's class (``None`` where unknown).
-        miou_drop: Keras mIoU minus this one, in points (``None`` where unknown).
+        agreement: Share of pixels with the Keras model's class (``None`` where unknown, and
+            for the Keras model, the reference).
+        miou_drop: Keras mIoU minus this one, in points (``None`` where unknown or Keras).
         source: ``parity.json`` (of the export) or ``computed`` (here).
         images: Validation images scored.
     """
@@ -95,7 +96,7 @@ def _parity_rows(artifacts: list[ArtifactInfo], parities: dict[Path, ParityFile]
         res = next((a.resolution for a in here if a.resolution), None)
         if parity.keras_miou is not None:
             rows.append(AccuracyRow("keras" + (f"@{res}" if several_sizes and res else ""), "keras",
-                                    "fp32", res, parity.keras_miou, 1.0, 0.0, "parity.json",
+                                    "fp32", res, parity.keras_miou, None, None, "parity.json",
                                     parity.images))
     for a in artifacts:
         entry = parities.get(a.path.parent)
@@ -160,8 +161,8 @@ def compute_rows(missing: list[ArtifactInfo], val: ValidationSet, threads: int,
                 reference[key] = (ref, _score(ref, val.masks, val.num_classes))
                 if a.resolution not in have_keras:
                     label = "keras" + (f"@{key[0]}" if several_sizes else "")
-                    rows.append(AccuracyRow(label, "keras", "fp32", key[0], reference[key][1], 1.0,
-                                            0.0, "computed", n))
+                    rows.append(AccuracyRow(label, "keras", "fp32", key[0], reference[key][1],
+                                            None, None, "computed", n))
                     have_keras.add(a.resolution)
             ref, keras_miou = reference[key]
             same = sum(int(np.count_nonzero(m == r)) for m, r in zip(masks, ref, strict=True))
@@ -209,3 +210,35 @@ def accuracy_section(artifacts: list[ArtifactInfo], parities: dict[Path, ParityF
         have = {r.resolution for r in rows if r.format == "keras"}
         rows += compute_rows(missing, load_val(), threads, keras, have, several, log)
     return rows, notes
+
+
+def write_overlay(path: Path, model: Path, data: Path, classes: Path, pattern: str,
+                  threads: int, step: int = 3) -> str:
+    """The first validation image, its ground truth and a model's prediction, side by side.
+
+    Args:
+        path: PNG to write.
+        model: Artifact that predicts (tiled, as on the device).
+        data: Dataset folder.
+        classes: Class table CSV (colours of truth and prediction).
+        pattern: Validation stems.
+        threads: Runtime threads.
+        step: Keep every ``step``-th pixel in both axes (smaller file).
+
+    Returns:
+        The stem of the image shown.
+    """
+    from edgeseg.data import load_sample
+    from firmware_bridge.classes import ClassTable
+    from firmware_bridge.imageio import overlay, write_png
+    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+
+    table = ClassTable.load(classes)
+    sample = load_sample(validation_pairs(data, pattern)[0], table)
+    mask = Segmenter(model, options=SegmenterOptions(threads=threads)).predict_tiled(sample.image).mask
+    rgb = overlay(sample.image, np.zeros_like(sample.image[..., :3]), alpha=0.0)
+    gap = np.full((rgb.shape[0], 16, 3), 255, np.uint8)
+    panel = np.concatenate([rgb, gap, overlay(sample.image, table.colourise(sample.mask)), gap,
+                            overlay(sample.image, table.colourise(mask))], axis=1)
+    write_png(path, np.ascontiguousarray(panel[::step, ::step]))
+    return sample.stem

@@ -2,10 +2,10 @@
 
 Exported models are fixed-size (dilated and transposed convolutions refuse
 ``resize_tensor_input``), so measuring at another tile size needs an export at that size.
-The run's Keras model is rebuilt at the size with the same weights
-(:func:`edgeseg.runs.load_run`) and goes through the export dispatcher
-(:func:`export.formats.export_formats`), calibrated on crops of the training images. The
-accuracy section then scores what no ``parity.json`` covers.
+The export runs as ``edgeseg export RUN --input-size N`` would: the run's Keras model (and QAT
+model) rebuilt at the size with the same weights, every format through the export dispatcher
+(:func:`export.formats.export_formats`) calibrated on crops of the training images, then the
+parity check that writes ``parity.json``, which the accuracy section reads.
 """
 
 from __future__ import annotations
@@ -60,37 +60,45 @@ def calibration_crops(data: Path, classes: Path, val_pattern: str, size: int,
 
 def export_run(opts: BenchOptions, folder: Path, formats: tuple[str, ...] | None, size: int | None,
                log: Callable[[str], None]) -> list[Path]:
-    """Export ``opts.run`` into ``folder`` through the export dispatcher.
+    """Export ``opts.run`` into ``folder`` exactly as ``edgeseg export`` does, parity included.
+
+    The export command (:mod:`edgeseg.commands.export`) is called in this process: it loads
+    the run (and its QAT model when ``edgeseg qat`` made one) at ``size``, calibrates on
+    training crops, writes every format through the dispatcher, and writes ``parity.json``.
+    Its table goes to stderr, keeping stdout for the benchmark's JSON.
 
     Args:
-        opts: Benchmark options (run, data, classes, validation pattern).
+        opts: Benchmark options (run, data, classes, validation pattern, threads).
         folder: Output folder.
-        formats: Format names (``None``: every default format that needs no QAT model).
+        formats: Format names (``None``: the export's defaults).
         size: Square input size (``None``: the run's own).
         log: Progress lines.
 
     Returns:
-        The files written.
+        The model files written.
 
     Raises:
         EdgesegError: Without a run or data, or when a conversion fails (the folder is then
-            left as it was).
+            left as it was). A parity failure is logged, not raised: the benchmark reports
+            the numbers.
     """
-    from edgeseg.runs import load_run, run_metadata
-    from export import ExportContext, ExportOptions, default_formats, export_formats, parse_formats
+    import contextlib
+    import sys
+
+    from edgeseg.cli import build_parser
 
     if opts.run is None:
         raise EdgesegError("exporting needs --run RUN")
     data = require_data(opts.data_dir)
-    names = [f for f in (formats or default_formats(with_qat=False)) if f != "tflite-qat-int8"]
-    if formats and "tflite-qat-int8" in formats:
-        log("[export] tflite-qat-int8 left out: export the QAT model with 'edgeseg export' and "
-            "pass its folder with --artifacts")
-    model, _ = load_run(opts.run, (size, size) if size else None)
-    edge = int(model.input_shape[1])
-    calib = calibration_crops(data, opts.classes_file, opts.val_pattern, edge)
-    ctx = ExportContext(model=model, meta=run_metadata(opts.run), calibration=calib,
-                        options=ExportOptions(stem="model"))
-    done = export_formats(ctx, parse_formats(names, with_qat=False), folder,
-                          log=lambda line: log(f"[export] {line}"))
-    return [f for artifact in done for f in artifact.files]
+    argv = ["export", str(opts.run), "--out", str(folder), "--data", str(data),
+            "--classes", str(opts.classes_file), "--val-pattern", opts.val_pattern,
+            "--threads", str(opts.threads), "--formats", ",".join(formats) if formats else "all"]
+    if size:
+        argv += ["--input-size", str(size)]
+    log(f"[export] edgeseg {' '.join(argv)}")
+    args = build_parser().parse_args(argv)
+    with contextlib.redirect_stdout(sys.stderr):
+        code = args.func(args)
+    if code:
+        log(f"[export] {folder}: an artifact missed its parity threshold (see parity.json)")
+    return sorted(p for p in folder.iterdir() if p.suffix in (".tflite", ".onnx", ".xml", ".cc"))

@@ -1,20 +1,22 @@
 """Peak memory of ``edgeseg-run predict`` on generated scenes of growing size.
 
-Each measurement is one child process (``python -m firmware_bridge.cli predict MODEL SCENE``)
-waited for with :func:`os.wait4`, which returns that child's own resource usage: its
-``ru_maxrss`` is the peak resident memory of that run alone (``getrusage(RUSAGE_CHILDREN)``
-would give the largest of all children so far). The scene is streamed window by window, so
-the peak should hardly grow with the scene; the report gives the ratio of the largest scene's
-peak to the smallest's.
+Each measurement is one process (``python -m firmware_bridge.cli predict MODEL SCENE``), and
+its peak resident memory is its own ``ru_maxrss`` from :func:`os.wait4` (not
+``getrusage(RUSAGE_CHILDREN)``, which gives the largest of all children so far). It is started
+through a small launcher process rather than forked from the benchmark itself: Linux carries
+the pre-``exec`` memory of a forked child into its ``ru_maxrss``, and a benchmark holding
+TensorFlow would make every child look as large as itself. The launcher (a bare Python, a few
+MiB) forks the measured process and reports what ``wait4`` says about it.
+
+The scene is streamed window by window, so the peak should hardly grow with the scene; the
+report gives the ratio of the largest scene's peak to the smallest's.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +54,19 @@ def maxrss_mb(ru_maxrss: int) -> float:
     return ru_maxrss / 2**20 if sys.platform == "darwin" else ru_maxrss / 2**10
 
 
+LAUNCHER = """
+import os, subprocess, sys, time
+t0 = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss} {time.perf_counter() - t0}")
+"""
+"""Runs ``argv[2:]``, writes ``exit-code ru_maxrss seconds`` of that process to ``argv[1]``."""
+
+
 def run_child(cmd: list[str], env: dict[str, str] | None = None) -> ChildRun:
-    """Run ``cmd`` to completion and read its own peak RSS from :func:`os.wait4`.
+    """Run ``cmd`` to completion through the launcher and read its own peak RSS.
 
     Args:
         cmd: Command line.
@@ -61,21 +74,21 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> ChildRun:
 
     Returns:
         The finished run; output goes to temporary files, so a chatty child cannot block.
+
+    Raises:
+        EdgesegError: When the launcher itself fails.
     """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        seconds = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        err.seek(0)
-        tail = err.read()[-2000:].decode(errors="replace")
-    return ChildRun(proc.returncode, round(maxrss_mb(usage.ru_maxrss), 1), round(seconds, 3), tail)
+    with tempfile.TemporaryDirectory(prefix="edgeseg-rss-") as tmp:
+        result, err_path = Path(tmp) / "result", Path(tmp) / "stderr"
+        with open(err_path, "wb") as err:
+            launcher = subprocess.run([sys.executable, "-c", LAUNCHER, str(result), *cmd],
+                                      stdout=subprocess.DEVNULL, stderr=err, env=env, check=False)
+        tail = err_path.read_bytes()[-2000:].decode(errors="replace")
+        if launcher.returncode != 0 or not result.is_file():
+            raise EdgesegError(f"measuring {cmd[0]} failed (launcher exit {launcher.returncode}): "
+                               f"{tail.strip()}")
+        code, maxrss, seconds = result.read_text().split()
+    return ChildRun(int(code), round(maxrss_mb(int(maxrss)), 1), round(float(seconds), 3), tail)
 
 
 def predict_command(model: Path, scene: Path, out_dir: Path, threads: int, block: int) -> list[str]:

@@ -164,6 +164,14 @@ def markdown(report: dict) -> str:
             lines += ["", f"(measured {sec.get('measured_at')} by an earlier run)"]
         notes += sec.get("notes", [])
     plots = [f"![{k}]({v})" for k, v in report.get("plots", {}).items()]
+    acc = report.get("accuracy") or {}
+    if acc.get("overlay"):
+        plots += ["", f"Validation image {acc['overlay_image']}: image, ground truth, "
+                      f"{acc['overlay_model']} (tiled through firmware_bridge)", "",
+                  f"![overlay]({acc['overlay']})"]
+    if report.get("run_plots"):
+        plots += ["", "Training curves and validation confusion matrix of the run: "
+                  + ", ".join(f"`{p}`" for p in report["run_plots"])]
     if plots:
         lines += ["", "## Plots", "", *plots]
     if notes:

@@ -17,6 +17,8 @@ from edgeseg.bench.speed import rows_to_dicts
 from firmware_bridge.errors import EdgesegError
 
 Log = Callable[[str], None]
+OVERLAY = "overlay.png"
+RUN_PLOTS = ("curves.png", "confusion.png")
 
 
 def stderr_log(line: str) -> None:
@@ -57,7 +59,7 @@ def artifact_folders(opts: BenchOptions, log: Log) -> list[Path]:
             raise EdgesegError(f"{folder}: no exported models; pass --artifacts DIR (from 'edgeseg "
                                "export') or --run RUN to export them")
         log(f"[export] no artifacts in {folder}: exporting {opts.run}")
-        export_run(opts, folder, None, None, log)
+        export_run(opts, folder, opts.formats, None, log)
     return folders
 
 
@@ -163,7 +165,10 @@ def run_benchmark(opts: BenchOptions, command: str = "edgeseg bench", log: Log =
     settings = {"threads": opts.threads, "batch": opts.batch, "warmup": opts.warmup,
                 "tile_runs": opts.tile_runs, "tensorflow_threads": tf_threads}
     current: dict = {"schema": rep.SCHEMA, "created": now(), "command": command,
-                     "run": str(opts.run) if opts.run else None, "machine": asdict(machine),
+                     "run": str(opts.run) if opts.run else None,
+                     "run_plots": [str(opts.run / p) for p in RUN_PLOTS
+                                   if opts.run and (opts.run / p).is_file()],
+                     "machine": asdict(machine),
                      "settings": settings, "artifacts": [a.to_dict() for a in artifacts],
                      "notes": notes}
     ran = tuple(s for s in opts.sections)
@@ -191,7 +196,12 @@ def run_benchmark(opts: BenchOptions, command: str = "edgeseg bench", log: Log =
 
 def accuracy(opts: BenchOptions, artifacts: list[ArtifactInfo], keras, log: Log) -> dict:
     """The accuracy section (see :mod:`edgeseg.bench.accuracy`)."""
-    from edgeseg.bench.accuracy import accuracy_section, load_validation, validation_pairs
+    from edgeseg.bench.accuracy import (
+        accuracy_section,
+        load_validation,
+        validation_pairs,
+        write_overlay,
+    )
 
     parities = {}
     for folder in dict.fromkeys(a.path.parent for a in artifacts):
@@ -210,8 +220,16 @@ def accuracy(opts: BenchOptions, artifacts: list[ArtifactInfo], keras, log: Log)
         if parity.images != count:
             notes.append(f"{parity.path}: scored {parity.images} images, the validation set "
                          f"{opts.val_pattern} has {count}")
-    return _section(rows_to_dicts(rows), notes,
-                    validation=f"{opts.val_pattern} of {data.name}")
+    extra = {}
+    shown = _memory_model(artifacts, opts.memory_format) or next(
+        (a for a in artifacts if a.runnable), None)
+    if shown is not None:
+        stem = write_overlay(opts.out / OVERLAY, shown.path, data, opts.classes_file,
+                             opts.val_pattern, opts.threads)
+        extra = {"overlay": OVERLAY, "overlay_model": shown.label, "overlay_image": stem}
+        log(f"[accuracy] overlay of {stem} by {shown.label} -> {opts.out / OVERLAY}")
+    return _section(rows_to_dicts(rows), notes, validation=f"{opts.val_pattern} of {data.name}",
+                    **extra)
 
 
 def throughput(opts: BenchOptions, artifacts: list[ArtifactInfo], primary: list[Path], keras,
