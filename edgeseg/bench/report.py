@@ -90,6 +90,13 @@ def _accuracy_md(sec: dict) -> list[str]:
                          "pixels as Keras", "source", "images"], rows)]
 
 
+def _tf_threads(s: dict) -> str:
+    tf = s.get("tensorflow_threads")
+    if not tf:
+        return ""
+    return f"; TensorFlow: {tf['intra_op']} intra-op, {tf['inter_op']} inter-op threads"
+
+
 def _latency_md(sec: dict) -> list[str]:
     s = sec["settings"]
     sizes = sorted({r["resolution"] for r in sec["rows"]})
@@ -111,7 +118,7 @@ def _latency_md(sec: dict) -> list[str]:
                      _f(r["speedup"], 2, suffix="x")] if r else ["–", "–", "–"])
         rows.append(row)
     return [f"## Per-tile latency (batch 1, {s['threads']} threads, {s['tile_runs']} timed runs "
-            f"after {s['warmup']} warm-up; speed-up = TensorFlow p50 / p50)", "",
+            f"after {s['warmup']} warm-up; speed-up = TensorFlow p50 / p50{_tf_threads(s)})", "",
             *_table(head, rows)]
 
 
@@ -120,7 +127,7 @@ def _throughput_md(sec: dict) -> list[str]:
     rows = [[r["label"], r["backend"], str(r["tile"]), str(r["overlap"]), _f(r["seconds"], 1),
              _f(r["mpix_per_s"], 2), _f(r["speedup"], 2, suffix="x")] for r in sec["rows"]]
     return [f"## Tiled throughput ({s['raster']}x{s['raster']} generated GeoTIFF streamed to a "
-            f"mask GeoTIFF, batch {s['batch']}, {s['threads']} threads)", "",
+            f"mask GeoTIFF, batch {s['batch']}, {s['threads']} threads{_tf_threads(s)})", "",
             *_table(["model", "runtime", "tile", "overlap", "seconds", "MPix/s",
                      "speed-up vs TensorFlow"], rows)]
 

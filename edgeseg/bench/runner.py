@@ -183,9 +183,10 @@ def run_benchmark(opts: BenchOptions, command: str = "edgeseg bench", log: Log =
                                        opts.warmup, keras, log)
         current["latency"] = _section(rows_to_dicts(rows), lnotes, settings={
             "threads": opts.threads, "tile_runs": opts.tile_runs, "warmup": opts.warmup,
-            "resolutions": list(opts.resolutions), "batch": 1})
+            "resolutions": list(opts.resolutions), "batch": 1, "tensorflow_threads": tf_threads})
     if opts.wants("throughput"):
         current["throughput"] = throughput(opts, artifacts, primary, keras, log)
+        current["throughput"]["settings"]["tensorflow_threads"] = tf_threads
     if opts.wants("memory"):
         current["memory"] = memory(opts, artifacts, log)
     report = rep.merge(rep.read_previous(opts.out), current, ran)
