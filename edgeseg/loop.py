@@ -68,6 +68,7 @@ class TrainingLoop:
         self.freeze_bn = (config.pretrained if config.freeze_encoder_bn is None
                           else config.freeze_encoder_bn)
         self.val_cost = self._estimate_val_cost()
+        self.reserve = self.val_cost + 5.0  # time after training: validation, saving, plots
         self.clock = (started or time.monotonic()) - state["elapsed_s"]
         self.stage = 0
 
@@ -92,11 +93,11 @@ class TrainingLoop:
         return 1.2 * per_tile * tiles
 
     def _deadline(self, stage: int) -> float:
-        c = self.config
-        if not c.time_budget_s:
+        """Elapsed seconds at which a stage stops training: stage 1 at most half the budget."""
+        budget = self.config.time_budget_s
+        if not budget:
             return float("inf")
-        share = c.stage1_epochs / (c.stage1_epochs + c.stage2_epochs) if stage == 1 else 1.0
-        return c.time_budget_s * share
+        return budget / 2 if stage == 1 else budget
 
     def _enter_stage(self, stage: int) -> None:
         """Freeze / unfreeze, new optimizers and step; restore the checkpoint when resuming."""
@@ -123,7 +124,7 @@ class TrainingLoop:
         progress = ((epoch - c.stage1_epochs) * c.steps_per_epoch + i) / (c.stage2_epochs * c.steps_per_epoch)
         if c.time_budget_s:
             t2 = self.state["stage2_start_s"]
-            span = max(c.time_budget_s - self.val_cost - t2, 1.0)
+            span = max(c.time_budget_s - self.reserve - t2, 1.0)
             progress = max(progress, (self.elapsed() - t2) / span)
         f = cosine_factor(progress)
         self.head_opt.learning_rate = c.lr_head * f
@@ -139,14 +140,16 @@ class TrainingLoop:
             total = c.stage1_epochs + c.stage2_epochs
             batches = tqdm(batches, total=c.steps_per_epoch, desc=f"epoch {epoch + 1}/{total}", leave=False)
         losses: list[float] = []
+        t0 = time.monotonic()
         for i, (images, masks) in enumerate(batches):
             if self.stage == 2:
                 self._set_lr(epoch, i)
             losses.append(float(self.step(images, masks)))
             if self.bars:
                 batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-            if self.elapsed() + self.val_cost >= deadline:
+            if self.elapsed() + self.reserve >= deadline:
                 break
+        self.train_s = time.monotonic() - t0
         return losses
 
     def _validate(self, epoch: int):
@@ -172,6 +175,7 @@ class TrainingLoop:
             row[f"val_{key}"] = round(getattr(scores, key), 6) if scores else nan
         row["lr_head"] = float(self.head_opt.learning_rate.numpy())
         row["lr_encoder"] = float(self.enc_opt.learning_rate.numpy()) if self.enc_opt else 0.0
+        row["train_s"], row["val_s"] = round(self.train_s, 1), round(self.val_cost, 1)
         row["elapsed_s"] = round(self.elapsed(), 1)
         for i, name in enumerate(self.names):
             row[f"iou_{name}"] = round(float(scores.iou[i]), 6) if scores else nan
@@ -193,7 +197,7 @@ class TrainingLoop:
     def _next_epoch(self, epoch: int) -> int:
         """The epoch to run next; sets ``state["stopped"]`` when training ends."""
         c, state = self.config, self.state
-        total, done = c.stage1_epochs + c.stage2_epochs, self.elapsed() + self.val_cost
+        total, done = c.stage1_epochs + c.stage2_epochs, self.elapsed() + self.reserve
         epoch += 1
         if self.stage == 1 and (state["bad_epochs"] >= c.patience or done >= self._deadline(1)):
             epoch, state["bad_epochs"] = max(epoch, c.stage1_epochs), 0
@@ -224,9 +228,11 @@ class TrainingLoop:
             if stage != self.stage:
                 self._enter_stage(stage)
             losses = self._train_epoch(epoch)
+            t0 = time.monotonic()
             row = self._record(epoch, losses, self._validate(epoch))
             epoch = self._next_epoch(epoch)
             self._save_state(epoch)
+            self.reserve = max(self.reserve, time.monotonic() - t0 + 2.0)
             if self.verbose:
                 print(f"epoch {row['epoch']}/{total} stage {stage}: loss {row['loss']:.4f}, "
                       f"val mIoU {row['val_miou']:.4f} (best {state['best_miou']:.4f} at "

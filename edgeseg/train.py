@@ -6,9 +6,11 @@ or from a named block) with its own optimizer at ``encoder_lr_factor`` times the
 (:mod:`edgeseg.data.pipeline`), then a validation on the full validation images with tiled
 prediction and the device's metric core (:mod:`edgeseg.inference`). The best validation mIoU
 is kept as the run's model; ``patience`` epochs without improvement end stage 1 early (stage 2
-starts) or stage 2 (training ends). A time budget splits across the stages in proportion to
-their epochs and keeps room for the last validation. The run directory is described in
-:mod:`edgeseg.runs`; ``resume=True`` continues from the last finished epoch.
+starts) or stage 2 (training ends). A time budget is wall-clock
+time for everything (setup, training, validations): stage 1 stops at half of it at the latest,
+stage 2 at the budget less the time of one validation, and stage 2's cosine learning-rate decay
+follows the time left when that ends the stage sooner than its epochs. The run directory is
+described in :mod:`edgeseg.runs`; ``resume=True`` continues from the last finished epoch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class TrainConfig:
     ``edgeseg pretrain`` output directory, or ``None`` / ``"none"`` (random).
     ``freeze_encoder_bn`` ``None`` means: frozen in stage 2 when the encoder was pretrained.
     ``bn_batches``: batches used to re-estimate batch-norm statistics before each validation.
+    ``val_tile``: tile edge of the validation prediction and input size of the saved model
+    (default: ``crop``).
     """
 
     num_classes: int
@@ -59,7 +63,7 @@ class TrainConfig:
     seed: int = 0
     patience: int = 3
     val_pattern: str | None = "tile7_*"
-    val_tile: int = 512
+    val_tile: int | None = None
     val_overlap: int = 32
     bn_batches: int = 4
     time_budget_s: float | None = None
@@ -71,6 +75,8 @@ class TrainConfig:
             raise EdgesegError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if self.class_weighting not in (None, *WEIGHTINGS):
             raise EdgesegError(f"class_weighting must be one of {sorted(WEIGHTINGS)} or None")
+        if self.val_tile is None:
+            self.val_tile = self.crop
         if self.stage1_epochs < 0 or self.stage2_epochs < 0 or self.stage1_epochs + self.stage2_epochs < 1:
             raise EdgesegError("stage epochs must be >= 0 and at least one epoch in total")
 

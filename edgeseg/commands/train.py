@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--balance", type=float, default=0.5,
                    help="share of crops centred on a pixel of a rarely-seen class")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
-    p.add_argument("--val-tile", type=int, default=512, help="tile edge of the validation prediction")
+    p.add_argument("--val-tile", type=int,
+                   help="tile edge of the validation prediction and saved model (default: --crop)")
     p.add_argument("--patience", type=int, default=3, help="epochs without a better val mIoU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, help="time budget for the whole run (training + validation)")

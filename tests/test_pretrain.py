@@ -1,0 +1,55 @@
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from edgeseg import synthetic
+from edgeseg.pretrain import corrupt
+
+
+def test_corrupt_blanks_whole_patches_and_adds_noise():
+    x = np.full((2, 32, 48, 3), 0.5, np.float32)
+    rng = np.random.default_rng(0)
+    out = corrupt(x, rng, noise=0.0, mask_ratio=0.5, patch=16)
+    cells = out[:, ::16, ::16, 0]
+    assert set(np.unique(cells)) == {0.0, 0.5}
+    for n in range(2):
+        for i in range(2):
+            for j in range(3):
+                cell = out[n, 16 * i:16 * i + 16, 16 * j:16 * j + 16]
+                assert np.all(cell == cell[0, 0, 0])
+    noisy = corrupt(x, np.random.default_rng(1), noise=0.1, mask_ratio=0.0, patch=16)
+    assert np.std(noisy - x) == pytest.approx(0.1, rel=0.05)
+    np.testing.assert_array_equal(corrupt(x, rng, 0.0, 0.0, 16), x)
+
+
+def test_pretrain_cli_writes_encoder_weights_that_training_accepts(tmp_path):
+    from edgeseg.runs import initial_model
+    from edgeseg.train import TrainConfig
+
+    images = tmp_path / "unlabelled"
+    images.mkdir()
+    for i in range(2):
+        Image.fromarray(synthetic.generate_scene(96, 96, i)[0]).save(images / f"s{i}.png")
+    out = tmp_path / "pre"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeseg.cli", "pretrain", "--images", str(images), "--out", str(out),
+         "--crop", "64", "--batch", "4", "--epochs", "2", "--steps-per-epoch", "5", "--lr", "3e-3"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((out / "pretrain.json").read_text())
+    assert info["images"] == 2 and len(info["losses"]) == 2
+    assert info["losses"][1] < info["losses"][0]
+    config = TrainConfig(num_classes=5, crop=64, encoder_weights=str(out))
+    model, note = initial_model(config, (64, 64))
+    assert "encoder.h5" in note
+    with h5py.File(out / "encoder.h5", "r") as f:
+        saved = np.asarray(f["Conv1"]["Conv1"]["kernel:0"])
+    np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], saved)
+    scratch, _ = initial_model(TrainConfig(num_classes=5, crop=64), (64, 64))
+    assert not np.array_equal(scratch.get_layer("Conv1").get_weights()[0], saved)
