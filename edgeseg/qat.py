@@ -13,27 +13,25 @@ What makes the whole graph int8, for both architectures on MobileNetV2:
 * The dilated depthwise convolutions of the ASPP are quantized by the converter only when it
   gets a representative dataset and ``TFLITE_BUILTINS_INT8`` (``TOOLCHAIN.md``); the export
   (``export.to_tflite``) does that for QAT models too, then checks the operator list.
+* MobileNetV3's hard-sigmoid (``Rescaling``), hard-swish and squeeze-excite (``Multiply``)
+  are not in that registry: :mod:`edgeseg.qat_annotate` quantizes their outputs.
 * Batch-norm layers are frozen (``trainable = False``: inference mode with the float model's
   statistics) during fine-tuning: the short QAT run then cannot drag the running statistics
   away from the folded weights (the "one class everywhere" trap of short trainings).
 
-QAT starts from the float model's weights; the saved QAT model (``<run>/qat/``) is its
-weights per layer, rebuilt on load at any input size through the run's configuration
-(``.keras`` files of QAT models fail to load again in tf-keras 2.21).
+QAT starts from the float model's weights. Saving and loading: :mod:`edgeseg.qat_store`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import numpy as np
 
 from firmware_bridge.errors import EdgesegError
 
-QAT_DIR = "qat"
-WEIGHTS = "weights.npz"
 FLOAT_TYPES_NOT_QUANTIZED = ("InputLayer",)
 
 
@@ -43,21 +41,29 @@ def _tfmot():
     return require("tensorflow_model_optimization", "train")
 
 
-def unsupported_layers(model) -> list[str]:
-    """``name (Type)`` of every layer tfmot's default 8-bit scheme cannot quantize.
+def _registry():
+    return _tfmot().quantization.keras.default_8bit.Default8BitQuantizeRegistry()
 
-    Batch-norm counts as supported: the scheme's transforms fuse it with the convolution
-    before it. Input layers are skipped.
+
+def unsupported_layers(model) -> list[str]:
+    """``name (Type)`` of every layer QAT cannot quantize.
+
+    Supported: what tfmot's default 8-bit registry quantizes, batch-norm (fused with the
+    convolution before it by the scheme's transforms), and the weightless elementwise layers
+    that :mod:`edgeseg.qat_annotate` annotates (``Multiply``, ``Rescaling``). Input layers
+    are skipped.
     """
+    from edgeseg.qat_annotate import OUTPUT_ONLY
     from edgeseg.tf_env import tf_keras
 
     _, keras = tf_keras()
-    tfmot = _tfmot()
-    registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeRegistry()
+    registry = _registry()
     bad = []
     for layer in model.layers:
         kind = type(layer).__name__
-        if kind in FLOAT_TYPES_NOT_QUANTIZED or isinstance(layer, keras.layers.BatchNormalization):
+        if kind in (*FLOAT_TYPES_NOT_QUANTIZED, *OUTPUT_ONLY):
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
             continue
         if not registry.supports(layer):
             bad.append(f"{layer.name} ({kind})")
@@ -74,9 +80,9 @@ def quantize(model):
         The quantization-aware model (layers prefixed ``quant_``).
 
     Raises:
-        EdgesegError: When a layer cannot be quantized (listed), e.g. MobileNetV3's
-            hard-swish (``TFOpLambda`` / ``Multiply``).
+        EdgesegError: When a layer cannot be quantized (listed), e.g. a ``Lambda``.
     """
+    from edgeseg.qat_annotate import annotate_and_quantize, needs_annotation
     from edgeseg.tf_env import tf_keras
 
     _, keras = tf_keras()
@@ -85,8 +91,8 @@ def quantize(model):
     if bad:
         raise EdgesegError(
             f"QAT cannot quantize {len(bad)} layer(s) of {model.name}: {', '.join(bad[:6])}"
-            f"{' ...' if len(bad) > 6 else ''}; use a mobilenetv2_* backbone for QAT, or export "
-            "this model with post-training int8 (tflite-int8)"
+            f"{' ...' if len(bad) > 6 else ''}; build the model from quantizable layers (no "
+            "Lambda, no tf ops), or export it with post-training int8 (tflite-int8)"
         )
     frozen = []
     for layer in model.layers:
@@ -94,6 +100,9 @@ def quantize(model):
             layer.trainable = False
             frozen.append(layer)
     try:
+        registry = _registry()
+        if needs_annotation(model, registry):
+            return annotate_and_quantize(model, registry)
         return tfmot.quantization.keras.quantize_model(model)
     finally:
         for layer in frozen:
@@ -103,7 +112,7 @@ def quantize(model):
 def qat_finetune(
     model, train_data: Callable[[int], Iterable], val_data: Callable | None = None, epochs: int = 2,
     *, loss: Callable | None = None, lr: float = 1e-4, steps_per_epoch: int | None = None,
-    on_epoch_end: Callable[[dict], None] | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None, range_batches: int = 4,
 ):
     """Fine-tune a float model with fake quantization; return the best QAT model.
 
@@ -117,12 +126,16 @@ def qat_finetune(
         loss: ``loss(y_true, y_pred)``; default: cross-entropy ignoring 255.
         lr: Adam learning rate at the start (cosine decay to 2 % over the run).
         steps_per_epoch: Batches per epoch, for the decay (``None``: counted in epoch 1).
-        on_epoch_end: Called with ``{"epoch", "loss", "val_miou", "lr"}`` after each epoch.
+        on_epoch_end: Called with ``{"epoch", "loss", "val_miou", "lr"}`` after each epoch,
+            and for epoch 0 (ranges calibrated, not yet fine-tuned) when validating.
+        range_batches: Batches of ``train_data(0)`` that set the activation ranges before
+            training (:func:`edgeseg.qat_ranges.calibrate_ranges`); 0 keeps tfmot's [-6, 6].
 
     Returns:
         The QAT model with the weights of the epoch with the best validation mIoU.
     """
     from edgeseg.losses import get_loss
+    from edgeseg.qat_ranges import calibrate_ranges
     from edgeseg.stages import cosine_factor
     from edgeseg.tf_env import tf_keras
 
@@ -141,7 +154,14 @@ def qat_finetune(
         opt.apply_gradients(zip(tape.gradient(value, variables), variables, strict=True))
         return value
 
+    if range_batches:
+        batches = [images for images, _ in itertools.islice(train_data(0), range_batches)]
+        calibrate_ranges(qat, batches)
     best, best_weights, done = -math.inf, None, 0
+    if val_data is not None:
+        best, best_weights = float(val_data(qat)), qat.get_weights()
+        if on_epoch_end:
+            on_epoch_end({"epoch": 0, "loss": None, "val_miou": round(best, 6), "lr": 0.0})
     for epoch in range(epochs):
         losses = []
         for images, masks in train_data(epoch):
@@ -212,48 +232,3 @@ def validator(config, samples, tile: int, overlap: int):
         return evaluate_samples(cache["predict"], samples, k, tile, overlap, config.class_names).miou
 
     return score
-
-
-def save_qat(qat, run_dir) -> Path:
-    """Write the QAT weights (per layer, ``<run>/qat/weights.npz``) atomically."""
-    import io
-
-    from firmware_bridge.fsutil import atomic_write_bytes
-
-    folder = Path(run_dir) / QAT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays = {f"{i:04d}_{j:02d}": w for i, layer in enumerate(qat.layers)
-              for j, w in enumerate(layer.get_weights())}
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(folder / WEIGHTS, buf.getvalue())
-    return folder / WEIGHTS
-
-
-def load_qat(run_dir, config, input_size: tuple[int, int]):
-    """Rebuild a run's QAT model at ``input_size`` from ``<run>/qat/weights.npz``.
-
-    Args:
-        run_dir: The run directory.
-        config: Its :class:`edgeseg.train.TrainConfig` (from :func:`edgeseg.runs.load_run`).
-        input_size: ``(height, width)`` of the rebuilt model.
-
-    Returns:
-        The QAT model.
-
-    Raises:
-        EdgesegError: When the run has no QAT weights (run ``edgeseg qat RUN``) or they do not
-            fit the run's architecture.
-    """
-    path = Path(run_dir) / QAT_DIR / WEIGHTS
-    if not path.is_file():
-        raise EdgesegError(f"{run_dir}: no QAT model ({QAT_DIR}/{WEIGHTS}); run 'edgeseg qat {run_dir}'")
-    qat = build_qat(config, input_size)
-    with np.load(path) as data:
-        if len(data.files) != sum(len(layer.get_weights()) for layer in qat.layers):
-            raise EdgesegError(f"{path} does not fit {config.arch}/{config.backbone}: re-run 'edgeseg qat'")
-        for i, layer in enumerate(qat.layers):
-            weights = [data[f"{i:04d}_{j:02d}"] for j in range(len(layer.get_weights()))]
-            if weights:
-                layer.set_weights(weights)
-    return qat

@@ -187,10 +187,22 @@ def test_parity_failure_exits_nonzero(exported, tmp_path, capsys):
     assert json.loads((tmp_path / "o" / "parity.json").read_text())["ok"] is False
 
 
-def test_qat_refuses_layers_tfmot_cannot_quantize():
+def test_deeplab_qat_converts_to_a_fully_integer_graph(tmp_path):
+    """ASPP image pooling, atrous taps (rate 6 on an 8x8 map), concatenations, bilinear upsampling."""
     from edgeseg.models import build_model
     from edgeseg.qat import quantize
+    from firmware_bridge.metadata import ModelMetadata
+    from firmware_bridge.segmenter import Segmenter
 
-    model = build_model("mobileunet", "mobilenetv3_small", 3, (64, 64))
-    with pytest.raises(EdgesegError, match=r"QAT cannot quantize .*\(Multiply\)"):
-        quantize(model)
+    model = build_model("deeplabv3plus", "mobilenetv2_035", 3, (128, 128))
+    calib = np.random.default_rng(0).uniform(-1, 1, (4, 128, 128, 3)).astype(np.float32)
+    ctx = ExportContext(model, ModelMetadata(classes=["a", "b", "c"]), calib, quantize(model))
+    (artifact,) = export_formats(ctx, parse_formats("tflite-qat-int8"), tmp_path)
+    data = artifact.path.read_bytes()
+    assert float_compute_ops(data) == []
+    ops = op_counts(data)
+    assert ops["AVERAGE_POOL_2D"] == 1 and ops["RESIZE_NEAREST_NEIGHBOR"] == 1  # image pooling
+    assert ops["RESIZE_BILINEAR"] == 2 and ops["CONCATENATION"] == 2
+    assert "SPACE_TO_BATCH_ND" not in ops and "DEQUANTIZE" not in ops
+    image = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    assert Segmenter(artifact.path).predict(image).mask.shape == (128, 128)  # LiteRT prepares it

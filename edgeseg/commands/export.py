@@ -44,7 +44,7 @@ def run_export(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from edgeseg.qat import QAT_DIR, WEIGHTS, load_qat
+    from edgeseg.qat_store import has_qat, load_qat
     from edgeseg.runs import load_run, run_metadata
     from export import ExportContext, ExportOptions, export_formats, parse_formats
     from firmware_bridge.errors import EdgesegError
@@ -58,9 +58,9 @@ def run_export(args: argparse.Namespace) -> int:
     size = (args.input_size, args.input_size) if args.input_size else None
     model, config = load_run(run, size)
     edge = int(model.input_shape[1])
-    has_qat = (run / QAT_DIR / WEIGHTS).is_file()
-    formats = parse_formats(args.formats, with_qat=has_qat)
-    qat = load_qat(run, config, model.input_shape[1:3]) if has_qat else None
+    with_qat = has_qat(run)
+    formats = parse_formats(args.formats, with_qat=with_qat)
+    qat = load_qat(run, config, model.input_shape[1:3]) if with_qat else None
     meta = run_metadata(run)
     if size:
         meta = dataclasses.replace(meta, tile_size=edge)

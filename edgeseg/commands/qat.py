@@ -34,7 +34,8 @@ def run_qat(args: argparse.Namespace) -> int:
     from edgeseg.data import load_split
     from edgeseg.data.pipeline import Augment, CropSampler
     from edgeseg.losses import get_loss
-    from edgeseg.qat import QAT_DIR, qat_finetune, save_qat, validator
+    from edgeseg.qat import qat_finetune, validator
+    from edgeseg.qat_store import QAT_DIR, SUMMARY, save_qat
     from firmware_bridge.classes import ClassTable
     from firmware_bridge.errors import EdgesegError
 
@@ -57,15 +58,16 @@ def run_qat(args: argparse.Namespace) -> int:
     def report(row: dict) -> None:
         history.append(row)
         if not args.quiet:
-            print(f"QAT epoch {row['epoch']}/{args.epochs}: loss {row['loss']:.4f}, val mIoU "
-                  f"{row['val_miou'] if row['val_miou'] is not None else float('nan'):.4f}", flush=True)
+            loss = "ranges calibrated" if row["loss"] is None else f"loss {row['loss']:.4f}"
+            miou = row["val_miou"] if row["val_miou"] is not None else float("nan")
+            print(f"QAT epoch {row['epoch']}/{args.epochs}: {loss}, val mIoU {miou:.4f}", flush=True)
 
     t0 = time.monotonic()
     qat = qat_finetune(model, lambda e: sampler.dataset(config.seed + 1000, e, steps, batch), score,
                        args.epochs, loss=loss, lr=args.lr, steps_per_epoch=steps, on_epoch_end=report)
     save_qat(qat, run)
     best = max((r["val_miou"] for r in history if r["val_miou"] is not None), default=None)
-    runs.write_json(run / QAT_DIR / "qat.json", {
+    runs.write_json(run / QAT_DIR / SUMMARY, {
         "epochs": args.epochs, "steps_per_epoch": steps, "batch": batch, "lr": args.lr,
         "float_miou": float_miou, "qat_miou": best, "history": history,
         "elapsed_s": round(time.monotonic() - t0, 1), "val_pattern": config.val_pattern,

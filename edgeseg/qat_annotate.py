@@ -1,0 +1,89 @@
+"""QAT annotations for the layers tfmot's default 8-bit scheme leaves out.
+
+MobileNetV3's hard-sigmoid (``Rescaling(1/6, offset=0.5)`` -> ``ReLU(1)`` in our backbone
+table), its hard-swish and its squeeze-excite gate (``Multiply``) have no entry in tfmot's
+default registry, and ``quantize_model`` refuses such a model. They have no weights and
+compute an elementwise function, so the right fake quantization is on their output, as the
+int8 kernels (MUL, ADD) requantize there: :func:`output_quantize_config` makes a
+``QuantizeConfig`` that does exactly that, and :func:`annotate` attaches it to those layers
+before ``quantize_apply`` (every other layer gets the default scheme).
+"""
+
+from __future__ import annotations
+
+import functools
+
+OUTPUT_ONLY = ("Multiply", "Rescaling")
+"""Weightless elementwise layers quantized at their output."""
+
+
+@functools.lru_cache(maxsize=1)
+def output_quantize_config():
+    """The ``OutputQuantizeConfig`` class (built on first use: it subclasses a tfmot class).
+
+    Returns:
+        A ``tfmot.quantization.keras.QuantizeConfig`` subclass: no weights or activations
+        quantized, the output by an 8-bit asymmetric moving-average quantizer.
+    """
+    from firmware_bridge.errors import require
+
+    qk = require("tensorflow_model_optimization", "train").quantization.keras
+
+    class OutputQuantizeConfig(qk.QuantizeConfig):
+        """Quantize a weightless layer's output only (8 bit, asymmetric, per tensor)."""
+
+        def get_weights_and_quantizers(self, layer):
+            return []
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            pass
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return [qk.quantizers.MovingAverageQuantizer(
+                num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+        def get_config(self):
+            return {}
+
+    return OutputQuantizeConfig
+
+
+def needs_annotation(model, registry) -> list:
+    """The layers of ``model`` that :func:`annotate` handles (unsupported, output-only type)."""
+    return [layer for layer in model.layers
+            if type(layer).__name__ in OUTPUT_ONLY and not registry.supports(layer)]
+
+
+def annotate_and_quantize(model, registry):
+    """``quantize_model`` with :data:`OUTPUT_ONLY` layers annotated (weights kept).
+
+    Args:
+        model: A float ``tf_keras`` model; left unchanged.
+        registry: tfmot's default 8-bit registry (to tell supported layers).
+
+    Returns:
+        The quantization-aware model.
+    """
+    from edgeseg.tf_env import tf_keras
+
+    _, keras = tf_keras()
+    from firmware_bridge.errors import require
+
+    qk = require("tensorflow_model_optimization", "train").quantization.keras
+    config_cls = output_quantize_config()
+    targets = {layer.name for layer in needs_annotation(model, registry)}
+
+    def clone(layer):
+        new = layer.__class__.from_config(layer.get_config())
+        return qk.quantize_annotate_layer(new, config_cls()) if layer.name in targets else new
+
+    marked = keras.models.clone_model(model, clone_function=clone)
+    marked.set_weights(model.get_weights())
+    with qk.quantize_scope({"OutputQuantizeConfig": config_cls}):
+        return qk.quantize_apply(qk.quantize_annotate_model(marked))
