@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-train clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,19 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check edgeseg export firmware_bridge tests
 
-## bench: benchmarks on ../shared (real data); prints JSON and a markdown table
+## bench: benchmarks on ../shared (real data); prints JSON and a markdown table.
+## Uses RUN (trains the default recipe on Dubai first when it is missing) and its QAT model.
+SHARED ?= $(abspath ../shared)
+RUN    ?= runs/train_bench/imagenet
 bench: $(STAMP)
-	$(BIN)/edgeseg bench --out runs/bench
+	test -f $(RUN)/config.json || ONLY=imagenet benchmarks/train_compare.sh
+	test -f $(RUN)/qat/qat.json || $(BIN)/edgeseg qat $(RUN) --data $(SHARED)/data/dubai_aerial \
+		--classes examples/dubai_classes.csv
+	$(BIN)/edgeseg bench --run $(RUN) --out runs/bench
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
+
+## bench-train: issue 3's four training recipes on Dubai, same budget each (about an hour)
+bench-train: $(STAMP)
+	benchmarks/train_compare.sh

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "edgeseg.commands.bench",
     "edgeseg.commands.qat",
     "edgeseg.commands.export",
+    "edgeseg.commands.demo",
 ]
 
 
