@@ -25,6 +25,7 @@ from edgeseg.stages import (
     make_train_step,
     recalibrate_batchnorm,
     set_stage,
+    top_block,
 )
 
 
@@ -105,7 +106,8 @@ class TrainingLoop:
 
         tf, _ = tf_keras()
         c, state = self.config, self.state
-        enc_vars, head_vars = set_stage(self.model, stage, c.unfreeze, self.freeze_bn)
+        block = top_block(c.backbone) if c.unfreeze == "top" else c.unfreeze
+        enc_vars, head_vars = set_stage(self.model, stage, block, self.freeze_bn)
         self.enc_opt, self.head_opt = make_optimizers(enc_vars, head_vars, c.lr_head, c.encoder_lr_factor)
         self.step = make_train_step(self.model, self.loss_fn, enc_vars, head_vars, self.enc_opt,
                                     self.head_opt)
@@ -232,7 +234,8 @@ class TrainingLoop:
             row = self._record(epoch, losses, self._validate(epoch))
             epoch = self._next_epoch(epoch)
             self._save_state(epoch)
-            self.reserve = max(self.reserve, time.monotonic() - t0 + 2.0)
+            step_s = self.train_s / max(len(losses), 1)
+            self.reserve = max(self.reserve, 1.25 * (time.monotonic() - t0) + step_s)
             if self.verbose:
                 print(f"epoch {row['epoch']}/{total} stage {stage}: loss {row['loss']:.4f}, "
                       f"val mIoU {row['val_miou']:.4f} (best {state['best_miou']:.4f} at "

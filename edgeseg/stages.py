@@ -17,9 +17,22 @@
 from __future__ import annotations
 
 import math
+import re
 
 from edgeseg.models import decoder_layers, encoder_layers, head_layers
 from firmware_bridge.errors import EdgesegError
+
+
+def top_block(backbone: str) -> str:
+    """The first block of the encoder's top (stride 16 -> 32): ``block_13`` for MobileNetV2.
+
+    It is the block holding the stride-16 skip feature of the backbone table.
+    """
+    from edgeseg.models.backbones import get_backbone_spec
+
+    ref = get_backbone_spec(backbone)["features"][16].split(":")[0].split("/")[0]
+    match = re.match(r"^(block_\d+|expanded_conv(?:_\d+)?)", ref)
+    return match.group(1) if match else ref
 
 
 def unfreeze_start(layers: list, block: str) -> int:
@@ -43,7 +56,9 @@ def unfreeze_start(layers: list, block: str) -> int:
         if layer.name == block or layer.name.startswith((block + "_", block + "/")):
             return i
     examples = ", ".join(sorted({layer.name.rsplit("_", 1)[0] for layer in layers[-40:]})[:6])
-    raise EdgesegError(f"no encoder block named {block!r}; use 'all' or a block such as {examples}")
+    raise EdgesegError(
+        f"no encoder block named {block!r}; use 'all', 'top' or a block such as {examples}"
+    )
 
 
 def set_stage(model, stage: int, unfreeze: str = "all", freeze_encoder_bn: bool = True):

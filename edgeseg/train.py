@@ -34,7 +34,9 @@ class TrainConfig:
     ``encoder_weights``: a Keras-applications no-top ``.h5`` file, ``"imagenet"`` (Keras's
     cache), a run directory (encoder and decoder reused, new head when the classes differ), an
     ``edgeseg pretrain`` output directory, or ``None`` / ``"none"`` (random).
-    ``freeze_encoder_bn`` ``None`` means: frozen in stage 2 when the encoder was pretrained.
+    ``unfreeze``: encoder part trained in stage 2: ``"all"``, ``"top"`` (the blocks after the
+    stride-16 skip, ``block_13`` on for MobileNetV2: cheap and, on a CPU budget, better) or a
+    block name. ``freeze_encoder_bn`` ``None`` means: frozen in stage 2 when the encoder was pretrained.
     ``bn_batches``: batches used to re-estimate batch-norm statistics before each validation.
     ``val_tile``: tile edge of the validation prediction and input size of the saved model
     (default: ``crop``).
@@ -48,15 +50,15 @@ class TrainConfig:
     upsampling: str = "bilinear"
     crop: int = 256
     batch: int = 8
-    stage1_epochs: int = 2
-    stage2_epochs: int = 6
-    steps_per_epoch: int = 100
-    lr_head: float = 1e-3
+    stage1_epochs: int = 1
+    stage2_epochs: int = 4
+    steps_per_epoch: int = 120
+    lr_head: float = 2e-3
     encoder_lr_factor: float = 0.1
     loss: str = "ce+dice"
     class_weighting: str | None = "median"
     encoder_weights: str | None = None
-    unfreeze: str = "all"
+    unfreeze: str = "top"
     freeze_encoder_bn: bool | None = None
     balance: float = 0.5
     augment: bool = True

@@ -6,7 +6,7 @@ import argparse
 
 DEFAULTS = {
     "arch": "mobileunet", "backbone": "mobilenetv2_035", "crop": 256, "batch": 8,
-    "stage1_epochs": 2, "stage2_epochs": 6, "steps_per_epoch": 100, "lr": 1e-3,
+    "stage1_epochs": 1, "stage2_epochs": 4, "steps_per_epoch": 120, "lr": 2e-3,
     "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "median",
 }
 
@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="decoder and head learning rate")
     p.add_argument("--encoder-lr-factor", type=float, default=DEFAULTS["encoder_lr_factor"],
                    help="encoder learning rate as a fraction of --lr in stage 2")
-    p.add_argument("--unfreeze", default="all",
-                   help="'all' or the first encoder block to train in stage 2, e.g. block_13")
+    p.add_argument("--unfreeze", default="top",
+                   help="encoder part trained in stage 2: 'top' (blocks at stride 32), 'all', "
+                        "or the first block to train, e.g. block_6")
     p.add_argument("--loss", default=DEFAULTS["loss"], help="e.g. ce+dice, 0.5*focal+dice")
     p.add_argument("--class-weighting", default=DEFAULTS["class_weighting"],
                    choices=["median", "inverse", "none"])
