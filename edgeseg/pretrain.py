@@ -77,7 +77,10 @@ def build_autoencoder(backbone: str, crop: int, encoder_weights=None):
 
     _, keras = tf_keras()
     inputs = keras.Input((crop, crop, 3), name="image")
-    encoder, features = build_backbone(backbone, inputs, encoder_weights)
+    features = build_backbone(backbone, inputs, encoder_weights)
+    # the stride-32 feature is the no-top application's output, so this model holds exactly the
+    # application's layers, in its order (what a Keras-applications weights file is loaded by)
+    encoder = keras.Model(inputs, features[32], name=f"encoder_{backbone}")
     x = blocks.conv_bn_relu(features[32], 128, "ae_bottom")
     for stride, filters in ((16, 64), (8, 48), (4, 32), (2, 24)):
         x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"ae_up{stride}")(x)
