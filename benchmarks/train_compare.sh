@@ -20,7 +20,11 @@ EDGESEG=${EDGESEG:-.venv/bin/edgeseg}
 ONLY=${ONLY:-imagenet scratch denoise deeplab}
 [ -d "$DATA" ] || { echo "needs the Dubai data at $DATA (set EDGESEG_SHARED)" >&2; exit 2; }
 mkdir -p "$OUT"
-common=(--data "$DATA" --classes examples/dubai_classes.csv --val-pattern 'tile7_*' --minutes "$MINUTES" --quiet)
+# The default recipe, spelled out so that the four runs differ only in what they compare.
+recipe=(--crop 256 --batch 8 --steps-per-epoch 60 --stage1-epochs 3 --stage2-epochs 12 --lr 0.002
+        --encoder-lr-factor 0.1 --unfreeze block_13 --loss ce+dice --class-weighting median --seed 0)
+common=(--data "$DATA" --classes examples/dubai_classes.csv --val-pattern 'tile7_*' --minutes "$MINUTES"
+        --quiet "${recipe[@]}")
 
 train() {  # name, then extra arguments
   local name=$1; shift
@@ -33,7 +37,8 @@ train() {  # name, then extra arguments
 }
 
 train imagenet --arch mobileunet --encoder-weights "$WEIGHTS"
-train scratch --arch mobileunet --encoder-weights none
+# from scratch nothing is worth freezing: one stage, the whole network at the head rate
+train scratch --arch mobileunet --encoder-weights none --stage1-epochs 0 --unfreeze all --encoder-lr-factor 1.0
 if [[ " $ONLY " == *" denoise "* ]]; then
   rm -rf "$OUT/unlabelled" "$OUT/pretrain" && mkdir -p "$OUT/unlabelled"
   for f in "$DATA"/images/tile[1-6]_*; do ln -s "$f" "$OUT/unlabelled/"; done

@@ -37,13 +37,15 @@ class DemoOptions:
         classes: Class table CSV for ``data``.
         val_pattern: Validation stems of ``data``.
         weights: ImageNet no-top ``.h5``; ``None`` looks in ``$EDGESEG_SHARED/weights``, then
-            pretrains a denoising autoencoder.
+            pretrains a denoising autoencoder; ``"pretrain"`` always pretrains.
         scenes: Generated training scenes (two more are generated for validation).
         scene_size: Edge of each generated scene.
         large_size: Edge of the large generated scene predicted with tiling.
         crop: Training crop and exported model input edge.
         batch: Training batch.
-        train_minutes: Training budget.
+        train_minutes: Training budget (``None``: the epochs below decide).
+        stage1_epochs: Epochs with the encoder frozen.
+        stage2_epochs: Fine-tuning epochs.
         steps_per_epoch: Training batches per epoch.
         pretrain_minutes: Denoising pretraining budget (only without a weights file).
         qat_epochs: QAT epochs.
@@ -62,7 +64,9 @@ class DemoOptions:
     large_size: int = 3072
     crop: int = 256
     batch: int = 8
-    train_minutes: float = 3.5
+    train_minutes: float | None = 3.5
+    stage1_epochs: int = 2
+    stage2_epochs: int = 6
     steps_per_epoch: int = 40
     pretrain_minutes: float = 1.0
     qat_epochs: int = 1
@@ -97,6 +101,8 @@ def _run(argv: list[str], device: bool = False) -> None:
 
 
 def _find_weights(opts: DemoOptions) -> str | None:
+    if opts.weights == "pretrain":
+        return None
     if opts.weights:
         return opts.weights
     shared = Path(os.environ.get("EDGESEG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -167,8 +173,9 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     _run(["train", "--data", str(data), "--classes", str(classes), "--out", str(run),
           "--arch", "mobileunet", "--backbone", "mobilenetv2_035", "--encoder-weights", weights,
           "--val-pattern", val_pattern, "--crop", str(opts.crop), "--batch", str(opts.batch),
-          "--steps-per-epoch", str(opts.steps_per_epoch), "--minutes", str(opts.train_minutes),
-          "--seed", str(opts.seed), "--val-tile", str(opts.crop)])
+          "--steps-per-epoch", str(opts.steps_per_epoch), "--stage1-epochs", str(opts.stage1_epochs),
+          "--stage2-epochs", str(opts.stage2_epochs), "--seed", str(opts.seed), "--val-tile", str(opts.crop),
+          *(["--minutes", str(opts.train_minutes)] if opts.train_minutes else [])])
     _run(["qat", str(run), "--data", str(data), "--classes", str(classes),
           "--epochs", str(opts.qat_epochs), "--steps-per-epoch", str(opts.qat_steps)])
     export_dir = root / "export"
