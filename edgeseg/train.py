@@ -36,7 +36,9 @@ class TrainConfig:
     ``edgeseg pretrain`` output directory, or ``None`` / ``"none"`` (random).
     ``unfreeze``: encoder part trained in stage 2: ``"all"``, ``"top"`` (the blocks after the
     stride-16 skip, ``block_13`` on for MobileNetV2: cheap and, on a CPU budget, better) or a
-    block name. ``freeze_encoder_bn`` ``None`` means: frozen in stage 2 when the encoder was pretrained.
+    block name; ``None``: ``"top"`` for a pretrained encoder, ``"all"`` for a random one.
+    ``stage1_epochs`` ``None``: 1 for a pretrained encoder, 0 (no frozen stage) for a random one.
+    ``freeze_encoder_bn`` ``None`` means: frozen in stage 2 when the encoder was pretrained.
     ``bn_batches``: batches used to re-estimate batch-norm statistics before each validation.
     ``val_tile``: tile edge of the validation prediction and input size of the saved model
     (default: ``crop``).
@@ -50,7 +52,7 @@ class TrainConfig:
     upsampling: str = "bilinear"
     crop: int = 256
     batch: int = 8
-    stage1_epochs: int = 1
+    stage1_epochs: int | None = None
     stage2_epochs: int = 4
     steps_per_epoch: int = 120
     lr_head: float = 2e-3
@@ -58,7 +60,7 @@ class TrainConfig:
     loss: str = "ce+dice"
     class_weighting: str | None = "median"
     encoder_weights: str | None = None
-    unfreeze: str = "top"
+    unfreeze: str | None = None
     freeze_encoder_bn: bool | None = None
     balance: float = 0.5
     augment: bool = True
@@ -77,6 +79,10 @@ class TrainConfig:
             raise EdgesegError(f"{len(self.class_names)} class names for {self.num_classes} classes")
         if self.class_weighting not in (None, *WEIGHTINGS):
             raise EdgesegError(f"class_weighting must be one of {sorted(WEIGHTINGS)} or None")
+        if self.stage1_epochs is None:
+            self.stage1_epochs = 1 if self.pretrained else 0
+        if self.unfreeze is None:
+            self.unfreeze = "top" if self.pretrained else "all"
         if self.val_tile is None:
             self.val_tile = self.crop
         if self.stage1_epochs < 0 or self.stage2_epochs < 0 or self.stage1_epochs + self.stage2_epochs < 1:

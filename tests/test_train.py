@@ -163,6 +163,15 @@ def test_unfreeze_from_a_block():
         set_stage(model, 2, "block_99")
 
 
+def test_top_block_is_the_stride_16_skip_block():
+    from edgeseg.stages import top_block
+
+    assert top_block("mobilenetv2_035") == "block_13"
+    assert top_block("mobilenetv2_100") == "block_13"
+    assert top_block("mobilenetv3_small") == "expanded_conv_8"
+    assert top_block("mobilenetv3_large") == "expanded_conv_12"
+
+
 def test_recalibrated_batchnorm_holds_the_exact_batch_mean():
     from edgeseg.stages import recalibrate_batchnorm, set_stage
     from edgeseg.tf_env import tf_keras

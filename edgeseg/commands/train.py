@@ -6,7 +6,7 @@ import argparse
 
 DEFAULTS = {
     "arch": "mobileunet", "backbone": "mobilenetv2_035", "crop": 256, "batch": 8,
-    "stage1_epochs": 1, "stage2_epochs": 4, "steps_per_epoch": 120, "lr": 2e-3,
+    "stage2_epochs": 4, "steps_per_epoch": 120, "lr": 2e-3,
     "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "median",
 }
 
@@ -25,15 +25,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-pattern", default="tile7_*", help="glob on file stems for validation")
     p.add_argument("--crop", type=int, default=DEFAULTS["crop"], help="training crop edge (multiple of 32)")
     p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
-    p.add_argument("--stage1-epochs", type=int, default=DEFAULTS["stage1_epochs"])
+    p.add_argument("--stage1-epochs", type=int,
+                   help="epochs with the encoder frozen (default: 1 with encoder weights, 0 without)")
     p.add_argument("--stage2-epochs", type=int, default=DEFAULTS["stage2_epochs"])
     p.add_argument("--steps-per-epoch", type=int, default=DEFAULTS["steps_per_epoch"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="decoder and head learning rate")
     p.add_argument("--encoder-lr-factor", type=float, default=DEFAULTS["encoder_lr_factor"],
                    help="encoder learning rate as a fraction of --lr in stage 2")
-    p.add_argument("--unfreeze", default="top",
-                   help="encoder part trained in stage 2: 'top' (blocks at stride 32), 'all', "
-                        "or the first block to train, e.g. block_6")
+    p.add_argument("--unfreeze",
+                   help="encoder part trained in stage 2: 'top' (blocks at stride 32; default with "
+                        "encoder weights), 'all' (default without), or a first block, e.g. block_6")
     p.add_argument("--loss", default=DEFAULTS["loss"], help="e.g. ce+dice, 0.5*focal+dice")
     p.add_argument("--class-weighting", default=DEFAULTS["class_weighting"],
                    choices=["median", "inverse", "none"])
