@@ -160,7 +160,7 @@ class TrainingLoop:
         t0 = time.monotonic()
         recal = self.sampler.dataset(c.seed + 1, epoch, c.bn_batches, c.batch)
         recalibrate_batchnorm(self.model, (images for images, _ in recal))
-        self.val_model.set_weights(self.model.get_weights())
+        runs.copy_weights(self.model, self.val_model)
         scores = None
         if self.val_samples:
             scores = evaluate_samples(self.predictor, self.val_samples, max(c.num_classes, 2), c.val_tile,

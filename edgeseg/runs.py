@@ -142,7 +142,7 @@ def load_run(run_dir, input_size: tuple[int, int] | None = None):
     if input_size is not None and tuple(input_size) != tuple(model.input_shape[1:3]):
         resized = build_model(config.arch, config.backbone, config.num_classes,
                               input_size=tuple(input_size), upsampling=config.upsampling)
-        resized.set_weights(model.get_weights())
+        copy_weights(model, resized)
         model = resized
     return model, config
 
@@ -184,6 +184,25 @@ def transfer_weights(src, dst) -> tuple[int, list[str]]:
         else:
             skipped.append(layer.name)
     return copied, skipped
+
+
+def copy_weights(src, dst) -> None:
+    """Copy every weight of ``dst`` from the same-named layer of ``src`` (another input size).
+
+    Raises:
+        EdgesegError: When a layer of ``dst`` has no counterpart (an architecture whose graph
+            depends on the input size, such as DeepLabV3+ atrous taps that only exist on
+            larger feature maps).
+    """
+    _, skipped = transfer_weights(src, dst)
+    if skipped:
+        size = "x".join(str(d) for d in src.input_shape[1:3])
+        raise EdgesegError(
+            f"the model trained at {size} has no weights for {', '.join(skipped[:3])}"
+            f"{' ...' if len(skipped) > 3 else ''} of the {'x'.join(map(str, dst.input_shape[1:3]))} "
+            "model (its graph depends on the input size): use the training size, or train at "
+            "the size you need"
+        )
 
 
 def initial_model(config, input_size: tuple[int, int]):
