@@ -168,6 +168,9 @@ def qat_finetune(
             if steps_per_epoch:
                 opt.learning_rate = lr * cosine_factor(done / (epochs * steps_per_epoch))
             losses.append(float(step(images, masks)))
+            if not math.isfinite(losses[-1]):
+                raise EdgesegError(f"QAT diverged (loss {losses[-1]} at epoch {epoch + 1}): "
+                                   "lower the learning rate (--lr)")
             done += 1
         steps_per_epoch = steps_per_epoch or len(losses)
         miou = float(val_data(qat)) if val_data is not None else float(epoch)

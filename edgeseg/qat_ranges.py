@@ -21,6 +21,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from firmware_bridge.errors import EdgesegError
+
 EMA_DECAY = 0.999
 """tfmot's ``MovingAvgQuantize`` decay (``quant_ops.py``, tensorflow-model-optimization 0.8)."""
 ACTIVATION_RANGES = ("output", "post_activation", "pre_activation")
@@ -28,16 +30,28 @@ ACTIVATION_RANGES = ("output", "post_activation", "pre_activation")
 input's ``quantize_layer`` range is an all-values quantizer (running min / max, starting at
 ``[0, 0]``: a fresh QAT model in inference mode zeroes its input); the calibration passes set
 it as they go."""
+MIN_WIDTH = 1e-3
+"""Narrowest range set. A tensor that was always 0 in the calibration batches (a dead ReLU in
+a barely trained model) would get ``[0, 0]``; the next round's training-mode pass then turned
+108 ranges of such a test model into NaN, and the converter failed ("same scale constraint"
+at a concatenation)."""
 
 
 def activation_range_variables(qat) -> list:
-    """The ``*_min`` / ``*_max`` variables of the activation quantizers of a QAT model."""
+    """The activation range variables of a QAT model, in pairs: ``[min0, max0, min1, ...]``.
+
+    Raises:
+        EdgesegError: When a ``*_min`` is not followed by its ``*_max`` (another tfmot layout).
+    """
     found = []
     for v in qat.non_trainable_weights:
         leaf = v.name.split("/")[-1].split(":")[0]
         stem, _, end = leaf.rpartition("_")
         if end in ("min", "max") and stem in ACTIVATION_RANGES:
             found.append(v)
+    for lo, hi in zip(found[::2], found[1::2], strict=True):
+        if not (lo.name.endswith("_min:0") and hi.name == lo.name.replace("_min:0", "_max:0")):
+            raise EdgesegError(f"unexpected tfmot range variables {lo.name}, {hi.name}")
     return found
 
 
@@ -65,9 +79,9 @@ def calibrate_ranges(qat, batches: Iterable, rounds: int = 3) -> int:
             for i, v in enumerate(variables):
                 measured[i] += start[i] + (v.numpy() - start[i]) / (1.0 - EMA_DECAY)
                 v.assign(start[i])
-        for v, m in zip(variables, measured, strict=True):
-            value = m / len(images)
-            # TFLite needs 0 inside every range (tfmot keeps min <= 0 <= max the same way).
-            v.assign(np.minimum(value, 0.0) if v.name.split(":")[0].endswith("_min")
-                     else np.maximum(value, 0.0))
+        means = [m / len(images) for m in measured]
+        for i in range(0, len(variables), 2):
+            lo, hi = np.minimum(means[i], 0.0), np.maximum(means[i + 1], 0.0)
+            variables[i].assign(lo)
+            variables[i + 1].assign(np.maximum(hi, lo + MIN_WIDTH))
     return len(variables)

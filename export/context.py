@@ -25,15 +25,20 @@ from firmware_bridge.metadata import ModelMetadata
 IO_TYPES = ("int8", "uint8", "float")
 
 
+def select_legacy_keras() -> None:
+    """Select tf-keras before TensorFlow is first imported (by us or by tf2onnx, nncf ...)."""
+    if "tensorflow" not in sys.modules:
+        os.environ["TF_USE_LEGACY_KERAS"] = "1"
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def tensorflow():
     """Import TensorFlow with tf-keras selected (as ``edgeseg.tf_env`` does).
 
     Raises:
         MissingDependencyError: Naming the ``train`` extra when TensorFlow is missing.
     """
-    if "tensorflow" not in sys.modules:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    select_legacy_keras()
     return require("tensorflow", "train")
 
 

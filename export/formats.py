@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export import to_carray, to_onnx, to_openvino, to_tflite
-from export.context import ExportContext
+from export.context import ExportContext, select_legacy_keras
 from firmware_bridge.errors import EdgesegError, require
 
 
@@ -41,6 +41,7 @@ class ExportFormat:
 
 
 _TF = ("tensorflow",)
+_OV = ("tf2onnx", "onnx", "openvino")
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("tflite-fp32", "_fp32.tflite", to_tflite.export_tflite_fp32, _TF, "train"),
     ExportFormat("tflite-fp16", "_fp16.tflite", to_tflite.export_tflite_fp16, _TF, "train"),
@@ -52,12 +53,12 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
                  "train", ("io_type", "calibration"), quantized=True, needs_qat=True),
     ExportFormat("onnx", ".onnx", to_onnx.export_onnx, ("tf2onnx", "onnx", "onnxruntime"),
                  "export", ("onnx_opset",)),
-    ExportFormat("openvino-fp32", "_fp32.xml", to_openvino.export_openvino_fp32, ("openvino",),
-                 "export"),
-    ExportFormat("openvino-fp16", "_fp16.xml", to_openvino.export_openvino_fp16, ("openvino",),
-                 "export"),
-    ExportFormat("openvino-int8", "_int8.xml", to_openvino.export_openvino_int8,
-                 ("openvino", "nncf"), "export", ("calibration", "nncf_subset"), quantized=True),
+    ExportFormat("openvino-fp32", "_fp32.xml", to_openvino.export_openvino_fp32, _OV, "export",
+                 ("onnx_opset",)),
+    ExportFormat("openvino-fp16", "_fp16.xml", to_openvino.export_openvino_fp16, _OV, "export",
+                 ("onnx_opset",)),
+    ExportFormat("openvino-int8", "_int8.xml", to_openvino.export_openvino_int8, (*_OV, "nncf"),
+                 "export", ("onnx_opset", "calibration", "nncf_subset"), quantized=True),
     ExportFormat("c-array", ".cc", to_carray.export_c_array, _TF, "train",
                  ("io_type", "carray_source"), quantized=True, default=False),
 ]}
@@ -89,14 +90,17 @@ def default_formats(with_qat: bool) -> list[str]:
 
 
 def parse_formats(text: str | list[str], with_qat: bool = True) -> list[ExportFormat]:
-    """Look formats up by name (comma-separated or a list; ``all`` = every default format).
+    """Look formats up by name, comma-separated or a list.
+
+    ``all`` stands for the default formats (``all,c-array`` adds the C array to them).
 
     Raises:
         EdgesegError: For an unknown name (listing the valid ones) or a repeated one.
     """
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    if names == ["all"]:
-        names = default_formats(with_qat)
+    if "all" in names:
+        i = names.index("all")
+        names[i : i + 1] = [n for n in default_formats(with_qat) if n not in names]
     unknown = [n for n in names if n not in FORMATS]
     if unknown or not names:
         raise EdgesegError(f"unknown export format {', '.join(unknown) or '(none)'}; valid formats: "
@@ -112,6 +116,7 @@ def check_dependencies(formats: list[ExportFormat]) -> None:
     Raises:
         MissingDependencyError: Naming the extra to install.
     """
+    select_legacy_keras()
     for fmt in formats:
         for module in fmt.modules:
             require(module, fmt.extra)

@@ -20,18 +20,31 @@ MAX_ABS_DIFF = 1e-3
 
 
 def to_onnx_proto(ctx: ExportContext, which: str = "float"):
-    """Convert a Keras model of the context with tf2onnx.
+    """Convert a Keras model of the context with tf2onnx (cached per export).
 
     Returns:
-        The ``onnx.ModelProto`` (input ``image``: ``(N, H, W, C)`` float32).
+        The ``onnx.ModelProto`` (input ``image``: ``(N, H, W, C)`` float32); callers that
+        change it work on a copy.
     """
-    tf = tensorflow()
-    tf2onnx = require("tf2onnx", "export")
-    model = ctx.keras_model(which)
-    h, w = ctx.input_size
-    spec = (tf.TensorSpec((None, h, w, ctx.channels), tf.float32, name="image"),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=ctx.options.onnx_opset)
-    return proto
+    key = f"onnx_proto_{which}"
+    if key not in ctx.cache:
+        tf = tensorflow()
+        tf2onnx = require("tf2onnx", "export")
+        h, w = ctx.input_size
+        spec = (tf.TensorSpec((None, h, w, ctx.channels), tf.float32, name="image"),)
+        ctx.cache[key], _ = tf2onnx.convert.from_keras(
+            ctx.keras_model(which), input_signature=spec, opset=ctx.options.onnx_opset)
+    return ctx.cache[key]
+
+
+def onnx_file(ctx: ExportContext) -> Path:
+    """The float model as an ONNX file in the context's scratch folder (no metadata; cached)."""
+    onnx = require("onnx", "export")
+    if "onnx_file" not in ctx.cache:
+        path = ctx.workdir / "model.onnx"
+        onnx.save(to_onnx_proto(ctx), str(path))
+        ctx.cache["onnx_file"] = path
+    return ctx.cache["onnx_file"]
 
 
 def add_metadata(proto, json_text: str) -> None:
@@ -68,7 +81,8 @@ def check_against_keras(path: Path, ctx: ExportContext, which: str = "float") ->
 def export_onnx(ctx: ExportContext, path: Path) -> list[Path]:
     """Float32 ONNX (opset ``ctx.options.onnx_opset``), checked and compared with Keras."""
     onnx = require("onnx", "export")
-    proto = to_onnx_proto(ctx)
+    proto = onnx.ModelProto()
+    proto.CopyFrom(to_onnx_proto(ctx))
     add_metadata(proto, ctx.metadata("fp32").to_json())
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))

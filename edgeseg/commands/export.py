@@ -99,6 +99,8 @@ def _calibration(args, val_pattern: str | None, edge: int):
 
 def _parity(args, model, meta, artifacts, val_pattern):
     """Keras reference masks on the validation images, then each artifact's parity."""
+    import sys
+
     from edgeseg.data import load_split
     from edgeseg.inference import keras_predictor, predict_scores, scores_to_mask
     from export.parity import ParityThresholds, check_parity
@@ -115,4 +117,5 @@ def _parity(args, model, meta, artifacts, val_pattern):
                  for s in val]
     thresholds = ParityThresholds(args.min_agreement / 100.0, args.max_miou_drop)
     return check_parity(artifacts, [s.image for s in val], [s.mask for s in val], reference,
-                        max(len(meta.classes), 2), thresholds, args.threads)
+                        max(len(meta.classes), 2), thresholds, args.threads,
+                        log=lambda line: print(line, file=sys.stderr, flush=True))
