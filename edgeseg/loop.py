@@ -205,7 +205,8 @@ class TrainingLoop:
             epoch, state["bad_epochs"] = max(epoch, c.stage1_epochs), 0
         elif self.stage == 2 and state["bad_epochs"] >= c.patience:
             state["stopped"] = "early stopping"
-        if c.time_budget_s and done >= c.time_budget_s:
+        # no new epoch for a few steps only: its validation would cost more than it brings
+        if c.time_budget_s and done + 0.25 * self.train_s >= c.time_budget_s:
             state["stopped"] = "time budget"
         if epoch >= total and state["stopped"] is None:
             state["stopped"] = "epochs"

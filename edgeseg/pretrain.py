@@ -69,7 +69,7 @@ def build_autoencoder(backbone: str, crop: int, encoder_weights=None):
     """The encoder flat on a ``crop x crop`` input and a light reconstruction decoder.
 
     Returns:
-        ``(autoencoder, encoder)`` sharing the encoder's layers.
+        The autoencoder; its encoder layers keep the Keras-applications names.
     """
     from edgeseg.models import layers as blocks
     from edgeseg.models.backbones import build_backbone
@@ -78,9 +78,6 @@ def build_autoencoder(backbone: str, crop: int, encoder_weights=None):
     _, keras = tf_keras()
     inputs = keras.Input((crop, crop, 3), name="image")
     features = build_backbone(backbone, inputs, encoder_weights)
-    # the stride-32 feature is the no-top application's output, so this model holds exactly the
-    # application's layers, in its order (what a Keras-applications weights file is loaded by)
-    encoder = keras.Model(inputs, features[32], name=f"encoder_{backbone}")
     x = blocks.conv_bn_relu(features[32], 128, "ae_bottom")
     for stride, filters in ((16, 64), (8, 48), (4, 32), (2, 24)):
         x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"ae_up{stride}")(x)
@@ -89,7 +86,29 @@ def build_autoencoder(backbone: str, crop: int, encoder_weights=None):
         x = blocks.sep_conv_bn_relu(x, filters, f"ae_s{stride}")
     x = keras.layers.UpSampling2D(2, interpolation="bilinear", name="ae_up1")(x)
     outputs = keras.layers.Conv2D(3, 3, padding="same", name="ae_out")(x)
-    return keras.Model(inputs, outputs, name=f"dae_{backbone}"), encoder
+    return keras.Model(inputs, outputs, name=f"dae_{backbone}")
+
+
+def save_encoder(model, backbone: str, path) -> None:
+    """Write the encoder of ``model`` as a Keras-applications no-top weights file.
+
+    The weights are copied by layer name into the backbone's own ``keras.applications``
+    model, whose ``save_weights`` writes exactly the layout that ``weights=<file>`` loads
+    (by layer order), whatever order the flat copy inside ``model`` has.
+    """
+    from edgeseg.models.backbones import get_backbone_spec
+    from edgeseg.runs import copy_weights
+    from edgeseg.tf_env import tf_keras
+    from firmware_bridge.fsutil import atomic_path
+
+    _, keras = tf_keras()
+    spec = get_backbone_spec(backbone)
+    constructor = getattr(keras.applications, spec["constructor"])
+    app = constructor(input_shape=tuple(model.input_shape[1:]), include_top=False, weights=None,
+                      **spec["params"])
+    copy_weights(model, app)
+    with atomic_path(path) as tmp:
+        app.save_weights(str(tmp))
 
 
 def pretrain(config: PretrainConfig, images: list[np.ndarray], out_dir, verbose: bool = True
@@ -117,7 +136,7 @@ def pretrain(config: PretrainConfig, images: list[np.ndarray], out_dir, verbose:
     keras.utils.set_random_seed(config.seed)
     samples = [Sample(str(i), im, np.zeros(im.shape[:2], np.uint8)) for i, im in enumerate(images)]
     sampler = CropSampler(samples, 1, config.crop, 0.0, Augment())
-    model, encoder = build_autoencoder(config.backbone, config.crop, config.encoder_weights)
+    model = build_autoencoder(config.backbone, config.crop, config.encoder_weights)
     opt = keras.optimizers.Adam(config.lr)
 
     @tf.function
@@ -146,10 +165,7 @@ def pretrain(config: PretrainConfig, images: list[np.ndarray], out_dir, verbose:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / PRETRAINED_ENCODER
-    from firmware_bridge.fsutil import atomic_path
-
-    with atomic_path(path) as tmp:
-        encoder.save_weights(str(tmp))
+    save_encoder(model, config.backbone, path)
     elapsed = time.monotonic() - started
     write_json(out / "pretrain.json", {"config": dataclasses.asdict(config), "losses": losses,
                                         "elapsed_s": round(elapsed, 1), "images": len(images)})

@@ -54,7 +54,7 @@ class TrainConfig:
     batch: int = 8
     stage1_epochs: int | None = None
     stage2_epochs: int = 4
-    steps_per_epoch: int = 120
+    steps_per_epoch: int = 150
     lr_head: float = 2e-3
     encoder_lr_factor: float = 0.1
     loss: str = "ce+dice"
@@ -69,7 +69,7 @@ class TrainConfig:
     val_pattern: str | None = "tile7_*"
     val_tile: int | None = None
     val_overlap: int = 32
-    bn_batches: int = 4
+    bn_batches: int = 8
     time_budget_s: float | None = None
 
     def __post_init__(self) -> None:

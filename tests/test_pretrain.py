@@ -48,8 +48,18 @@ def test_pretrain_cli_writes_encoder_weights_that_training_accepts(tmp_path):
     config = TrainConfig(num_classes=5, crop=64, encoder_weights=str(out))
     model, note = initial_model(config, (64, 64))
     assert "encoder.h5" in note
-    with h5py.File(out / "encoder.h5", "r") as f:
+    with h5py.File(out / "encoder.h5", "r") as f:  # loaded by order; every layer lands by name
+        names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
+        checked = 0
+        for name in names:
+            group = f[name]
+            weight_names = [w.decode() if isinstance(w, bytes) else w for w in group.attrs["weight_names"]]
+            if not weight_names:
+                continue
+            for mine, wname in zip(model.get_layer(name).get_weights(), weight_names, strict=True):
+                np.testing.assert_array_equal(mine, np.asarray(group[wname]))
+                checked += 1
         saved = np.asarray(f["Conv1"]["Conv1"]["kernel:0"])
-    np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0], saved)
+    assert checked == 260  # MobileNetV2 no-top: 52 conv kernels + 52 batch-norms x 4
     scratch, _ = initial_model(TrainConfig(num_classes=5, crop=64), (64, 64))
     assert not np.array_equal(scratch.get_layer("Conv1").get_weights()[0], saved)

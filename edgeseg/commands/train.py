@@ -6,7 +6,7 @@ import argparse
 
 DEFAULTS = {
     "arch": "mobileunet", "backbone": "mobilenetv2_035", "crop": 256, "batch": 8,
-    "stage2_epochs": 4, "steps_per_epoch": 120, "lr": 2e-3,
+    "stage2_epochs": 4, "steps_per_epoch": 150, "lr": 2e-3,
     "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "median",
 }
 
