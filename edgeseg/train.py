@@ -22,7 +22,10 @@ from pathlib import Path
 
 from edgeseg import runs
 from edgeseg.data.stats import class_pixel_counts, inverse_frequency_weights, median_frequency_weights
+from edgeseg.runs import load_run, run_metadata
 from firmware_bridge.errors import EdgesegError
+
+__all__ = ["TrainConfig", "TrainResult", "class_weights", "load_run", "run_metadata", "train"]
 
 WEIGHTINGS = {"inverse": inverse_frequency_weights, "median": median_frequency_weights}
 
