@@ -20,9 +20,8 @@ EDGESEG=${EDGESEG:-.venv/bin/edgeseg}
 ONLY=${ONLY:-imagenet scratch denoise deeplab}
 [ -d "$DATA" ] || { echo "needs the Dubai data at $DATA (set EDGESEG_SHARED)" >&2; exit 2; }
 mkdir -p "$OUT"
-# The default recipe, spelled out so that the four runs differ only in what they compare.
-recipe=(--crop 256 --batch 8 --steps-per-epoch 60 --stage1-epochs 3 --stage2-epochs 12 --lr 0.002
-        --encoder-lr-factor 0.1 --unfreeze block_13 --loss ce+dice --class-weighting median --seed 0)
+# The default recipe of 'edgeseg train' for every run, so that they differ only in what they compare.
+recipe=(--seed 0)
 common=(--data "$DATA" --classes examples/dubai_classes.csv --val-pattern 'tile7_*' --minutes "$MINUTES"
         --quiet "${recipe[@]}")
 
