@@ -15,6 +15,9 @@ What makes the whole graph int8, for both architectures on MobileNetV2:
   (``export.to_tflite``) does that for QAT models too, then checks the operator list.
 * MobileNetV3's hard-sigmoid (``Rescaling``), hard-swish and squeeze-excite (``Multiply``)
   are not in that registry: :mod:`edgeseg.qat_annotate` quantizes their outputs.
+* tfmot's graph transforms can permute the inputs of a ``Concatenate`` (DeepLabV3+'s ASPP
+  came out ``[pool, 1x1, r6, ...]``): :func:`edgeseg.qat_annotate.concat_order_fix` keeps
+  the order and every concatenation is checked after quantization.
 * Batch-norm layers are frozen (``trainable = False``: inference mode with the float model's
   statistics) during fine-tuning: the short QAT run then cannot drag the running statistics
   away from the folded weights (the "one class everywhere" trap of short trainings).
@@ -82,7 +85,12 @@ def quantize(model):
     Raises:
         EdgesegError: When a layer cannot be quantized (listed), e.g. a ``Lambda``.
     """
-    from edgeseg.qat_annotate import annotate_and_quantize, needs_annotation
+    from edgeseg.qat_annotate import (
+        annotate_and_quantize,
+        check_input_order,
+        concat_order_fix,
+        needs_annotation,
+    )
     from edgeseg.tf_env import tf_keras
 
     _, keras = tf_keras()
@@ -101,9 +109,13 @@ def quantize(model):
             frozen.append(layer)
     try:
         registry = _registry()
-        if needs_annotation(model, registry):
-            return annotate_and_quantize(model, registry)
-        return tfmot.quantization.keras.quantize_model(model)
+        with concat_order_fix():
+            if needs_annotation(model, registry):
+                qat = annotate_and_quantize(model, registry)
+            else:
+                qat = tfmot.quantization.keras.quantize_model(model)
+        check_input_order(model, qat)
+        return qat
     finally:
         for layer in frozen:
             layer.trainable = True

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--io-type", default="int8", choices=["int8", "uint8", "float"],
                    help="input/output type of the int8 TFLite models")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--c-array-source", default="auto", choices=["auto", "qat", "ptq"],
+                   help="int8 model behind the C array (auto: the QAT one when there is one)")
     p.add_argument("--stem", default="model", help="file name stem of the artifacts")
     p.add_argument("--min-agreement", type=float, default=99.5,
                    help="float formats: minimum %% of pixels agreeing with Keras")
@@ -60,14 +62,17 @@ def run_export(args: argparse.Namespace) -> int:
     edge = int(model.input_shape[1])
     with_qat = has_qat(run)
     formats = parse_formats(args.formats, with_qat=with_qat)
-    qat = load_qat(run, config, model.input_shape[1:3]) if with_qat else None
+    wants_qat = any(f.needs_qat or (f.name == "c-array" and args.c_array_source != "ptq")
+                    for f in formats)
+    qat = load_qat(run, config, model.input_shape[1:3]) if with_qat and wants_qat else None
     meta = run_metadata(run)
     if size:
         meta = dataclasses.replace(meta, tile_size=edge)
     val_pattern = args.val_pattern or config.val_pattern
     calib = _calibration(args, val_pattern, edge) if args.data else _no_images(edge)
     ctx = ExportContext(model, meta, calib, qat, ExportOptions(
-        stem=args.stem, io_type=args.io_type, onnx_opset=args.opset))
+        stem=args.stem, io_type=args.io_type, onnx_opset=args.opset,
+        carray_source=args.c_array_source))
     artifacts = export_formats(ctx, formats, args.out, log=lambda s: print(s, file=sys.stderr))
     for a in artifacts:
         print(f"{a.format:<16} {a.size / 1e6:8.2f} MB  {', '.join(str(f) for f in a.files)}")
