@@ -189,14 +189,27 @@ def test_parity_failure_exits_nonzero(exported, tmp_path, capsys):
 
 def test_deeplab_qat_converts_to_a_fully_integer_graph(tmp_path):
     """ASPP image pooling, atrous taps (rate 6 on an 8x8 map), concatenations, bilinear upsampling."""
+    import tensorflow_model_optimization as tfmot
+
     from edgeseg.models import build_model
     from edgeseg.qat import quantize
+    from edgeseg.qat_annotate import check_input_order
     from firmware_bridge.metadata import ModelMetadata
     from firmware_bridge.segmenter import Segmenter
 
     model = build_model("deeplabv3plus", "mobilenetv2_035", 3, (128, 128))
+    qat = quantize(model)
+
+    def inputs(layer):
+        return [n.name.removeprefix("quant_") for n in layer.inbound_nodes[0].inbound_layers]
+
+    # tfmot alone permuted the ASPP concatenation [1x1, r6, r12, r18, pool] to [pool, 1x1, ...]
+    # (tensorflow/model-optimization#1179); quantize() keeps the order.
+    for name in ("dec_aspp_concat", "dec_concat"):
+        assert inputs(qat.get_layer("quant_" + name)) == inputs(model.get_layer(name))
+    assert inputs(model.get_layer("dec_aspp_concat"))[-1] == "dec_aspp_pool_up"
     calib = np.random.default_rng(0).uniform(-1, 1, (4, 128, 128, 3)).astype(np.float32)
-    ctx = ExportContext(model, ModelMetadata(classes=["a", "b", "c"]), calib, quantize(model))
+    ctx = ExportContext(model, ModelMetadata(classes=["a", "b", "c"]), calib, qat)
     (artifact,) = export_formats(ctx, parse_formats("tflite-qat-int8"), tmp_path)
     data = artifact.path.read_bytes()
     assert float_compute_ops(data) == []
@@ -205,4 +218,6 @@ def test_deeplab_qat_converts_to_a_fully_integer_graph(tmp_path):
     assert ops["RESIZE_BILINEAR"] == 2 and ops["CONCATENATION"] == 2
     assert "SPACE_TO_BATCH_ND" not in ops and "DEQUANTIZE" not in ops
     image = np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    with pytest.raises(EdgesegError, match=r"reordered the inputs of dec_aspp_concat"):
+        check_input_order(model, tfmot.quantization.keras.quantize_model(model))  # tfmot 0.8.1
     assert Segmenter(artifact.path).predict(image).mask.shape == (128, 128)  # LiteRT prepares it

@@ -66,24 +66,3 @@ def test_calibrated_ranges_are_the_measured_ones_not_tfmots_six():
     np.testing.assert_allclose(qat(batches[0], training=False).numpy(), np.clip(outs[0], lo, hi),
                                atol=2 * (hi - lo) / 255)
 
-
-def test_deeplab_aspp_concatenation_keeps_its_input_order():
-    """tfmot's transforms permuted [1x1, r6, r12, r18, pool] to [pool, 1x1, ...] (#1179)."""
-    from edgeseg.models import build_model
-
-    model = build_model("deeplabv3plus", "mobilenetv2_035", 3, (64, 64))
-    qat = quantize(model)
-
-    def inputs(layer):
-        return [n.name.removeprefix("quant_") for n in layer.inbound_nodes[0].inbound_layers]
-
-    for name in ("dec_aspp_concat", "dec_concat"):
-        assert inputs(qat.get_layer("quant_" + name)) == inputs(model.get_layer(name))
-    assert inputs(model.get_layer("dec_aspp_concat"))[-1] == "dec_aspp_pool_up"
-    # tfmot 0.8.1 alone (pinned) permutes it, and the check says so.
-    import tensorflow_model_optimization as tfmot
-
-    from edgeseg.qat_annotate import check_input_order
-
-    with pytest.raises(EdgesegError, match=r"reordered the inputs of dec_aspp_concat"):
-        check_input_order(model, tfmot.quantization.keras.quantize_model(model))
