@@ -57,11 +57,11 @@ def run_export(args: argparse.Namespace) -> int:
                            "(or --no-parity)")
     if (args.data is None) != (args.classes is None):
         raise EdgesegError("--data and --classes go together")
+    with_qat = has_qat(run)
+    formats = parse_formats(args.formats, with_qat=with_qat)  # a bad name fails before loading
     size = (args.input_size, args.input_size) if args.input_size else None
     model, config = load_run(run, size)
     edge = int(model.input_shape[1])
-    with_qat = has_qat(run)
-    formats = parse_formats(args.formats, with_qat=with_qat)
     wants_qat = any(f.needs_qat or (f.name == "c-array" and args.c_array_source != "ptq")
                     for f in formats)
     qat = load_qat(run, config, model.input_shape[1:3]) if with_qat and wants_qat else None
