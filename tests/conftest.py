@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import tiny_models
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -33,3 +34,15 @@ def dubai_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def dubai_classes() -> Path:
     return EXAMPLES / "dubai_classes.csv"
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Tiny ONNX / OpenVINO segmentation models (built once for the whole session)."""
+    return tiny_models.onnx_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tflite(tmp_path_factory):
+    """The tiny model as TFLite (one TensorFlow conversion for the whole session)."""
+    return tiny_models.tflite_model(tmp_path_factory)

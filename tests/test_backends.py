@@ -4,22 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tiny_models
 
 from firmware_bridge.backend_openvino import check_device
 from firmware_bridge.backend_ort import check_providers
 from firmware_bridge.backends import BackendOptions, backend_for, guess_layout, open_backend
 from firmware_bridge.errors import EdgesegError
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return tiny_models.onnx_models(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tflite(tmp_path_factory):
-    return tiny_models.tflite_model(tmp_path_factory)
 
 
 def test_backend_for_suffix_and_name():

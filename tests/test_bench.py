@@ -25,11 +25,6 @@ from firmware_bridge.errors import EdgesegError
 RASTER, TILE = 512, 64
 
 
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return tiny_models.onnx_models(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
 def artifacts(models, tmp_path_factory):
     """An export-like folder: the tiny NHWC ONNX model and its OpenVINO IR, named as export names them."""

@@ -7,18 +7,12 @@ import textwrap
 
 import numpy as np
 import pytest
-import tiny_models
 from PIL import Image
 from tiny_models import smooth_image
 
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.cli import main
 from firmware_bridge.segmenter import Segmenter, SegmenterOptions
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return tiny_models.onnx_models(tmp_path_factory)
 
 
 def test_predict_png_and_geotiff(models, tmp_path, capsys):

@@ -3,23 +3,12 @@ quantised models, foreign-model options and bad input."""
 
 import numpy as np
 import pytest
-import tiny_models
 from tiny_models import smooth_image
 
 from firmware_bridge import tiling
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.postprocess import resize_bilinear, to_probabilities
 from firmware_bridge.segmenter import Segmenter, SegmenterOptions
-
-
-@pytest.fixture(scope="session")
-def models(tmp_path_factory):
-    return tiny_models.onnx_models(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tflite(tmp_path_factory):
-    return tiny_models.tflite_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,7 @@ def _calibration(args, val_pattern: str | None, edge: int):
     """Normalised crops of the training images (the validation stems left out)."""
     from pathlib import Path
 
-    from edgeseg.bench.exporting import calibration_crops
+    from edgeseg.data.calibration import calibration_crops
 
     return calibration_crops(Path(args.data), Path(args.classes), val_pattern or "", edge,
                              count=args.calibration)
