@@ -6,7 +6,8 @@
 #   3. MobileUNet-0.35 after denoising-autoencoder pretraining on the training tiles' images
 #      (PRETRAIN_MINUTES extra, default 5; tile 7 is never seen)
 #   4. DeepLabV3+-0.35, ImageNet encoder
-# Then 'edgeseg evaluate' on tile 7 for each and a markdown table (OUT/table.md).
+# Each run picks its best epoch on 4 of the 9 tile-7 images ('edgeseg train' default --val-images 4);
+# then 'edgeseg evaluate' scores all nine for each and a markdown table (OUT/table.md).
 # Usage: make bench-train   (or MINUTES=5 benchmarks/train_compare.sh for a quick look)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,7 +65,7 @@ for key, label in names.items():
     epochs = len((out / key / "history.csv").read_text().strip().splitlines()) - 1
     rows.append((label, s["miou"], [s["per_class"][c]["iou"] for c in classes], epochs))
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-lines = [f"Tile 7 validation (full images, tiled), {minutes} min budget per recipe, {cpu}, "
+lines = [f"Tile 7 validation (all nine full images, tiled), {minutes} min budget per recipe, {cpu}, "
          f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}", "",
          "| recipe | mIoU | " + " | ".join(classes or []) + " | epochs |",
          "|---|---|" + "---|" * len(classes or []) + "---|"]

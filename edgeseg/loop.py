@@ -44,7 +44,7 @@ class TrainingLoop:
         model: Training model (crop-sized input) with its initial weights.
         loss_fn: ``loss(y_true, y_pred)``.
         train_samples: Training samples.
-        val_samples: Full validation images (may be empty).
+        val_samples: Full validation images (may be empty); ``config.val_images`` of them are scored.
         run_dir: Run directory (``config.json`` already written).
         state: :func:`new_state` or the saved state of the run being resumed.
         verbose: One line per epoch; progress bars when stderr is a terminal.
@@ -55,9 +55,10 @@ class TrainingLoop:
     def __init__(self, config, model, loss_fn, train_samples, val_samples, run_dir: Path,
                  state: dict, verbose: bool = True, started: float | None = None) -> None:
         from edgeseg.models import build_model
+        from edgeseg.train import spread
 
         self.config, self.model, self.loss_fn, self.state = config, model, loss_fn, state
-        self.val_samples, self.run_dir = list(val_samples), Path(run_dir)
+        self.val_samples, self.run_dir = spread(val_samples, config.val_images), Path(run_dir)
         self.verbose, self.bars = verbose, verbose and sys.stderr.isatty()
         k = max(config.num_classes, 2)
         self.names = config.class_names if config.num_classes > 1 else ["0", "1"]

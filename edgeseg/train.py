@@ -3,8 +3,9 @@
 Stage 1 trains the decoder and head on a frozen encoder; stage 2 fine-tunes the encoder (all,
 or from a named block) with its own optimizer at ``encoder_lr_factor`` times the head's rate
 (see :mod:`edgeseg.stages`). Each epoch is ``steps_per_epoch`` batches of random crops
-(:mod:`edgeseg.data.pipeline`), then a validation on the full validation images with tiled
-prediction and the device's metric core (:mod:`edgeseg.inference`). The best validation mIoU
+(:mod:`edgeseg.data.pipeline`), then a validation on full validation images (all, or
+``val_images`` of them) with tiled prediction and the device's metric core
+(:mod:`edgeseg.inference`). The best validation mIoU
 is kept as the run's model; ``patience`` epochs without improvement end stage 1 early (stage 2
 starts) or stage 2 (training ends). A time budget is wall-clock
 time for everything (setup, training, validations): stage 1 stops at half of it at the latest,
@@ -45,6 +46,9 @@ class TrainConfig:
     ``bn_batches``: batches used to re-estimate batch-norm statistics before each validation.
     ``val_tile``: tile edge of the validation prediction and input size of the saved model
     (default: ``crop``).
+    ``val_images``: validation images scored after each epoch, spread evenly over the sorted
+    validation set (``None`` or 0: all of them). Fewer leave more of a time budget for training;
+    ``edgeseg evaluate`` scores the whole set afterwards.
     """
 
     num_classes: int
@@ -72,6 +76,7 @@ class TrainConfig:
     val_pattern: str | None = "tile7_*"
     val_tile: int | None = None
     val_overlap: int = 32
+    val_images: int | None = None
     bn_batches: int = 8
     time_budget_s: float | None = None
 
@@ -88,6 +93,8 @@ class TrainConfig:
             self.unfreeze = "top" if self.pretrained else "all"
         if self.val_tile is None:
             self.val_tile = self.crop
+        if self.val_images is not None and self.val_images < 0:
+            raise EdgesegError(f"val_images must be >= 0 (0: all), got {self.val_images}")
         if self.stage1_epochs < 0 or self.stage2_epochs < 0 or self.stage1_epochs + self.stage2_epochs < 1:
             raise EdgesegError("stage epochs must be >= 0 and at least one epoch in total")
 
@@ -105,7 +112,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What a training run produced."""
+    """What a training run produced (``best_miou`` on ``val_images`` validation images)."""
 
     run_dir: str
     best_miou: float
@@ -114,6 +121,17 @@ class TrainResult:
     stopped: str
     elapsed_s: float
     history: list[dict]
+    val_images: int = 0
+
+
+def spread(items: list, count: int | None) -> list:
+    """``count`` of ``items`` spread evenly from first to last (all when ``count`` is falsy or too big)."""
+    items = list(items)
+    if not count or count >= len(items):
+        return items
+    if count == 1:
+        return [items[len(items) // 2]]
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
 def class_weights(config: TrainConfig, masks) -> list[float] | None:
@@ -191,4 +209,5 @@ def train(
                         started)
     state = loop.run(on_epoch_end)
     return TrainResult(str(run_dir), state["best_miou"], state["best_epoch"], len(state["history"]),
-                       state["stopped"] or "epochs", state["elapsed_s"], state["history"])
+                       state["stopped"] or "epochs", state["elapsed_s"], state["history"],
+                       len(loop.val_samples))

@@ -12,7 +12,7 @@ import pytest
 
 from edgeseg import synthetic
 from edgeseg.data import load_split
-from edgeseg.train import TrainConfig, train
+from edgeseg.train import TrainConfig, spread, train
 from firmware_bridge.classes import ClassTable
 from firmware_bridge.errors import EdgesegError
 
@@ -245,5 +245,28 @@ def test_config_checks_and_round_trip():
         TrainConfig(num_classes=3, class_names=["a"])
     with pytest.raises(EdgesegError, match="class_weighting"):
         TrainConfig(num_classes=2, class_weighting="sqrt")
+    with pytest.raises(EdgesegError, match="val_images"):
+        tiny_config(val_images=-1)
     config = tiny_config(unfreeze="block_13")
     assert TrainConfig.from_dict({**config.__dict__, "unknown": 1}) == config
+
+
+def test_spread_picks_evenly_from_first_to_last():
+    nine = [f"tile7_{i}" for i in range(1, 10)]
+    assert spread(nine, 4) == ["tile7_1", "tile7_4", "tile7_6", "tile7_9"]
+    assert spread(nine, 3) == ["tile7_1", "tile7_5", "tile7_9"]
+    assert spread(nine, 1) == ["tile7_5"]
+    assert spread(nine, 0) == nine and spread(nine, None) == nine and spread(nine, 12) == nine
+
+
+def test_validation_on_a_subset_scores_those_images(tiny_data, tmp_path):
+    _, train_s, val_s = tiny_data
+    result = train(tiny_config(stage1_epochs=1, stage2_epochs=0, val_images=1), train_s, val_s,
+                   tmp_path / "sub", verbose=False)
+    assert result.val_images == 1
+    from edgeseg.inference import evaluate_samples, keras_predictor
+    from edgeseg.runs import load_run
+
+    scores = evaluate_samples(keras_predictor(load_run(tmp_path / "sub")[0]), spread(val_s, 1), 5, 64, 32,
+                              synthetic.CLASSES)
+    assert scores.miou == pytest.approx(result.best_miou, abs=1e-6)

@@ -7,7 +7,7 @@ import argparse
 DEFAULTS = {
     "arch": "mobileunet", "backbone": "mobilenetv2_035", "crop": 256, "batch": 8,
     "stage2_epochs": 4, "steps_per_epoch": 150, "lr": 2e-3,
-    "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "median",
+    "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "median", "val_images": 4,
 }
 
 
@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
     p.add_argument("--val-tile", type=int,
                    help="tile edge of the validation prediction and saved model (default: --crop)")
+    p.add_argument("--val-images", type=int, default=DEFAULTS["val_images"],
+                   help="validation images scored after each epoch, spread over the set (0: all); "
+                        "fewer leave more of --minutes for training")
     p.add_argument("--patience", type=int, default=3, help="epochs without a better val mIoU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, help="time budget for the whole run (training + validation)")
@@ -71,12 +74,13 @@ def run_train(args: argparse.Namespace) -> int:
         class_weighting=None if args.class_weighting == "none" else args.class_weighting,
         encoder_weights=args.encoder_weights, unfreeze=args.unfreeze, balance=args.balance,
         augment=not args.no_augment, seed=args.seed, patience=args.patience,
-        val_pattern=args.val_pattern, val_tile=args.val_tile,
+        val_pattern=args.val_pattern, val_tile=args.val_tile, val_images=args.val_images,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )
     result = train(config, train_samples, val_samples, args.out, resume=args.resume,
                    verbose=not args.quiet)
-    print(f"best val mIoU {result.best_miou:.4f} at epoch {result.best_epoch} "
+    on = f" on {result.val_images} of {len(val_samples)} validation images" if val_samples else ""
+    print(f"best val mIoU {result.best_miou:.4f}{on} at epoch {result.best_epoch} "
           f"({result.epochs} epochs, stopped by {result.stopped}, {result.elapsed_s:.0f} s); "
           f"model: {result.run_dir}/model.keras")
     return 0
