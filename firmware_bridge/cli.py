@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from firmware_bridge.cliutil import run_main
+from firmware_bridge.heap import fix_mmap_threshold
 
 COMMAND_MODULES: list[str] = [
     "firmware_bridge.commands.predict",
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``edgeseg-run`` console script."""
+    fix_mmap_threshold()  # peak memory must not creep up over a long scene (firmware_bridge.heap)
     return run_main(build_parser(), argv)
 
 

@@ -60,7 +60,13 @@ def write_synthetic_raster(path, size: int, channels: int, block: int = 1024) ->
                           window=Window(x, y, w, h))
 
 
+GENERATE = ("import sys; from firmware_bridge.commands.bench import write_synthetic_raster as w; "
+            "w(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
+
+
 def _throughput(seg, size: int, block: int) -> dict:
+    import subprocess
+    import sys
     import tempfile
     import time
     from pathlib import Path
@@ -79,7 +85,8 @@ def _throughput(seg, size: int, block: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
         src = Path(tmp) / "scene.tif"
-        write_synthetic_raster(src, size, seg.channels)
+        # generated in a child, so that this process's peak memory is the prediction's alone
+        subprocess.run([sys.executable, "-c", GENERATE, str(src), str(size), str(seg.channels)], check=True)
         rss_before = peak_rss_mb()
         t0 = time.perf_counter()
         predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)
