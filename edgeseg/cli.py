@@ -8,10 +8,9 @@ inside the command function), so ``edgeseg --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from firmware_bridge.cliutil import run_main
+from firmware_bridge.cliutil import build_cli, run_main
 
 COMMAND_MODULES = [
     "edgeseg.commands.data",
@@ -28,12 +27,7 @@ COMMAND_MODULES = [
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(prog="edgeseg", description=__doc__.splitlines()[0])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    return parser
+    return build_cli("edgeseg", __doc__.splitlines()[0], COMMAND_MODULES)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from firmware_bridge.errors import EdgesegError
+
+
+def build_cli(prog: str, description: str, modules: list[str]) -> argparse.ArgumentParser:
+    """A parser with ``--debug`` and one sub-command per module's ``register(subparsers)``.
+
+    Args:
+        prog: Program name.
+        description: First line of the help.
+        modules: Dotted names of the command modules, in help order.
+
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in modules:
+        importlib.import_module(name).register(sub)
+    return parser
 
 
 def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
