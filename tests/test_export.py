@@ -35,7 +35,7 @@ def exported(tmp_path_factory):
     assert main(["train", *common, "--out", str(run), "--crop", "64", "--val-tile", "64",
                  "--batch", "8", "--stage1-epochs", "1", "--stage2-epochs", "2",
                  "--steps-per-epoch", "10", "--lr", "3e-3", "--upsampling", "transpose",
-                 "--val-pattern", "val_*", "--quiet"]) == 0
+                 "--val-pattern", "val_*", "--val-images", "1", "--quiet"]) == 0
     assert main(["qat", str(run), *common, "--epochs", "1", "--steps-per-epoch", "6",
                  "--quiet"]) == 0
     code = main(["export", str(run), *common, "--formats", ALL, "--out", str(out),
@@ -221,3 +221,19 @@ def test_deeplab_qat_converts_to_a_fully_integer_graph(tmp_path):
     with pytest.raises(EdgesegError, match=r"reordered the inputs of dec_aspp_concat"):
         check_input_order(model, tfmot.quantization.keras.quantize_model(model))  # tfmot 0.8.1
     assert Segmenter(artifact.path).predict(image).mask.shape == (128, 128)  # LiteRT prepares it
+
+
+def test_qat_summary_compares_with_float_on_every_validation_image(exported):
+    # training scored 1 of the 2 validation images; QAT's float reference must score both
+    from edgeseg.data import load_split
+    from edgeseg.inference import evaluate_samples, keras_predictor
+    from edgeseg.runs import load_run
+    from firmware_bridge.classes import ClassTable
+
+    run, data = exported["run"], exported["data"]
+    summary = json.loads((run / "qat" / "qat.json").read_text())
+    model, config = load_run(run)
+    _, val = load_split(str(data), ClassTable.load(data / "classes.csv"), "val_*")
+    assert len(val) == 2
+    full = evaluate_samples(keras_predictor(model), val, 5, config.val_tile, config.val_overlap).miou
+    assert summary["float_miou"] == pytest.approx(full, abs=1e-6)
