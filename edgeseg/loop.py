@@ -58,7 +58,11 @@ class TrainingLoop:
         from edgeseg.train import spread
 
         self.config, self.model, self.loss_fn, self.state = config, model, loss_fn, state
-        self.val_samples, self.run_dir = spread(val_samples, config.val_images), Path(run_dir)
+        all_val = list(val_samples)
+        self.val_samples, self.run_dir = spread(all_val, config.val_images), Path(run_dir)
+        scored = len(self.val_samples)
+        self.val_label = ("val mIoU" if scored == len(all_val)
+                          else f"val mIoU ({scored} of {len(all_val)} images)")
         self.verbose, self.bars = verbose, verbose and sys.stderr.isatty()
         k = max(config.num_classes, 2)
         self.names = config.class_names if config.num_classes > 1 else ["0", "1"]
@@ -194,7 +198,7 @@ class TrainingLoop:
             state["bad_epochs"] += 1
         state["history"].append(row)
         runs.write_history(self.run_dir / runs.HISTORY, state["history"])
-        runs.plot_curves(self.run_dir / runs.CURVES, state["history"])
+        runs.plot_curves(self.run_dir / runs.CURVES, state["history"], self.val_label)
         return row
 
     def _next_epoch(self, epoch: int) -> int:

@@ -58,8 +58,11 @@ def write_history(path: Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def plot_curves(path: Path, rows: list[dict]) -> None:
-    """Training loss and validation mIoU per epoch, stage 2 shaded."""
+def plot_curves(path: Path, rows: list[dict], val_label: str = "val mIoU") -> None:
+    """Training loss and validation mIoU per epoch, stage 2 shaded.
+
+    ``val_label`` names the mIoU line (say which validation images it scores).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +74,7 @@ def plot_curves(path: Path, rows: list[dict]) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [r["val_miou"] for r in rows], "s-", color="tab:orange", label="val mIoU")
+    ax2.plot(epochs, [r["val_miou"] for r in rows], "s-", color="tab:orange", label=val_label)
     ax2.set_ylabel("validation mIoU")
     stage2 = [r["epoch"] for r in rows if r["stage"] == 2]
     if stage2:
