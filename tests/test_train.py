@@ -270,3 +270,5 @@ def test_validation_on_a_subset_scores_those_images(tiny_data, tmp_path):
     scores = evaluate_samples(keras_predictor(load_run(tmp_path / "sub")[0]), spread(val_s, 1), 5, 64, 32,
                               synthetic.CLASSES)
     assert scores.miou == pytest.approx(result.best_miou, abs=1e-6)
+    recorded = json.loads((tmp_path / "sub" / "scores.json").read_text())
+    assert recorded["images"] == [s.stem for s in spread(val_s, 1)] and len(val_s) > 1

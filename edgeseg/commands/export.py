@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="float formats: minimum %% of pixels agreeing with Keras")
     p.add_argument("--max-miou-drop", type=float, default=3.0,
                    help="quantized formats: maximum mIoU points lost against Keras")
+    p.add_argument("--min-quantized-agreement", type=float, default=90.0,
+                   help="quantized formats: minimum %% of pixels agreeing with Keras")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check")
     p.add_argument("--threads", type=int, help="CPU threads of the runtimes in the parity check")
     p.set_defaults(func=run_export)
@@ -120,7 +122,8 @@ def _parity(args, model, meta, artifacts, val_pattern):
     tile = int(model.input_shape[1])
     reference = [scores_to_mask(predict_scores(predict, s.image, tile, meta.tile_overlap), meta.threshold)
                  for s in val]
-    thresholds = ParityThresholds(args.min_agreement / 100.0, args.max_miou_drop)
+    thresholds = ParityThresholds(args.min_agreement / 100.0, args.max_miou_drop,
+                                  args.min_quantized_agreement / 100.0)
     return check_parity(artifacts, [s.image for s in val], [s.mask for s in val], reference,
                         max(len(meta.classes), 2), thresholds, args.threads,
                         log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -52,7 +52,7 @@ def run_qat(args: argparse.Namespace) -> int:
     info = runs.read_json(run / runs.CONFIG)
     loss = get_loss(config.loss, config.num_classes, info.get("class_weights"))
     score = validator(config, val, config.val_tile, config.val_overlap)
-    float_miou = _float_miou(run, config, val)
+    float_miou = _float_miou(run, config, val, score)
     history: list[dict] = []
 
     def report(row: dict) -> None:
@@ -88,20 +88,18 @@ def config_crop(run) -> int:
     return int(runs.read_json(run / runs.CONFIG)["config"]["crop"])
 
 
-def _float_miou(run, config, val) -> float | None:
+def _float_miou(run, config, val, score) -> float | None:
     """The float model's mIoU on the same validation images as the QAT scores.
 
     The run's ``scores.json`` is reused when training scored every validation image; a run
-    trained with ``val_images`` scored a subset, so the float model is scored again here.
+    trained with ``val_images`` scored a subset, so the float model is scored again here with
+    the QAT validator ``score`` (same tiles, overlap and metric core).
     """
     from edgeseg import runs
-    from edgeseg.inference import evaluate_samples, keras_predictor
     from edgeseg.train import spread
 
     if not val:
         return None
     if len(spread(val, config.val_images)) == len(val) and (run / runs.SCORES).is_file():
         return runs.read_json(run / runs.SCORES).get("miou")
-    model, _ = runs.load_run(run)
-    return evaluate_samples(keras_predictor(model), val, max(config.num_classes, 2), config.val_tile,
-                            config.val_overlap, config.class_names).miou
+    return score(runs.load_run(run, (config.val_tile,) * 2)[0])
