@@ -61,7 +61,6 @@ class TrainingLoop:
         all_val = list(val_samples)
         self.val_samples, self.run_dir = spread(all_val, config.val_images), Path(run_dir)
         scored = len(self.val_samples)
-        self.val_names = [s.stem for s in self.val_samples]  # recorded in scores.json
         self.val_label = ("val mIoU" if scored == len(all_val)
                           else f"val mIoU ({scored} of {len(all_val)} images)")
         self.verbose, self.bars = verbose, verbose and sys.stderr.isatty()
@@ -193,8 +192,9 @@ class TrainingLoop:
             with runs.atomic_path(self.run_dir / runs.MODEL) as tmp:
                 self.val_model.save(tmp)
             if scores:
-                runs.write_json(self.run_dir / runs.SCORES, {"epoch": epoch + 1, "images": self.val_names,
-                                                                 **scores.to_dict()})
+                images = [s.stem for s in self.val_samples]
+                runs.write_json(self.run_dir / runs.SCORES, {"epoch": epoch + 1, "images": images,
+                                                             **scores.to_dict()})
                 runs.plot_confusion(self.run_dir / runs.CONFUSION, scores.matrix, self.names)
         else:
             state["bad_epochs"] += 1

@@ -91,15 +91,15 @@ def config_crop(run) -> int:
 def _float_miou(run, config, val, score) -> float | None:
     """The float model's mIoU on the same validation images as the QAT scores.
 
-    The run's ``scores.json`` is reused when training scored every validation image; a run
-    trained with ``val_images`` scored a subset, so the float model is scored again here with
-    the QAT validator ``score`` (same tiles, overlap and metric core).
+    The run's ``scores.json`` is reused when it names exactly these images (a run trained with
+    ``val_images`` scored a subset; runs older than the ``images`` record are not trusted), else
+    the float model is scored with the QAT validator ``score`` (same tiles, overlap and metric core).
     """
     from edgeseg import runs
-    from edgeseg.train import spread
 
     if not val:
         return None
-    if len(spread(val, config.val_images)) == len(val) and (run / runs.SCORES).is_file():
-        return runs.read_json(run / runs.SCORES).get("miou")
+    recorded = runs.read_json(run / runs.SCORES) if (run / runs.SCORES).is_file() else {}
+    if recorded.get("images") == [s.stem for s in val]:
+        return recorded.get("miou")
     return score(runs.load_run(run, (config.val_tile,) * 2)[0])
