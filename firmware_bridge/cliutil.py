@@ -43,6 +43,7 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
     """
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for reports to record
     try:
         return int(args.func(args) or 0)
     except (EdgesegError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:

@@ -124,7 +124,11 @@ def test_rerun_keeps_other_sections(bench, artifacts, tmp_path):
     second = json.loads((rerun / "bench.json").read_text())
     assert second["latency"]["rows"] == first["latency"]["rows"]
     assert second["latency"]["earlier_run"] is True and "earlier_run" not in second["sizes"]
-    assert "by an earlier run" in (rerun / "bench.md").read_text()
+    md = (rerun / "bench.md").read_text()
+    assert "by an earlier run" in md
+    assert second["sizes"]["command"] != second["latency"]["command"]
+    assert f"- `{second['sizes']['command']}`: sizes" in md
+    assert f"- `{first['latency']['command']}`: " in md
 
 
 def test_child_peaks_are_their_own():

@@ -155,10 +155,27 @@ SECTION_MD = {"accuracy": _accuracy_md, "latency": _latency_md, "throughput": _t
               "memory": _memory_md, "sizes": _sizes_md}
 
 
+def _commands_md(report: dict) -> list[str]:
+    """The command lines behind the report's tables.
+
+    One ``Command:`` line, or, when sections came from different runs, each command with the
+    sections it measured, so that the report says how to reproduce every table.
+    """
+    latest = report.get("command", "edgeseg bench")
+    by_command: dict[str, list[str]] = {}
+    for name in SECTION_MD:
+        sec = report.get(name)
+        if isinstance(sec, dict):
+            by_command.setdefault(sec.get("command") or latest, []).append(name)
+    if len(by_command) <= 1:
+        return [f"Command: `{next(iter(by_command), latest)}`"]
+    return ["Commands (the sections each measured):", "",
+            *(f"- `{cmd}`: {', '.join(names)}" for cmd, names in by_command.items())]
+
+
 def markdown(report: dict) -> str:
     """The report as markdown: machine, one table per section, notes."""
-    lines = ["# edgeseg benchmark", "", f"Command: `{report.get('command', 'edgeseg bench')}`", "",
-             *_machine_md(report["machine"])]
+    lines = ["# edgeseg benchmark", "", *_commands_md(report), "", *_machine_md(report["machine"])]
     if report.get("run"):
         lines += ["", f"Run: `{report['run']}`."]
     notes = list(report.get("notes", []))

@@ -189,6 +189,9 @@ def run_benchmark(opts: BenchOptions, command: str = "edgeseg bench", log: Log =
         current["throughput"]["settings"]["tensorflow_threads"] = tf_threads
     if opts.wants("memory"):
         current["memory"] = memory(opts, artifacts, log)
+    for name in ran:
+        if isinstance(current.get(name), dict):
+            current[name]["command"] = command
     report = rep.merge(rep.read_previous(opts.out), current, ran)
     written = rep.write_outputs(opts.out, report)
     log(f"[done] {written['json']}, {written['markdown']}")

@@ -98,7 +98,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from edgeseg.bench.runner import run_benchmark, stderr_log
 
     opts = options_from_args(args)
-    command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    given = getattr(args, "argv", None)  # set by run_main; sys.argv names pytest under tests
+    words = ["edgeseg", *given] if given is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    command = " ".join(shlex.quote(a) for a in words)
     report = run_benchmark(opts, command, stderr_log if opts.verbose else (lambda line: None))
     print(to_json(report), end="")
     return 0
