@@ -7,7 +7,7 @@ import argparse
 DEFAULTS = {
     "arch": "mobileunet", "backbone": "mobilenetv2_035", "crop": 256, "batch": 8,
     "stage2_epochs": 4, "steps_per_epoch": 150, "lr": 2e-3,
-    "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "median", "val_images": 4,
+    "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "none", "val_images": 4,
 }
 
 
@@ -37,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "encoder weights), 'all' (default without), or a first block, e.g. block_6")
     p.add_argument("--loss", default=DEFAULTS["loss"], help="e.g. ce+dice, 0.5*focal+dice")
     p.add_argument("--class-weighting", default=DEFAULTS["class_weighting"],
-                   choices=["median", "inverse", "none"])
+                   choices=["median", "inverse", "none"],
+                   help="class weights of the loss from the training masks' pixel shares (default "
+                        "none: the class-balanced crops already favour rare classes; on Dubai "
+                        "median weights averaged 1.5 points lower)")
     p.add_argument("--balance", type=float, default=0.5,
                    help="share of crops centred on a pixel of a rarely-seen class")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
