@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tiny_models
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -252,21 +252,35 @@ def served(model_path, tmp_path_factory):
 
 def oracle(data: bytes) -> list[int]:
     """The statuses the protocol prescribes for a byte stream (3-channel model, LIMIT)."""
-    statuses = []
+    return [status for status, _ in oracle_replies(data)]
+
+
+def oracle_replies(data: bytes) -> list[tuple[int, bool]]:
+    """Per prescribed reply: its status and whether a mask comes with it (``FLAG_NO_MASK``)."""
+    replies = []
     while data:
-        if len(data) < P.REQUEST_SIZE:
-            return [*statuses, P.STATUS_BAD_HEADER]
-        header = P.decode_request_header(data[: P.REQUEST_SIZE])
-        try:
-            P.check_request(header, LIMIT, (3,))
-        except P.ProtocolError as exc:
-            return [*statuses, exc.status]
-        if len(data) - P.REQUEST_SIZE < header.payload_length:
-            return [*statuses, P.STATUS_LENGTH_MISMATCH]
-        statuses.append(P.STATUS_OK if min(header.height, header.width) >= 16 else
-                        P.STATUS_REJECTED)
+        header = (P.decode_request_header(data[: P.REQUEST_SIZE])
+                  if len(data) >= P.REQUEST_SIZE else None)
+        status = _prescribed(data)
+        replies.append((status, status == P.STATUS_OK and not header.flags & P.FLAG_NO_MASK))
+        if status not in (P.STATUS_OK, P.STATUS_REJECTED):
+            break
         data = data[P.REQUEST_SIZE + header.payload_length :]
-    return statuses
+    return replies
+
+
+def _prescribed(data: bytes) -> int:
+    """The status prescribed for the first request of a non-empty stream."""
+    if len(data) < P.REQUEST_SIZE:
+        return P.STATUS_BAD_HEADER
+    header = P.decode_request_header(data[: P.REQUEST_SIZE])
+    try:
+        P.check_request(header, LIMIT, (3,))
+    except P.ProtocolError as exc:
+        return exc.status
+    if len(data) - P.REQUEST_SIZE < header.payload_length:
+        return P.STATUS_LENGTH_MISMATCH
+    return P.STATUS_OK if min(header.height, header.width) >= 16 else P.STATUS_REJECTED
 
 
 @st.composite
@@ -298,14 +312,19 @@ def streams(draw) -> bytes:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=streams())
+@example(data=P.encode_request(0, image(16, 16), flags=P.FLAG_NO_MASK) * 2)  # found by the fuzzer
 def test_fuzzed_streams_get_the_prescribed_replies(served, data):
     proc, sock = served
     replies = exchange(sock, data)
-    assert [r.header.status for r in replies] == oracle(data)
+    prescribed = oracle_replies(data)
+    assert [r.header.status for r in replies] == [status for status, _ in prescribed]
     event(" ".join(P.STATUS_NAMES[r.header.status] for r in replies) or "closed")
-    for r in replies:
+    for r, (_, with_mask) in zip(replies, prescribed, strict=True):
         if r.header.status == P.STATUS_OK:
-            assert r.mask.shape == (r.header.height, r.header.width)
+            if with_mask:
+                assert r.mask.shape == (r.header.height, r.header.width) != (0, 0)
+            else:  # FLAG_NO_MASK: the class fractions alone
+                assert r.mask is None and (r.header.height, r.header.width) == (0, 0)
             assert abs(float(r.fractions.sum()) - 1.0) < 1e-5
     assert proc.poll() is None
 
