@@ -17,7 +17,6 @@ described in :mod:`edgeseg.runs`; ``resume=True`` continues from the last finish
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,11 +191,11 @@ def train(
     Raises:
         EdgesegError: For bad settings, missing weights, or an existing run without ``resume``.
     """
-    from edgeseg.loop import TrainingLoop, new_state
+    from edgeseg import loop as epoch_loop
     from edgeseg.losses import get_loss
     from edgeseg.tf_env import tf_keras
 
-    started = time.monotonic()
+    started = epoch_loop.clock()
     _, keras = tf_keras()
     run_dir = Path(run_dir)
     config, state = _start(run_dir, config, resume)
@@ -205,12 +204,12 @@ def train(
     model, note = runs.initial_model(config, (config.crop, config.crop))
     if state is None:
         _write_config(run_dir, config, weights, note)
-        state = new_state()
+        state = epoch_loop.new_state()
     elif verbose:
         print(f"resuming {run_dir} at epoch {state['next_epoch'] + 1}", flush=True)
     loss_fn = get_loss(config.loss, config.num_classes, weights)
-    loop = TrainingLoop(config, model, loss_fn, train_samples, val_samples, run_dir, state, verbose,
-                        started)
+    loop = epoch_loop.TrainingLoop(config, model, loss_fn, train_samples, val_samples, run_dir,
+                                   state, verbose, started)
     state = loop.run(on_epoch_end)
     return TrainResult(str(run_dir), state["best_miou"], state["best_epoch"], len(state["history"]),
                        state["stopped"] or "epochs", state["elapsed_s"], state["history"],

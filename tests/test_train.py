@@ -272,3 +272,41 @@ def test_validation_on_a_subset_scores_those_images(tiny_data, tmp_path):
     assert scores.miou == pytest.approx(result.best_miou, abs=1e-6)
     recorded = json.loads((tmp_path / "sub" / "scores.json").read_text())
     assert recorded["images"] == [s.stem for s in spread(val_s, 1)] and len(val_s) > 1
+
+
+def test_time_budget_is_kept_on_a_fake_clock(tiny_data, tmp_path, monkeypatch):
+    """Each training step costs 10 s and each validation 15 s of a fake clock: the run stops
+    inside the budget, leaving the time of one validation, and the learning rate of stage 2 has
+    decayed to its floor when the budget ends it."""
+    import edgeseg.loop as epoch_loop
+
+    now = [0.0]
+    monkeypatch.setattr(epoch_loop, "clock", lambda: now[0])
+    real_evaluate, real_enter = epoch_loop.evaluate_samples, epoch_loop.TrainingLoop._enter_stage
+
+    def evaluate(*args, **kw):
+        now[0] += 15.0
+        return real_evaluate(*args, **kw)
+
+    def enter(self, stage):
+        real_enter(self, stage)
+        step = self.step
+
+        def timed_step(images, masks):
+            now[0] += 10.0
+            return step(images, masks)
+
+        self.step = timed_step
+
+    monkeypatch.setattr(epoch_loop, "evaluate_samples", evaluate)
+    monkeypatch.setattr(epoch_loop.TrainingLoop, "_enter_stage", enter)
+    config = tiny_config(stage1_epochs=2, stage2_epochs=20, steps_per_epoch=5, time_budget_s=320.0)
+    result = train(config, tiny_data[1], tiny_data[2], tmp_path / "run", verbose=False)
+    rows = result.history
+    # epochs of 5 steps + validation = 65 s; after the fourth (260 s) the reserve is
+    # 1.25 * 15 + 10 = 28.75 s, so the fifth trains until 291.25 s: 4 steps, then validates
+    assert result.stopped == "time budget"
+    assert [r["steps"] for r in rows] == [5, 5, 5, 5, 4]
+    assert [r["elapsed_s"] for r in rows] == [65.0, 130.0, 195.0, 260.0, 315.0]
+    assert rows[1]["stage"] == 1 and rows[2]["stage"] == 2
+    assert rows[-1]["lr_head"] == pytest.approx(config.lr_head * 0.02, rel=0.05)
