@@ -35,8 +35,9 @@ def breakdown(data: bytes) -> dict[str, int]:
         operators take as their second (weights) and third (bias) input, the quantization
         scales (float32) and zero points (int64) of all tensors, and everything else.
     """
-    from tensorflow.lite.python import schema_py_generated as schema
+    from firmware_bridge.errors import require
 
+    schema = require("ai_edge_litert.schema_py_generated", "device")  # as export.tflite_ops
     model = schema.Model.GetRootAsModel(data, 0)
     graph = model.Subgraphs(0)
     out = {"weights": 0, "biases": 0, "qparams": 0}
@@ -73,10 +74,9 @@ def randomise_statistics(model, seed: int = 0) -> None:
         weights = layer.get_weights()
         if not weights:
             continue
-        if layer.__class__.__name__ == "BatchNormalization":
-            weights = [1 + 0.1 * rng.standard_normal(w.shape) if i == 0
-                       else 0.1 * rng.standard_normal(w.shape) if i in (1, 2)
-                       else 1 + 0.1 * np.abs(rng.standard_normal(w.shape)) for i, w in enumerate(weights)]
+        if layer.__class__.__name__ == "BatchNormalization":  # gamma, beta, mean, variance
+            gamma, beta, mean, var = (0.1 * rng.standard_normal(w.shape) for w in weights)
+            weights = [1 + gamma, beta, mean, 1 + np.abs(var)]
         elif len(weights) == 2:  # kernel, bias
             weights = [weights[0], 0.1 * rng.standard_normal(weights[1].shape)]
         layer.set_weights([w.astype(np.float32) for w in weights])

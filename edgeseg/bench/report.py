@@ -31,11 +31,15 @@ def read_previous(out: Path) -> dict:
 
 
 def merge(previous: dict, current: dict, ran: tuple[str, ...]) -> dict:
-    """``current`` with the sections it did not run taken from ``previous``."""
+    """``current`` with the sections it did not run taken from ``previous``.
+
+    A section taken over keeps the command that measured it (reports older than per-section
+    commands recorded only the whole report's, which then stands for each of its sections).
+    """
     merged = dict(current)
     for name, section in previous.items():
         if name in SECTION_NAMES and name not in ran and isinstance(section, dict):
-            merged[name] = {**section, "earlier_run": True}
+            merged[name] = {"command": previous.get("command"), **section, "earlier_run": True}
     return merged
 
 

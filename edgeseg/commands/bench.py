@@ -91,16 +91,12 @@ def options_from_args(args: argparse.Namespace):
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print the report as JSON."""
     import shlex
-    import sys
-    from pathlib import Path
 
     from edgeseg.bench.report import to_json
     from edgeseg.bench.runner import run_benchmark, stderr_log
 
     opts = options_from_args(args)
-    given = getattr(args, "argv", None)  # set by run_main; sys.argv names pytest under tests
-    words = ["edgeseg", *given] if given is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
-    command = " ".join(shlex.quote(a) for a in words)
+    command = shlex.join(["edgeseg", *args.argv])  # args.argv: set by run_main, as given
     report = run_benchmark(opts, command, stderr_log if opts.verbose else (lambda line: None))
     print(to_json(report), end="")
     return 0
