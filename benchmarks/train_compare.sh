@@ -3,7 +3,8 @@
 # Four recipes, the same time budget each (MINUTES, default 15, training + validation):
 #   1. MobileUNet-0.35, ImageNet encoder (the default recipe)
 #   2. MobileUNet-0.35 from scratch
-#   3. MobileUNet-0.35 after denoising-autoencoder pretraining on the training tiles' images
+#   3. MobileUNet-0.35 after denoising-autoencoder pretraining on the training tiles' images,
+#      whole encoder fine-tuned in stage 2 (--unfreeze all)
 #      (PRETRAIN_MINUTES extra, default 5; tile 7 is never seen)
 #   4. DeepLabV3+-0.35, ImageNet encoder
 # Each run picks its best epoch on 4 of the 9 tile-7 images ('edgeseg train' default --val-images 4);
@@ -44,7 +45,8 @@ if [[ " $ONLY " == *" denoise "* ]]; then
   for f in "$DATA"/images/tile[1-6]_*; do ln -s "$f" "$OUT/unlabelled/"; done
   "$EDGESEG" pretrain --images "$OUT/unlabelled" --out "$OUT/pretrain" --minutes "$PRETRAIN_MINUTES"
 fi
-train denoise --arch mobileunet --encoder-weights "$OUT/pretrain"
+# denoising features are weak: fine-tune the whole encoder in stage 2, not only its top blocks
+train denoise --arch mobileunet --encoder-weights "$OUT/pretrain" --unfreeze all
 train deeplab --arch deeplabv3plus --encoder-weights "$WEIGHTS"
 
 .venv/bin/python - "$OUT" "$MINUTES" <<'PY'

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg import runs
-from edgeseg.data.pipeline import Augment, CropSampler
+from edgeseg.data.pipeline import CropSampler
 from edgeseg.inference import evaluate_samples, keras_predictor
 from edgeseg.stages import (
     cosine_factor,
@@ -69,8 +69,8 @@ class TrainingLoop:
         self.verbose, self.bars = verbose, verbose and sys.stderr.isatty()
         k = max(config.num_classes, 2)
         self.names = config.class_names if config.num_classes > 1 else ["0", "1"]
-        aug = Augment() if config.augment else Augment(False, False, 0.0, 0.0)
-        self.sampler = CropSampler(train_samples, k, config.crop, config.balance, aug)
+        self.sampler = CropSampler(train_samples, k, config.crop, config.balance,
+                                   config.augmentation())
         self.val_model = build_model(config.arch, config.backbone, config.num_classes,
                                      input_size=(config.val_tile,) * 2, upsampling=config.upsampling)
         self.predictor = keras_predictor(self.val_model)
@@ -150,13 +150,16 @@ class TrainingLoop:
             total = c.stage1_epochs + c.stage2_epochs
             batches = tqdm(batches, total=c.steps_per_epoch, desc=f"epoch {epoch + 1}/{total}", leave=False)
         losses: list[float] = []
-        t0 = clock()
+        t0 = last = clock()
+        self.slowest_step_s = 0.0
         for i, (images, masks) in enumerate(batches):
             if self.stage == 2:
                 self._set_lr(epoch, i)
             losses.append(float(self.step(images, masks)))
             if self.bars:
                 batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            now = clock()
+            self.slowest_step_s, last = max(self.slowest_step_s, now - last), now
             if self.elapsed() + self.reserve >= deadline:
                 break
         self.train_s = clock() - t0
@@ -186,6 +189,8 @@ class TrainingLoop:
         row["lr_head"] = float(self.head_opt.learning_rate.numpy())
         row["lr_encoder"] = float(self.enc_opt.learning_rate.numpy()) if self.enc_opt else 0.0
         row["train_s"], row["val_s"] = round(self.train_s, 1), round(self.val_cost, 1)
+        # the longest step (data wait included): a stall shows here, not in the mean
+        row["slowest_step_s"] = round(self.slowest_step_s, 2)
         row["elapsed_s"] = round(self.elapsed(), 1)
         for i, name in enumerate(self.names):
             row[f"iou_{name}"] = round(float(scores.iou[i]), 6) if scores else nan

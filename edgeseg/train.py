@@ -74,6 +74,7 @@ class TrainConfig:
     freeze_encoder_bn: bool | None = None
     balance: float = 0.5
     augment: bool = True
+    colour_jitter: float = 1.0
     seed: int = 0
     patience: int = 3
     val_pattern: str | None = "tile7_*"
@@ -100,6 +101,12 @@ class TrainConfig:
             raise EdgesegError(f"val_images must be >= 0 (0: all), got {self.val_images}")
         if self.stage1_epochs < 0 or self.stage2_epochs < 0 or self.stage1_epochs + self.stage2_epochs < 1:
             raise EdgesegError("stage epochs must be >= 0 and at least one epoch in total")
+
+    def augmentation(self):
+        """The crops' :class:`~edgeseg.data.pipeline.Augment` (``augment`` off: none at all)."""
+        from edgeseg.data.pipeline import Augment
+
+        return Augment.with_colour(self.colour_jitter) if self.augment else Augment.off()
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

@@ -54,6 +54,31 @@ def test_brightness_contrast_bounds():
     assert pixels[0, 0, 0] == pytest.approx(expect, abs=1e-3)
 
 
+def test_gamma_and_channel_gain_by_hand():
+    img = np.array([[[64, 128, 200]]], np.uint8)
+    aug = Augment(flips=False, rotate90=False, brightness=0.0, contrast=0.0, channel_gain=0.1,
+                  gamma=0.25)
+    out, _ = augment(img, np.zeros((1, 1), np.uint8), np.random.default_rng(5), aug)
+    rng = np.random.default_rng(5)
+    rng.random(2), rng.integers(4), rng.uniform(-1, 1, 2)
+    g, gains = rng.uniform(-1, 1), rng.uniform(-1, 1, 3)
+    assert abs(g) > 0.05 and np.abs(gains).max() > 0.05  # the seed does jitter
+    expect = 255.0 * (np.array([64, 128, 200]) / 255.0) ** (2.0 ** (0.25 * g)) * (1 + 0.1 * gains)
+    np.testing.assert_allclose(out[0, 0] * 127.5 + 127.5, np.clip(expect, 0, 255), atol=1e-3)
+
+
+def test_colour_strength_scales_the_jitter():
+    assert Augment.with_colour(1.0) == Augment(True, True, 0.1, 0.2, 0.05, 0.1)
+    assert Augment.with_colour(2.5) == Augment(True, True, 0.25, 0.5, 0.125, 0.25)
+    assert Augment.with_colour(0.0) == Augment(True, True, 0.0, 0.0, 0.0, 0.0)
+    assert Augment.off() == Augment(False, False, 0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(EdgesegError, match=">= 0"):
+        Augment.with_colour(-1.0)
+    img = np.random.default_rng(0).integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    out, _ = augment(img, np.zeros((16, 16), np.uint8), np.random.default_rng(1), Augment.off())
+    np.testing.assert_allclose(out * 127.5 + 127.5, img, atol=1e-4)
+
+
 def test_sampler_is_deterministic_per_seed_and_epoch():
     sampler = CropSampler([coded_sample(), coded_sample(60, 45, "t")], 5, 32, balance=0.5)
     a = list(sampler.epoch(seed=3, epoch=1, count=4))

@@ -308,5 +308,6 @@ def test_time_budget_is_kept_on_a_fake_clock(tiny_data, tmp_path, monkeypatch):
     assert result.stopped == "time budget"
     assert [r["steps"] for r in rows] == [5, 5, 5, 5, 4]
     assert [r["elapsed_s"] for r in rows] == [65.0, 130.0, 195.0, 260.0, 315.0]
+    assert [r["slowest_step_s"] for r in rows] == [10.0] * 5
     assert rows[1]["stage"] == 1 and rows[2]["stage"] == 2
     assert rows[-1]["lr_head"] == pytest.approx(config.lr_head * 0.02, rel=0.05)

@@ -32,7 +32,7 @@ def run_qat(args: argparse.Namespace) -> int:
 
     from edgeseg import runs
     from edgeseg.data import load_split
-    from edgeseg.data.pipeline import Augment, CropSampler
+    from edgeseg.data.pipeline import CropSampler
     from edgeseg.losses import get_loss
     from edgeseg.qat import qat_finetune, validator
     from edgeseg.qat_store import QAT_DIR, SUMMARY, save_qat
@@ -47,8 +47,8 @@ def run_qat(args: argparse.Namespace) -> int:
     train, val = load_split(args.data, table, config.val_pattern)
     steps = args.steps_per_epoch or config.steps_per_epoch
     batch = args.batch or config.batch
-    aug = Augment() if config.augment else Augment(False, False, 0.0, 0.0)
-    sampler = CropSampler(train, max(config.num_classes, 2), config.crop, config.balance, aug)
+    sampler = CropSampler(train, max(config.num_classes, 2), config.crop, config.balance,
+                          config.augmentation())
     info = runs.read_json(run / runs.CONFIG)
     loss = get_loss(config.loss, config.num_classes, info.get("class_weights"))
     score = validator(config, val, config.val_tile, config.val_overlap)

@@ -8,6 +8,7 @@ DEFAULTS = {
     "arch": "mobileunet", "backbone": "mobilenetv2_035", "crop": 256, "batch": 8,
     "stage2_epochs": 4, "steps_per_epoch": 150, "lr": 2e-3,
     "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "none", "val_images": 4,
+    "colour_jitter": 1.0,
 }
 
 
@@ -44,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--balance", type=float, default=0.5,
                    help="share of crops centred on a pixel of a rarely-seen class")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
+    p.add_argument("--colour-jitter", type=float, default=DEFAULTS["colour_jitter"],
+                   help="strength of the colour jitter (1: brightness 0.1, contrast 0.2, channel "
+                        "gain 0.05, gamma 0.1; 0: none)")
     p.add_argument("--val-tile", type=int,
                    help="tile edge of the validation prediction and saved model (default: --crop)")
     p.add_argument("--val-images", type=int, default=DEFAULTS["val_images"],
@@ -76,7 +80,7 @@ def run_train(args: argparse.Namespace) -> int:
         encoder_lr_factor=args.encoder_lr_factor, loss=args.loss,
         class_weighting=None if args.class_weighting == "none" else args.class_weighting,
         encoder_weights=args.encoder_weights, unfreeze=args.unfreeze, balance=args.balance,
-        augment=not args.no_augment, seed=args.seed, patience=args.patience,
+        augment=not args.no_augment, colour_jitter=args.colour_jitter, seed=args.seed, patience=args.patience,
         val_pattern=args.val_pattern, val_tile=args.val_tile, val_images=args.val_images,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )

@@ -12,8 +12,9 @@ Per crop:
    otherwise uniform over the image;
 2. a ``crop x crop`` window around it, shifted inward at the image edge; images smaller than
    the crop are padded by reflection and their padded mask pixels are ignore (255);
-3. augmentation: horizontal / vertical flips, a 90-degree rotation (k in 0..3), brightness
-   (added, fraction of 255) and contrast (scaled about the crop's mean) jitter;
+3. augmentation: horizontal / vertical flips, a 90-degree rotation (k in 0..3), and colour
+   jitter: gamma, per-channel gain, contrast (scaled about the crop's mean) and brightness
+   (added, fraction of 255) -- scenes from different passes differ in all four;
 4. normalisation ``(pixel - 127.5) / 127.5`` (:data:`edgeseg.models.NORMALISATION`).
 
 Validation does not use crops: it predicts full images tile by tile (``edgeseg.inference``).
@@ -49,6 +50,8 @@ class Augment:
         rotate90: Random rotation by a multiple of 90 degrees (crops are square).
         brightness: Maximum added brightness, as a fraction of 255 (0 disables).
         contrast: Maximum relative contrast change, e.g. 0.2 for factors in [0.8, 1.2].
+        channel_gain: Maximum relative gain per band, drawn per band (a colour cast).
+        gamma: Maximum gamma exponent change in octaves: ``(x / 255) ** 2**u``, ``|u| <= gamma``.
 
     """
 
@@ -56,6 +59,27 @@ class Augment:
     rotate90: bool = True
     brightness: float = 0.1
     contrast: float = 0.2
+    channel_gain: float = 0.0
+    gamma: float = 0.0
+
+    @classmethod
+    def with_colour(cls, strength: float) -> Augment:
+        """Flips and rotations with colour jitter scaled by ``strength``.
+
+        ``strength`` 1 is brightness 0.1, contrast 0.2, channel gain 0.05 and gamma 0.1; 0 turns
+        colour jitter off.
+
+        Raises:
+            EdgesegError: For a negative strength.
+        """
+        if strength < 0:
+            raise EdgesegError(f"colour jitter strength must be >= 0, got {strength}")
+        return cls(True, True, 0.1 * strength, 0.2 * strength, 0.05 * strength, 0.1 * strength)
+
+    @classmethod
+    def off(cls) -> Augment:
+        """No augmentation at all."""
+        return cls(False, False, 0.0, 0.0, 0.0, 0.0)
 
 
 def class_pixel_index(
@@ -133,6 +157,7 @@ def augment(
     flip_h, flip_v = rng.random(2) < 0.5
     k = int(rng.integers(4))
     b, c = rng.uniform(-1.0, 1.0, 2)
+    g, gains = rng.uniform(-1.0, 1.0), rng.uniform(-1.0, 1.0, 3)
     if aug.flips and flip_h:
         image, mask = image[:, ::-1], mask[:, ::-1]
     if aug.flips and flip_v:
@@ -140,6 +165,10 @@ def augment(
     if aug.rotate90 and k:
         image, mask = np.rot90(image, k), np.rot90(mask, k)
     out = np.asarray(image, np.float32)
+    if aug.gamma:
+        out = 255.0 * (out / 255.0) ** np.float32(2.0 ** (aug.gamma * g))
+    if aug.channel_gain:
+        out = out * (1.0 + aug.channel_gain * gains[: out.shape[2]]).astype(np.float32)
     if aug.contrast:
         mean = out.mean(axis=(0, 1), keepdims=True)
         out = (out - mean) * (1.0 + aug.contrast * c) + mean
