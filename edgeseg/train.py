@@ -97,6 +97,8 @@ class TrainConfig:
             self.unfreeze = "top" if self.pretrained else "all"
         if self.val_tile is None:
             self.val_tile = self.crop
+        if self.colour_jitter < 0:
+            raise EdgesegError(f"colour_jitter must be >= 0 (0: none), got {self.colour_jitter}")
         if self.val_images is not None and self.val_images < 0:
             raise EdgesegError(f"val_images must be >= 0 (0: all), got {self.val_images}")
         if self.stage1_epochs < 0 or self.stage2_epochs < 0 or self.stage1_epochs + self.stage2_epochs < 1:

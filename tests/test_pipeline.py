@@ -33,7 +33,7 @@ def test_crop_window_shifts_inward(cy, cx, expect):
 
 def test_augment_keeps_image_and_mask_aligned():
     s = coded_sample()
-    aug = Augment(flips=True, rotate90=True, brightness=0.0, contrast=0.0)
+    aug = Augment(flips=True, rotate90=True, brightness=0.0, contrast=0.0, channel_gain=0.0, gamma=0.0)
     for seed in range(12):
         img, mask = augment(s.image[:32, :32], s.mask[:32, :32], np.random.default_rng(seed), aug)
         red = np.round(img[..., 0] * 127.5 + 127.5)
@@ -43,7 +43,8 @@ def test_augment_keeps_image_and_mask_aligned():
 def test_brightness_contrast_bounds():
     img = np.full((8, 8, 3), 100, np.uint8)
     img[0, 0] = 200
-    aug = Augment(flips=False, rotate90=False, brightness=0.1, contrast=0.2)
+    aug = Augment(flips=False, rotate90=False, brightness=0.1, contrast=0.2, channel_gain=0.0,
+                  gamma=0.0)
     out, _ = augment(img, np.zeros((8, 8), np.uint8), np.random.default_rng(3), aug)
     pixels = out * 127.5 + 127.5
     mean = img.astype(np.float64).mean()
@@ -68,7 +69,7 @@ def test_gamma_and_channel_gain_by_hand():
 
 
 def test_colour_strength_scales_the_jitter():
-    assert Augment.with_colour(1.0) == Augment(True, True, 0.1, 0.2, 0.05, 0.1)
+    assert Augment.with_colour(1.0) == Augment(True, True, 0.1, 0.2, 0.05, 0.1) == Augment()
     assert Augment.with_colour(2.5) == Augment(True, True, 0.25, 0.5, 0.125, 0.25)
     assert Augment.with_colour(0.0) == Augment(True, True, 0.0, 0.0, 0.0, 0.0)
     assert Augment.off() == Augment(False, False, 0.0, 0.0, 0.0, 0.0)
@@ -92,7 +93,7 @@ def test_sampler_is_deterministic_per_seed_and_epoch():
 
 def test_small_images_are_padded_with_ignore():
     s = coded_sample(20, 24)
-    sampler = CropSampler([s], 5, 32, aug=Augment(False, False, 0.0, 0.0))
+    sampler = CropSampler([s], 5, 32, aug=Augment.off())
     img, mask = next(sampler.epoch(0, 0, 1))
     assert img.shape == (32, 32, 3) and mask.shape == (32, 32)
     np.testing.assert_array_equal(mask[:20, :24], s.mask)
@@ -107,7 +108,7 @@ def test_balanced_crops_favour_the_rare_class():
     probs = balanced_class_probs(np.array([39600, 400]))
     # 1/sqrt(0.99) = 1.0050378, 1/sqrt(0.01) = 10
     assert probs == pytest.approx([1.0050378 / 11.0050378, 10 / 11.0050378], abs=1e-7)
-    no_aug = Augment(False, False, 0.0, 0.0)
+    no_aug = Augment.off()
     plain = CropSampler([sample], 2, 32, balance=0.0, aug=no_aug)
     balanced = CropSampler([sample], 2, 32, balance=1.0, aug=no_aug)
     share = [np.mean([(m == 1).mean() for _, m in s.epoch(0, 0, 200)]) for s in (plain, balanced)]

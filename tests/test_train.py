@@ -245,6 +245,8 @@ def test_config_checks_and_round_trip():
         TrainConfig(num_classes=3, class_names=["a"])
     with pytest.raises(EdgesegError, match="class_weighting"):
         TrainConfig(num_classes=2, class_weighting="sqrt")
+    with pytest.raises(EdgesegError, match="colour_jitter must be >= 0"):
+        TrainConfig(num_classes=2, colour_jitter=-0.5)
     with pytest.raises(EdgesegError, match="val_images"):
         tiny_config(val_images=-1)
     config = tiny_config(unfreeze="block_13")

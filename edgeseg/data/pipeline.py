@@ -59,22 +59,24 @@ class Augment:
     rotate90: bool = True
     brightness: float = 0.1
     contrast: float = 0.2
-    channel_gain: float = 0.0
-    gamma: float = 0.0
+    channel_gain: float = 0.05
+    gamma: float = 0.1
 
     @classmethod
     def with_colour(cls, strength: float) -> Augment:
-        """Flips and rotations with colour jitter scaled by ``strength``.
+        """Flips and rotations with the default colour jitter scaled by ``strength``.
 
-        ``strength`` 1 is brightness 0.1, contrast 0.2, channel gain 0.05 and gamma 0.1; 0 turns
-        colour jitter off.
+        ``strength`` 1 is the defaults above (brightness 0.1, contrast 0.2, channel gain 0.05,
+        gamma 0.1); 0 turns colour jitter off.
 
         Raises:
             EdgesegError: For a negative strength.
         """
         if strength < 0:
             raise EdgesegError(f"colour jitter strength must be >= 0, got {strength}")
-        return cls(True, True, 0.1 * strength, 0.2 * strength, 0.05 * strength, 0.1 * strength)
+        base = cls()
+        return cls(True, True, base.brightness * strength, base.contrast * strength,
+                   base.channel_gain * strength, base.gamma * strength)
 
     @classmethod
     def off(cls) -> Augment:
