@@ -36,6 +36,6 @@ bench: $(STAMP)
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
 
-## bench-train: issue 3's four training recipes on Dubai, same budget each (about an hour)
+## bench-train: four training recipes on Dubai, same budget each (about an hour)
 bench-train: $(STAMP)
 	benchmarks/train_compare.sh

@@ -1,6 +1,6 @@
 """Where the bytes of an int8 TFLite segmentation model go, per backbone width.
 
-Issue 7 asks for int8 TFLite files at most 0.3x their float32 size. This script builds the
+This script builds the
 default MobileUNet on each MobileNetV2 width (random weights: a file's size depends on tensor
 shapes, not values), exports ``tflite-fp32`` and ``tflite-int8`` through the same export
 functions as ``edgeseg export`` (PTQ on random calibration inputs), and splits each int8 file

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3's training benchmark on the real Dubai aerial set: train tiles 1-6, validate tile 7.
+# The training benchmark on the real Dubai aerial set: train tiles 1-6, validate tile 7.
 # Four recipes, the same time budget each (MINUTES, default 15, training + validation):
 #   1. MobileUNet-0.35, ImageNet encoder (the default recipe)
 #   2. MobileUNet-0.35 from scratch

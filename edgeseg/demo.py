@@ -5,15 +5,15 @@ It runs the same commands a user would (``edgeseg train``, ``edgeseg qat``, ``ed
 default that needs no download: scenes from :mod:`edgeseg.synthetic`. With ``data`` and
 ``classes`` it runs on a real dataset instead (e.g. the Dubai set, validating on ``tile7_*``).
 
-Transfer learning without a download: when no ImageNet weights file is given or found in
-``$EDGESEG_SHARED/weights``, the encoder is first pretrained as a denoising autoencoder on the
-training images (``edgeseg pretrain``), and training starts from that.
+Transfer learning without a download: when no ImageNet weights file is given (``--weights``)
+and none is in Keras's cache (``~/.keras/models``), the encoder is first pretrained as a
+denoising autoencoder on the training images (``edgeseg pretrain``), and training starts from
+that. Nothing else is looked for, so the demo does on every machine what it does on a fresh one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import time
@@ -24,7 +24,7 @@ import numpy as np
 
 from firmware_bridge.errors import EdgesegError
 
-WEIGHTS_NAME = "mobilenet_v2_0.35_224_no_top.h5"
+BACKBONE = "mobilenetv2_035"
 
 
 @dataclass
@@ -36,8 +36,9 @@ class DemoOptions:
         data: Dataset folder; ``None`` generates scenes.
         classes: Class table CSV for ``data``.
         val_pattern: Validation stems of ``data``.
-        weights: ImageNet no-top ``.h5``; ``None`` looks in ``$EDGESEG_SHARED/weights``, then
-            pretrains a denoising autoencoder; ``"pretrain"`` always pretrains.
+        weights: ImageNet no-top ``.h5``; ``None`` takes Keras's cached ImageNet weights when
+            there are some, else pretrains a denoising autoencoder; ``"pretrain"`` always
+            pretrains.
         scenes: Generated training scenes (two more are generated for validation).
         scene_size: Edge of each generated scene.
         large_size: Edge of the large generated scene predicted with tiling.
@@ -50,6 +51,7 @@ class DemoOptions:
         pretrain_minutes: Denoising pretraining budget (only without a weights file).
         qat_epochs: QAT epochs.
         qat_steps: QAT batches per epoch.
+        qat_max_drop: mIoU points QAT int8 may lose against float (``edgeseg qat --max-drop``).
         formats: Export formats.
         seed: Seed of data generation and training.
     """
@@ -71,6 +73,7 @@ class DemoOptions:
     pretrain_minutes: float = 1.0
     qat_epochs: int = 1
     qat_steps: int = 40
+    qat_max_drop: float = 1.0
     formats: list[str] = field(default_factory=lambda: ["tflite-qat-int8", "openvino-int8"])
     seed: int = 0
 
@@ -101,13 +104,14 @@ def _run(argv: list[str], device: bool = False) -> None:
 
 
 def _find_weights(opts: DemoOptions) -> str | None:
+    """The encoder weights: the option's, else Keras's cached ImageNet ones, else ``None``."""
+    from edgeseg.models.backbones import keras_cache_file
+
     if opts.weights == "pretrain":
         return None
     if opts.weights:
         return opts.weights
-    shared = Path(os.environ.get("EDGESEG_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
-    candidate = shared / "weights" / WEIGHTS_NAME
-    return str(candidate) if candidate.is_file() else None
+    return "imagenet" if keras_cache_file(BACKBONE) else None
 
 
 def _generate(opts: DemoOptions, root: Path) -> tuple[Path, Path, str, Path]:
@@ -171,14 +175,15 @@ def run_demo(opts: DemoOptions) -> DemoResult:
         weights = str(root / "pretrain")
     run = root / "run"
     _run(["train", "--data", str(data), "--classes", str(classes), "--out", str(run),
-          "--arch", "mobileunet", "--backbone", "mobilenetv2_035", "--encoder-weights", weights,
+          "--arch", "mobileunet", "--backbone", BACKBONE, "--encoder-weights", weights,
           "--val-pattern", val_pattern, "--crop", str(opts.crop), "--batch", str(opts.batch),
           "--steps-per-epoch", str(opts.steps_per_epoch), "--stage1-epochs", str(opts.stage1_epochs),
           "--stage2-epochs", str(opts.stage2_epochs), "--seed", str(opts.seed), "--val-tile", str(opts.crop),
           "--val-images", "0",  # the float mIoU in the final table: every validation image
           *(["--minutes", str(opts.train_minutes)] if opts.train_minutes else [])])
     _run(["qat", str(run), "--data", str(data), "--classes", str(classes),
-          "--epochs", str(opts.qat_epochs), "--steps-per-epoch", str(opts.qat_steps)])
+          "--epochs", str(opts.qat_epochs), "--steps-per-epoch", str(opts.qat_steps),
+          "--max-drop", str(opts.qat_max_drop)])
     export_dir = root / "export"
     _run(["export", str(run), "--formats", ",".join(opts.formats), "--out", str(export_dir),
           "--data", str(data), "--classes", str(classes), "--input-size", str(opts.crop)])

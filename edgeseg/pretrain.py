@@ -8,6 +8,14 @@ the loss is the mean squared error in the normalised range. Corruption per crop:
 * Gaussian noise of standard deviation ``noise`` (in the normalised ``[-1, 1]`` range);
 * masking: each ``patch x patch`` cell is set to 0 (mid-grey) with probability ``mask_ratio``.
 
+After the last step, the batch-norm running statistics are re-estimated as the exact mean over
+a few batches of clean crops (:func:`edgeseg.stages.recalibrate_batchnorm`). Keras's
+MobileNet batch-norm layers average with momentum 0.999: after the few hundred steps of a short
+pretraining their running statistics are still mostly the initial 0 and 1, the encoder's
+deep features at inference are then a near-constant of +-0.01 whatever the image, a model
+trained on them learns from its shallow skips only, and int8 quantization cannot keep the
+little that varies.
+
 Output: ``OUT/encoder.h5``, the backbone's weights in the layout of a Keras-applications
 no-top file (``edgeseg train --encoder-weights OUT`` or ``OUT/encoder.h5``), and
 ``OUT/pretrain.json`` (settings and loss per epoch).
@@ -44,6 +52,7 @@ class PretrainConfig:
     encoder_weights: str | None = None
     seed: int = 0
     time_budget_s: float | None = None
+    bn_batches: int = 8
 
 
 @dataclass
@@ -127,6 +136,7 @@ def pretrain(config: PretrainConfig, images: list[np.ndarray], out_dir, verbose:
     Raises:
         EdgesegError: With no images or images that are not 8-bit RGB.
     """
+    from edgeseg.stages import recalibrate_batchnorm
     from edgeseg.tf_env import tf_keras
 
     started = time.monotonic()
@@ -162,6 +172,8 @@ def pretrain(config: PretrainConfig, images: list[np.ndarray], out_dir, verbose:
                   f"{time.monotonic() - started:.0f} s", flush=True)
         if config.time_budget_s and time.monotonic() - started >= config.time_budget_s:
             break
+    recal = sampler.dataset(config.seed + 1, 0, config.bn_batches, config.batch)
+    recalibrate_batchnorm(model, (clean for clean, _ in recal))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / PRETRAINED_ENCODER

@@ -11,7 +11,7 @@ What makes the whole graph int8, for both architectures on MobileNetV2:
   any layer outside that set and :func:`quantize` refuses the model with that list rather
   than leaving a layer float silently.
 * The dilated depthwise convolutions of the ASPP are quantized by the converter only when it
-  gets a representative dataset and ``TFLITE_BUILTINS_INT8`` (``TOOLCHAIN.md``); the export
+  gets a representative dataset and ``TFLITE_BUILTINS_INT8``; the export
   (``export.to_tflite``) does that for QAT models too, then checks the operator list.
 * MobileNetV3's hard-sigmoid (``Rescaling``), hard-swish and squeeze-excite (``Multiply``)
   are not in that registry: :mod:`edgeseg.qat_annotate` quantizes their outputs.
@@ -140,8 +140,9 @@ def qat_finetune(
         steps_per_epoch: Batches per epoch, for the decay (``None``: counted in epoch 1).
         on_epoch_end: Called with ``{"epoch", "loss", "val_miou", "lr"}`` after each epoch,
             and for epoch 0 (ranges calibrated, not yet fine-tuned) when validating.
-        range_batches: Batches of ``train_data(0)`` that set the activation ranges before
-            training (:func:`edgeseg.qat_ranges.calibrate_ranges`); 0 keeps tfmot's [-6, 6].
+        range_batches: Batches of ``train_data(0)`` on which the float model's tensors set the
+            activation ranges before training (:func:`edgeseg.qat_ranges.calibrate_ranges`);
+            0 keeps tfmot's [-6, 6].
 
     Returns:
         The QAT model with the weights of the epoch with the best validation mIoU.
@@ -168,7 +169,7 @@ def qat_finetune(
 
     if range_batches:
         batches = [images for images, _ in itertools.islice(train_data(0), range_batches)]
-        calibrate_ranges(qat, batches)
+        calibrate_ranges(qat, model, batches)
     best, best_weights, done = -math.inf, None, 0
     if val_data is not None:
         best, best_weights = float(val_data(qat)), qat.get_weights()

@@ -54,6 +54,8 @@ class ExportOptions:
         carray_source: Model behind the C array: ``qat`` (the QAT int8 TFLite), ``ptq`` (the
             post-training int8 TFLite) or ``auto`` (QAT when a QAT model is given).
         nncf_subset: Calibration images NNCF uses (at most the ones given).
+        float_layers: Keras layers kept in float by the post-training int8 formats
+            (``tflite-int8``, ``openvino-int8``): for CPUs and GPUs, not for integer-only NPUs.
     """
 
     stem: str = "model"
@@ -61,6 +63,7 @@ class ExportOptions:
     onnx_opset: int = 17
     carray_source: str = "auto"
     nncf_subset: int = 300
+    float_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.io_type not in IO_TYPES:

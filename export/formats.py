@@ -5,9 +5,10 @@ what it needs, the options that apply, and whether it is quantized (parity then 
 mIoU lost instead of requiring pixel agreement). The functions live in ``export.to_*``.
 
 Atomicity: every artifact of one call is written into a hidden staging folder inside the
-output folder and moved into place only when all of them were written; a failed or
-interrupted export (exception, Ctrl-C) removes the staging folder and leaves the output
-folder as it was.
+output folder and moved into place only when all of them were written and passed the
+caller's check (the parity check of ``edgeseg export``); a failed check, a failed or
+interrupted export (exception, Ctrl-C) removes the staging folder and leaves no artifact
+under its final name.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("tflite-dynamic", "_dynamic.tflite", to_tflite.export_tflite_dynamic, _TF, "train",
                  quantized=True, default=False),
     ExportFormat("tflite-int8", "_int8.tflite", to_tflite.export_tflite_int8, _TF, "train",
-                 ("io_type", "calibration"), quantized=True),
+                 ("io_type", "calibration", "float_layers"), quantized=True),
     ExportFormat("tflite-qat-int8", "_qat_int8.tflite", to_tflite.export_tflite_qat_int8, _TF,
                  "train", ("io_type", "calibration"), quantized=True, needs_qat=True),
     ExportFormat("onnx", ".onnx", to_onnx.export_onnx, ("tf2onnx", "onnx", "onnxruntime"),
@@ -58,7 +59,7 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("openvino-fp16", "_fp16.xml", to_openvino.export_openvino_fp16, _OV, "export",
                  ("onnx_opset",)),
     ExportFormat("openvino-int8", "_int8.xml", to_openvino.export_openvino_int8, (*_OV, "nncf"),
-                 "export", ("onnx_opset", "calibration", "nncf_subset"), quantized=True),
+                 "export", ("onnx_opset", "calibration", "nncf_subset", "float_layers"), quantized=True),
     ExportFormat("c-array", ".cc", to_carray.export_c_array, _TF, "train",
                  ("io_type", "carray_source"), quantized=True, default=False),
 ]}
@@ -122,8 +123,13 @@ def check_dependencies(formats: list[ExportFormat]) -> None:
             require(module, fmt.extra)
 
 
+class CheckFailed(EdgesegError):
+    """The check of :func:`export_formats` refused the artifacts (none was moved into place)."""
+
+
 def export_formats(ctx: ExportContext, formats: list[ExportFormat], out_dir: str | Path,
-                   log: Callable[[str], None] | None = None) -> list[Artifact]:
+                   log: Callable[[str], None] | None = None,
+                   check: Callable[[list[Artifact]], str | None] | None = None) -> list[Artifact]:
     """Write each format into ``out_dir`` (atomically, see the module docstring).
 
     Args:
@@ -131,11 +137,14 @@ def export_formats(ctx: ExportContext, formats: list[ExportFormat], out_dir: str
         formats: Rows from :func:`parse_formats`.
         out_dir: Output folder (created when missing).
         log: Called with one line per finished format.
+        check: Called with the artifacts while they are still staged; returns ``None`` to
+            accept them, or the reason to refuse them.
 
     Returns:
         One :class:`Artifact` per format, with paths inside ``out_dir``.
 
     Raises:
+        CheckFailed: When ``check`` refused the artifacts; none is under its final name.
         EdgesegError: For a missing QAT model or dependency, or a failed conversion; the
             output folder is then unchanged.
     """
@@ -155,6 +164,9 @@ def export_formats(ctx: ExportContext, formats: list[ExportFormat], out_dir: str
             done.append(Artifact(fmt.name, files, time.monotonic() - t0))
             if log:
                 log(f"{fmt.name}: {', '.join(f.name for f in files)} ({time.monotonic() - t0:.1f} s)")
+        refused = check(done) if check is not None else None
+        if refused:
+            raise CheckFailed(refused)
         for artifact in done:
             moved = []
             for f in artifact.files:

@@ -15,6 +15,10 @@ Keras on ``min_quantized_agreement`` (90 %) of the pixels: the mIoU alone would 
 whose classes are permuted between equally frequent classes, or masks shifted by a tile
 (quantized exports of the Dubai models agree on 94-99 % of the tile-7 pixels). The C array is
 checked by parsing its ``.cc`` back into bytes and running those on LiteRT.
+
+Each artifact runs in a child process of its own (:func:`check_artifact_isolated`): a runtime
+that crashes (a segmentation fault inside a vendor library) fails that artifact with a line
+saying so, instead of killing the export.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class ParityRow:
     passed: bool
     rule: str
     seconds: float
+    error: str | None = None
 
 
 @dataclass
@@ -76,7 +81,8 @@ class ParityReport:
 
     def failures(self) -> list[str]:
         """One line with the numbers per failed artifact."""
-        return [f"{r.format}: agreement {100 * r.agreement:.2f} %, mIoU {r.miou:.4f} "
+        return [f"{r.format}: {r.error}" if r.error else
+                f"{r.format}: agreement {100 * r.agreement:.2f} %, mIoU {r.miou:.4f} "
                 f"(Keras {self.keras_miou:.4f}, -{r.miou_drop:.2f} points); needs {r.rule}"
                 for r in self.rows if not r.passed]
 
@@ -100,6 +106,9 @@ class ParityReport:
                 f"{'s':>6}  result")
         lines = [head, f"{'keras':<16} {'':>10} {'100.00':>8} {self.keras_miou:7.4f} {'':>6}"]
         for r in self.rows:
+            if r.error:
+                lines.append(f"{r.format:<16} {r.size_bytes / 1e6:8.2f}MB  FAIL: {r.error}")
+                continue
             lines.append(f"{r.format:<16} {r.size_bytes / 1e6:8.2f}MB {100 * r.agreement:8.2f} "
                          f"{r.miou:7.4f} {r.miou_drop:6.2f}  {r.seconds:6.1f}  "
                          f"{'ok' if r.passed else 'FAIL'} ({r.rule})")
@@ -174,6 +183,65 @@ def check_artifact(artifact: Artifact, images: Sequence[np.ndarray], truths: Seq
                      miou, drop, bool(passed), rule, time.monotonic() - t0)
 
 
+def _child(conn, args: tuple) -> None:
+    """Body of the child process: one :func:`check_artifact`, the row or the error sent back."""
+    from firmware_bridge.errors import EdgesegError
+
+    try:
+        conn.send(("row", check_artifact(*args)))
+    except EdgesegError as exc:
+        conn.send(("error", str(exc)))
+    finally:
+        conn.close()
+
+
+def _signal_name(exitcode: int) -> str:
+    import signal
+
+    if exitcode < 0:
+        try:
+            return f"signal {-exitcode}, {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit status {exitcode}"
+
+
+def check_artifact_isolated(artifact: Artifact, images: Sequence[np.ndarray],
+                            truths: Sequence[np.ndarray], reference: Sequence[np.ndarray],
+                            keras_miou: float, num_classes: int, thresholds: ParityThresholds,
+                            threads: int | None = None) -> ParityRow:
+    """:func:`check_artifact` in a fresh child process (``spawn``: no TensorFlow state is inherited).
+
+    Returns:
+        Its row; a failed row with ``error`` set when the runtime crashed the child or refused
+        the model.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    args = (artifact, list(images), list(truths), list(reference), keras_miou, num_classes,
+            thresholds, threads)
+    t0 = time.monotonic()
+    proc = ctx.Process(target=_child, args=(send, args), daemon=True)
+    proc.start()
+    send.close()
+    try:
+        kind, value = receive.recv()
+    except EOFError:
+        kind, value = "crash", None
+    finally:
+        proc.join()
+        receive.close()
+    if kind == "row":
+        return value
+    if kind == "crash":
+        value = (f"the runtime crashed ({_signal_name(proc.exitcode)}) running {artifact.path.name}; "
+                 "the artifact is not usable on this machine")
+    return ParityRow(artifact.format, artifact.path.name, "?", artifact.size, 0.0, math.nan,
+                     math.nan, False, "runs", time.monotonic() - t0, error=value)
+
+
 def check_parity(artifacts: Sequence[Artifact], images: Sequence[np.ndarray],
                  truths: Sequence[np.ndarray], reference: Sequence[np.ndarray], num_classes: int,
                  thresholds: ParityThresholds | None = None, threads: int | None = None,
@@ -189,9 +257,10 @@ def check_parity(artifacts: Sequence[Artifact], images: Sequence[np.ndarray],
         cm.update(truth, ref)
     report = ParityReport(cm.scores().miou, [], thresholds, len(images))
     for artifact in artifacts:
-        row = check_artifact(artifact, images, truths, reference, report.keras_miou, num_classes,
-                             thresholds, threads)
+        row = check_artifact_isolated(artifact, images, truths, reference, report.keras_miou,
+                                      num_classes, thresholds, threads)
         report.rows.append(row)
         if log:
-            log(f"parity {row.format}: agreement {100 * row.agreement:.2f} %, mIoU {row.miou:.4f}")
+            log(f"parity {row.format}: " + (row.error or f"agreement {100 * row.agreement:.2f} %, "
+                                                        f"mIoU {row.miou:.4f}"))
     return report

@@ -1,6 +1,6 @@
 """The operator list of a TFLite flatbuffer, and which of its operators compute in float.
 
-An int8 input and output type does not prove a fully integer graph (``TOOLCHAIN.md``: a QAT
+An int8 input and output type does not prove a fully integer graph (a QAT
 DeepLab kept its dilated depthwise convolution in float): the operators must be inspected.
 This module parses the flatbuffer with the schema that ships with ``ai_edge_litert`` (no
 interpreter, so no delegate replaces operators before we see them, and no TensorFlow).
@@ -23,11 +23,21 @@ CONVERSIONS = ("QUANTIZE", "DEQUANTIZE")
 
 @dataclass(frozen=True)
 class TFLiteOp:
-    """One operator: builtin name and the types of its (non-optional) inputs and outputs."""
+    """One operator: builtin name, types of its inputs and outputs, names of its outputs.
+
+    The converter names output tensors after the Keras layers they compute
+    (``model/<layer>/<op>``, fused operators joined by ``;``).
+    """
 
     name: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
+    output_names: tuple[str, ...] = ()
+
+    def computes(self, layer: str) -> bool:
+        """True when an output tensor of this operator belongs to the Keras layer ``layer``."""
+        key = f"/{layer}/"
+        return any(key in part for name in self.output_names for part in name.split(";"))
 
     @property
     def float_compute(self) -> bool:
@@ -92,7 +102,9 @@ def op_list(model: bytes) -> list[TFLiteOp]:
         ins = tuple(types[graph.Tensors(op.Inputs(j)).Type()]
                     for j in range(op.InputsLength()) if op.Inputs(j) >= 0)
         outs = tuple(types[graph.Tensors(op.Outputs(j)).Type()] for j in range(op.OutputsLength()))
-        result.append(TFLiteOp(name, ins, outs))
+        out_names = tuple((graph.Tensors(op.Outputs(j)).Name() or b"").decode()
+                          for j in range(op.OutputsLength()))
+        result.append(TFLiteOp(name, ins, outs, out_names))
     return result
 
 
@@ -106,17 +118,23 @@ def float_compute_ops(model: bytes) -> list[TFLiteOp]:
     return [op for op in op_list(model) if op.float_compute]
 
 
-def check_fully_integer(model: bytes, what: str) -> None:
-    """Refuse a graph that still computes in float.
+def check_fully_integer(model: bytes, what: str, float_layers: tuple[str, ...] = ()) -> None:
+    """Refuse a graph that still computes in float (except the layers kept float on purpose).
+
+    Args:
+        model: TFLite flatbuffer bytes.
+        what: Name of the model for the message.
+        float_layers: Keras layers whose operators may compute in float.
 
     Raises:
         EdgesegError: Listing the float operators.
     """
-    bad = float_compute_ops(model)
+    bad = [op for op in float_compute_ops(model)
+           if not any(op.computes(layer) for layer in float_layers)]
     if bad:
         listed = ", ".join(sorted({f"{op.name}({'/'.join(op.inputs)})" for op in bad}))
         raise EdgesegError(
             f"{what}: {len(bad)} operator(s) left in float after int8 conversion: {listed}; "
-            "the graph is not fully integer (see TOOLCHAIN.md: representative dataset and "
+            "the graph is not fully integer (convert with a representative dataset and "
             "TFLITE_BUILTINS_INT8, no BN after a transposed conv)"
         )

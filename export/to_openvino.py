@@ -2,7 +2,7 @@
 
 Converted from the ONNX file of the export (tf2onnx), never from a TFLite file: OpenVINO's
 TFLite reader got a MobileUNet's TRANSPOSE_CONV with a fused activation wrong (mIoU 0.98 ->
-0.90, ``TOOLCHAIN.md``). Not from the SavedModel either: that route leaves NHWC/NCHW
+0.90). Not from the SavedModel either: that route leaves NHWC/NCHW
 transposes inside the graph (10 against 2 for a MobileUNet), and NNCF's int8 model of it
 agreed with Keras on 68.5 % of Dubai validation-tile pixels against 93.4 % from ONNX. NNCF
 runs with the ``MIXED`` preset (asymmetric activations, for the batch-norm outputs that no
@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export.context import ExportContext
-from firmware_bridge.errors import require
+from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.metadata import METADATA_KEY
 
 
@@ -52,13 +52,25 @@ def export_openvino_fp16(ctx: ExportContext, path: Path) -> list[Path]:
 
 
 def export_openvino_int8(ctx: ExportContext, path: Path) -> list[Path]:
-    """OpenVINO IR quantized to int8 by NNCF on the calibration images."""
+    """OpenVINO IR quantized to int8 by NNCF on the calibration images.
+
+    ``float_layers`` become NNCF's ignored scope (operations named ``.../<layer>/...``); NNCF
+    refuses a name that matches nothing.
+    """
+    import re
+
     nncf = require("nncf", "export")
     model = convert(ctx)
     images = ctx.calibration
     if len(images) == 0:
         ctx.representative()  # raises the "needs calibration images" error
     dataset = nncf.Dataset([image[None] for image in images])
-    quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED,
-                              subset_size=min(len(images), ctx.options.nncf_subset))
-    return _save(quantized, path, ctx, "int8", fp16=False)
+    layers = ctx.options.float_layers
+    scope = nncf.IgnoredScope(patterns=[f".*/{re.escape(name)}/.*" for name in layers])
+    try:
+        quantized = nncf.quantize(model, dataset, preset=nncf.QuantizationPreset.MIXED,
+                                  subset_size=min(len(images), ctx.options.nncf_subset),
+                                  ignored_scope=scope)
+    except nncf.ValidationError as exc:
+        raise EdgesegError(f"--float-layers: {exc}") from exc
+    return _save(quantized, path, ctx, "int8-mixed" if layers else "int8", fp16=False)

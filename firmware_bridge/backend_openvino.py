@@ -96,6 +96,13 @@ class OpenVINOBackend(Backend):
 
     On CPU, inference runs in f32 (``INFERENCE_PRECISION_HINT``): OpenVINO would otherwise
     pick bf16 on CPUs that have it, and results would drift from the other backends.
+
+    A model with a dynamic input dimension (the exported IRs have a dynamic batch) is
+    compiled once per concrete input shape it is given, reshaped to that static shape first:
+    OpenVINO's CPU plugin crashed (segmentation fault) running NNCF int8 models with a
+    dynamic dimension on CPUs with AMX at small inputs (openvinotoolkit/openvino#37577), and
+    static shapes also let the plugin pick its kernels once. A tiled prediction gives one or
+    two shapes (full batches and the last one).
     """
 
     name = "openvino"
@@ -123,18 +130,34 @@ class OpenVINOBackend(Backend):
             config["INFERENCE_PRECISION_HINT"] = "f32"
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = str(options.threads)
-        try:
-            self._compiled = core.compile_model(model, device, config)
-        except RuntimeError as exc:
-            raise EdgesegError(f"{path}: OpenVINO cannot compile it for {device} ({exc})") from exc
-        self._request = self._compiled.create_infer_request()
         self.device = device
+        self._model, self._core, self._config = model, core, config
+        self._requests: dict[tuple[int, ...], object] = {}
         super().__init__(path, _spec(model.input(0), input_quantization(model)),
                          _spec(model.output(0), output_quantization(model)))
+        if model.input(0).get_partial_shape().is_static:
+            self._request_for(tuple(model.input(0).get_shape()))
+
+    def _request_for(self, shape: tuple[int, ...]):
+        """The infer request of a model compiled for exactly ``shape`` (compiled once)."""
+        if shape not in self._requests:
+            ov = require("openvino", "export")
+            model = self._model
+            if not model.input(0).get_partial_shape().is_static:
+                model = model.clone()
+                model.reshape({0: ov.PartialShape(list(shape))})
+            try:
+                compiled = self._core.compile_model(model, self.device, self._config)
+            except RuntimeError as exc:
+                raise EdgesegError(f"{self.path}: OpenVINO cannot compile it for {self.device} "
+                                   f"at input {shape} ({exc})") from exc
+            self._requests[shape] = compiled.create_infer_request()
+        return self._requests[shape]
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
+        request = self._request_for(tuple(int(d) for d in x.shape))
         try:
-            self._request.infer({0: x})
+            request.infer({0: x})
         except RuntimeError as exc:
             raise EdgesegError(f"{self.path}: OpenVINO failed on input {x.shape}: {exc}") from exc
-        return np.array(self._request.get_output_tensor(0).data, copy=True)
+        return np.array(request.get_output_tensor(0).data, copy=True)

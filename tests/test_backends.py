@@ -59,6 +59,19 @@ def test_batch_equals_single_runs(models, key):
     np.testing.assert_allclose(batched, single, atol=1e-6)
 
 
+def test_openvino_compiles_every_input_shape_static(models):
+    """A dynamic IR is never compiled dynamic (the AMX int8 crash of dynamic shapes)."""
+    b = open_backend(models["nchw_xml"], options=BackendOptions(threads=1))
+    assert b.input.shape[0] is None and b.dynamic_batch  # what the file says
+    x = np.random.default_rng(5).normal(0, 1, (3, 3, 40, 56)).astype(np.float32)
+    batched, first = b.run(x), b.run(x[:1])
+    b.run(x[1:2])
+    assert sorted(b._requests) == [(1, 3, 40, 56), (3, 3, 40, 56)]  # compiled once per shape
+    for request in b._requests.values():
+        assert request.get_compiled_model().input(0).get_partial_shape().is_static
+    np.testing.assert_allclose(batched[:1], first, atol=1e-6)
+
+
 def test_openvino_reads_onnx_too(models):
     x = np.random.default_rng(1).normal(0, 1, (1, 3, 32, 32)).astype(np.float32)
     ov_onnx = open_backend(models["nchw"], "openvino")

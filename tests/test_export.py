@@ -37,7 +37,7 @@ def exported(tmp_path_factory):
                  "--steps-per-epoch", "10", "--lr", "3e-3", "--upsampling", "transpose",
                  "--val-pattern", "val_*", "--val-images", "1", "--quiet"]) == 0
     assert main(["qat", str(run), *common, "--epochs", "1", "--steps-per-epoch", "6",
-                 "--quiet"]) == 0
+                 "--max-drop", "5", "--quiet"]) == 0
     code = main(["export", str(run), *common, "--formats", ALL, "--out", str(out),
                  "--calibration", "16", "--max-miou-drop", "5"])
     return {"run": run, "out": out, "data": data, "code": code,
@@ -185,6 +185,75 @@ def test_parity_failure_exits_nonzero(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "parity failed: onnx: agreement 100.00 %" in err and "needs agreement >= 100.5 %" in err
     assert json.loads((tmp_path / "o" / "parity.json").read_text())["ok"] is False
+    assert "none was written" in err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["parity.json"]  # no artifact
+
+
+def test_int8_parity_failure_names_the_layers_that_lose_most(exported, tmp_path, capsys):
+    run, data = exported["run"], exported["data"]
+    out = tmp_path / "o"
+    code = main(["export", str(run), "--formats", "tflite-int8", "--out", str(out),
+                 "--data", str(data), "--classes", str(data / "classes.csv"), "--calibration", "8",
+                 "--max-miou-drop", "-100"])  # must gain 100 points: cannot pass
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "post-training int8: int8 quantization error per layer" in err
+    report = json.loads((out / "quant_report.json").read_text())
+    assert report["failed"] == ["tflite-int8"]
+    layers = report["post-training"]["layers"]
+    assert len(layers) > 50 and layers[0]["added_db"] >= layers[-1]["added_db"]
+    assert layers[0]["layer"] in err  # the worst one is printed
+    assert not (out / "model_int8.tflite").exists()
+
+
+def test_float_layers_stay_float_in_the_post_training_formats(exported, tmp_path, capsys):
+    from firmware_bridge.metadata import read_metadata
+
+    run, data = exported["run"], exported["data"]
+    out = tmp_path / "o"
+    common = ["--data", str(data), "--classes", str(data / "classes.csv"), "--calibration", "8",
+              "--max-miou-drop", "5"]
+    assert main(["export", str(run), "--formats", "tflite-int8,openvino-int8", "--out", str(out),
+                 "--float-layers", "block_5_project,dec_s4_dw", *common]) == 0
+    model = (out / "model_int8.tflite").read_bytes()
+    floats = float_compute_ops(model)
+    assert {layer for op in floats for layer in ("block_5_project", "dec_s4_dw") if op.computes(layer)} \
+        == {"block_5_project", "dec_s4_dw"}
+    assert all(op.computes("block_5_project") or op.computes("dec_s4_dw") for op in floats)
+    assert len(op_list(model)) - len(floats) > 50  # the rest is int8
+    assert read_metadata(out / "model_int8.tflite").precision == "int8-mixed"
+    assert read_metadata(out / "model_int8.xml").precision == "int8-mixed"
+    capsys.readouterr()
+    assert main(["export", str(run), "--formats", "tflite-int8", "--out", str(tmp_path / "p"),
+                 "--float-layers", "block_99_nothing", *common]) == 2
+    assert "no operator computes block_99_nothing" in capsys.readouterr().err
+    assert main(["export", str(run), "--formats", "tflite-qat-int8", "--out", str(tmp_path / "q"),
+                 "--float-layers", "block_5_project", *common]) == 2
+    assert "applies to the post-training formats" in capsys.readouterr().err
+
+
+class AbortingPath(type(Path())):
+    """A path that kills the process unpickling it (a runtime crashing in the parity child)."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.abort, ())
+
+
+def test_a_crashing_runtime_fails_only_its_artifact(exported):
+    from export.formats import Artifact
+    from export.parity import ParityThresholds, check_artifact_isolated
+
+    model = exported["out"] / "model_fp32.tflite"
+    image = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    crash = Artifact("tflite-fp32", [AbortingPath(model)], 0.0)
+    row = check_artifact_isolated(crash, [image], [mask], [mask], 1.0, 5, ParityThresholds())
+    assert not row.passed and "the runtime crashed (signal 6, SIGABRT)" in row.error
+    fine = check_artifact_isolated(Artifact("tflite-fp32", [model], 0.0), [image], [mask], [mask],
+                                   1.0, 5, ParityThresholds())
+    assert fine.error is None and fine.precision == "fp32"  # the row of the run in the child
 
 
 def test_quantized_parity_needs_agreement_too(exported, tmp_path, capsys):

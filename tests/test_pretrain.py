@@ -63,3 +63,17 @@ def test_pretrain_cli_writes_encoder_weights_that_training_accepts(tmp_path):
     assert checked == 260  # MobileNetV2 no-top: 52 conv kernels + 52 batch-norms x 4
     scratch, _ = initial_model(TrainConfig(num_classes=5, crop=64), (64, 64))
     assert not np.array_equal(scratch.get_layer("Conv1").get_weights()[0], saved)
+    # The batch-norm statistics are the data's, not the initial 0 and 1 that ten steps at
+    # momentum 0.999 leave: at inference the deepest batch-norm output is normalised (per
+    # channel, its spread over the images is about |gamma|), so the features vary with the
+    # image. With stale statistics it was about 0.01 |gamma| everywhere.
+    from edgeseg.tf_env import tf_keras
+
+    _, keras = tf_keras()
+    crops = np.stack([synthetic.generate_scene(64, 64, 10 + i)[0] for i in range(8)])
+    deep = model.get_layer("block_16_project_BN")
+    probe = keras.Model(model.input, deep.output)
+    feats = probe((crops.astype(np.float32) - 127.5) / 127.5, training=False).numpy()
+    gamma = np.abs(deep.get_weights()[0])
+    ratio = feats.reshape(-1, feats.shape[-1]).std(axis=0) / gamma
+    assert 0.3 < np.median(ratio) < 3.0, np.median(ratio)

@@ -51,7 +51,8 @@ def export_run(opts: BenchOptions, folder: Path, formats: tuple[str, ...] | None
     data = require_data(opts.data_dir)
     argv = ["export", str(opts.run), "--out", str(folder), "--data", str(data),
             "--classes", str(opts.classes_file), "--val-pattern", opts.val_pattern,
-            "--threads", str(opts.threads), "--formats", ",".join(formats) if formats else "all"]
+            "--threads", str(opts.threads), "--formats", ",".join(formats) if formats else "all",
+            "--keep-failing"]
     if size:
         argv += ["--input-size", str(size)]
     log(f"[export] edgeseg {' '.join(argv)}")

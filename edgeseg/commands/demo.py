@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="a real dataset folder instead of generated scenes")
     p.add_argument("--classes", help="class table CSV for --data")
     p.add_argument("--val-pattern", default=d.val_pattern, help="validation stems of --data")
-    p.add_argument("--weights", help="ImageNet no-top .h5 (default: $EDGESEG_SHARED/weights, else "
-                   "denoising pretraining; 'pretrain' forces that)")
+    p.add_argument("--weights", help="ImageNet no-top .h5 (default: Keras's cached ImageNet weights, "
+                   "else denoising pretraining on the training images; 'pretrain' forces that)")
     p.add_argument("--train-minutes", type=float, default=d.train_minutes)
     p.add_argument("--scenes", type=int, default=d.scenes, help="generated training scenes")
     p.add_argument("--large-size", type=int, default=d.large_size, help="edge of the tiled scene")

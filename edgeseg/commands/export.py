@@ -3,7 +3,10 @@
 Exports the run's model (and its QAT model, when ``edgeseg qat`` made one) in each format,
 calibrated on crops of the training images, then checks every artifact through
 ``firmware_bridge`` against the Keras model on the validation images (``parity.json`` and a
-table). Exit status 1 when an artifact misses its parity threshold, 2 on errors.
+table), each in a child process so that a runtime crash fails only that artifact. The
+artifacts get their final names only when every one passed. When an int8 artifact fails,
+the layers that lose the most to quantization are named (``quant_report.json``). Exit status
+1 when an artifact misses its parity threshold, 2 on errors.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
     p.add_argument("--c-array-source", default="auto", choices=["auto", "qat", "ptq"],
                    help="int8 model behind the C array (auto: the QAT one when there is one)")
+    p.add_argument("--float-layers", default="",
+                   help="comma-separated Keras layers kept in float by tflite-int8 and openvino-int8 "
+                        "(the worst layers of a failed int8 parity); for CPUs and GPUs, not for "
+                        "integer-only NPUs")
     p.add_argument("--stem", default="model", help="file name stem of the artifacts")
     p.add_argument("--min-agreement", type=float, default=99.5,
                    help="float formats: minimum %% of pixels agreeing with Keras")
@@ -38,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-quantized-agreement", type=float, default=90.0,
                    help="quantized formats: minimum %% of pixels agreeing with Keras")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    p.add_argument("--keep-failing", action="store_true",
+                   help="write the artifacts even when one fails parity (exit status still 1; "
+                        "parity.json says which failed), e.g. to benchmark them")
     p.add_argument("--threads", type=int, help="CPU threads of the runtimes in the parity check")
     p.set_defaults(func=run_export)
 
@@ -51,6 +61,7 @@ def run_export(args: argparse.Namespace) -> int:
     from edgeseg.qat_store import has_qat, load_qat
     from edgeseg.runs import load_run, run_metadata
     from export import ExportContext, ExportOptions, export_formats, parse_formats
+    from export.formats import CheckFailed
     from firmware_bridge.errors import EdgesegError
 
     run = Path(args.run)
@@ -61,6 +72,10 @@ def run_export(args: argparse.Namespace) -> int:
         raise EdgesegError("--data and --classes go together")
     with_qat = has_qat(run)
     formats = parse_formats(args.formats, with_qat=with_qat)  # a bad name fails before loading
+    float_layers = tuple(n.strip() for n in args.float_layers.split(",") if n.strip())
+    if float_layers and not any("float_layers" in f.options for f in formats):
+        raise EdgesegError("--float-layers applies to the post-training formats tflite-int8 and "
+                           "openvino-int8 (a QAT model quantizes every layer)")
     size = (args.input_size, args.input_size) if args.input_size else None
     model, config = load_run(run, size)
     edge = int(model.input_shape[1])
@@ -74,18 +89,65 @@ def run_export(args: argparse.Namespace) -> int:
     calib = _calibration(args, val_pattern, edge) if args.data else _no_images(edge)
     ctx = ExportContext(model, meta, calib, qat, ExportOptions(
         stem=args.stem, io_type=args.io_type, onnx_opset=args.opset,
-        carray_source=args.c_array_source))
-    artifacts = export_formats(ctx, formats, args.out, log=lambda s: print(s, file=sys.stderr))
+        carray_source=args.c_array_source, float_layers=float_layers))
+    failed: list[str] = []
+
+    def check(staged) -> str | None:
+        report = _parity(args, model, meta, staged, val_pattern)
+        out = Path(args.out)
+        report.write(out / "parity.json")
+        print(report.table())
+        for line in report.failures():
+            print(f"parity failed: {line}", file=sys.stderr)
+        if report.ok:
+            return None
+        _explain_int8_loss(report, model, qat, calib, out)
+        failed.extend(report.failures())
+        if args.keep_failing:
+            return None
+        return (f"{len(report.failures())} artifact(s) failed parity; none was written "
+                f"(the report is {out / 'parity.json'}; --keep-failing writes them anyway)")
+
+    try:
+        artifacts = export_formats(ctx, formats, args.out, log=lambda s: print(s, file=sys.stderr),
+                                   check=None if args.no_parity else check)
+    except CheckFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for a in artifacts:
         print(f"{a.format:<16} {a.size / 1e6:8.2f} MB  {', '.join(str(f) for f in a.files)}")
-    if args.no_parity:
-        return 0
-    report = _parity(args, model, meta, artifacts, val_pattern)
-    report.write(Path(args.out) / "parity.json")
-    print(report.table())
-    for line in report.failures():
-        print(f"parity failed: {line}", file=sys.stderr)
-    return 0 if report.ok else 1
+    return 1 if failed else 0
+
+
+def _explain_int8_loss(report, model, qat, calib, out) -> None:
+    """Name the layers that lose the most when a quantized artifact failed its parity.
+
+    QAT-based artifacts are explained by the QAT model; the post-training ones by a
+    range-calibrated quantized twin of the float model (:func:`edgeseg.quant_debug.simulated_int8`).
+    """
+    import json
+    import sys
+
+    from edgeseg import quant_debug
+    from export.formats import FORMATS
+
+    failed = [r.format for r in report.rows if not r.passed and not r.error
+              and FORMATS[r.format].quantized]
+    if not failed or len(calib) == 0:
+        return
+    probe = calib[:8]
+    found = {}
+    if qat is not None and any(FORMATS[f].needs_qat or f == "c-array" for f in failed):
+        found["qat"] = quant_debug.layer_errors(model, qat, probe)
+    if any(not FORMATS[f].needs_qat for f in failed):
+        found["post-training"] = quant_debug.layer_errors(
+            model, quant_debug.simulated_int8(model, calib[:32]), probe)
+    for route, rep in found.items():
+        print(f"\n{route} int8: {rep.text()}", file=sys.stderr)
+    print("to keep the worst layers in float (CPUs and GPUs, not integer-only NPUs): edgeseg export "
+          "RUN --formats tflite-int8,openvino-int8 --float-layers NAME,NAME ...", file=sys.stderr)
+    (out / "quant_report.json").write_text(json.dumps(
+        {"failed": failed, **{k: v.to_dict() for k, v in found.items()}}, indent=2))
 
 
 def _no_images(edge: int):

@@ -4,6 +4,13 @@ Starts from the run's best float model, trains on crops of the run's training im
 run's loss and class weights, validates on the run's own validation split (its
 ``val_pattern``, tile and overlap), and writes ``RUN/qat/weights.npz`` and ``RUN/qat/qat.json``
 (history, float and QAT mIoU). ``edgeseg export RUN --formats tflite-qat-int8`` converts it.
+
+The activation ranges start from the float model's (as a post-training int8 calibration sets
+them), so the QAT model's epoch 0 is what post-training int8 gives, and the best epoch is
+kept: QAT never ends worse than that start. When it still loses more than ``--max-drop``
+mIoU points against the float model, the command says so, names the layers that lose the
+most to quantization (``qat.json`` keeps the whole list) and exits 1; the QAT weights are
+still written, for a user who accepts the loss.
 """
 
 from __future__ import annotations
@@ -21,12 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: the run's)")
     p.add_argument("--batch", type=int, help="crops per batch (default: the run's)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (cosine decay)")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="mIoU points the QAT model may lose against the float model before the "
+                        "command fails and names the worst layers (default 1)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     p.set_defaults(func=run_qat)
 
 
 def run_qat(args: argparse.Namespace) -> int:
     """Fine-tune, save the QAT weights and a summary; print float vs QAT mIoU."""
+    import sys
     import time
     from pathlib import Path
 
@@ -67,18 +78,35 @@ def run_qat(args: argparse.Namespace) -> int:
                        args.epochs, loss=loss, lr=args.lr, steps_per_epoch=steps, on_epoch_end=report)
     save_qat(qat, run)
     best = max((r["val_miou"] for r in history if r["val_miou"] is not None), default=None)
+    drop = None if float_miou is None or best is None else 100 * (float_miou - best)
+    report = None
+    if drop is not None and drop > args.max_drop:
+        from edgeseg.quant_debug import layer_errors
+
+        probe = next(iter(sampler.dataset(config.seed + 2000, 0, 1, batch)))[0].numpy()
+        report = layer_errors(model, qat, probe)
     runs.write_json(run / QAT_DIR / SUMMARY, {
         "epochs": args.epochs, "steps_per_epoch": steps, "batch": batch, "lr": args.lr,
         "float_miou": float_miou, "qat_miou": best, "history": history,
         "elapsed_s": round(time.monotonic() - t0, 1), "val_pattern": config.val_pattern,
+        "max_drop": args.max_drop, "passed": report is None,
+        **({"layers": report.to_dict()} if report else {}),
     })
     line = f"QAT model: {run / QAT_DIR}"
     if best is not None:
         line += f"; val mIoU {best:.4f}"
-    if float_miou is not None and best is not None:
-        line += f" (float {float_miou:.4f}, {100 * (best - float_miou):+.2f} points)"
+    if drop is not None:
+        line += f" (float {float_miou:.4f}, {-drop:+.2f} points)"
     print(line)
-    return 0
+    if report is None:
+        return 0
+    print(f"error: the QAT model loses {drop:.2f} mIoU points against the float model (more than "
+          f"--max-drop {args.max_drop:g}), and that is its best epoch (epoch 0 is what "
+          f"post-training int8 gives).\n{report.text()}\nThe first layers listed lose the "
+          "most; a range stretched by outliers, or a signal much smaller than its tensor's range, "
+          "is the usual cause. Train the float model longer or from better weights, try more "
+          "QAT epochs, or accept the loss (the weights are written).", file=sys.stderr)
+    return 1
 
 
 def config_crop(run) -> int:
