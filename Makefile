@@ -23,14 +23,16 @@ test: $(STAMP) lint
 lint: $(STAMP)
 	$(BIN)/ruff check edgeseg export firmware_bridge tests
 
-## bench: benchmarks on ../shared (real data); prints JSON and a markdown table.
-## Uses RUN (trains the default recipe on Dubai first when it is missing) and its QAT model.
-SHARED ?= $(abspath ../shared)
+## bench: benchmarks on the Dubai aerial set (EDGESEG_DATA, and EDGESEG_WEIGHTS for training);
+## prints JSON and a markdown table. Uses RUN (trains the default recipe first when it is
+## missing) and its QAT model.
 RUN    ?= runs/train_bench/imagenet
+export EDGESEG_CLASSES ?= $(abspath examples/dubai_classes.csv)
 bench: $(STAMP)
+	@test -d "$(EDGESEG_DATA)/images" || { echo "set EDGESEG_DATA to the Dubai aerial dataset folder" >&2; exit 2; }
 	test -f $(RUN)/config.json || ONLY=imagenet benchmarks/train_compare.sh
-	test -f $(RUN)/qat/qat.json || $(BIN)/edgeseg qat $(RUN) --data $(SHARED)/data/dubai_aerial \
-		--classes examples/dubai_classes.csv
+	test -f $(RUN)/qat/qat.json || $(BIN)/edgeseg qat $(RUN) --data $(EDGESEG_DATA) \
+		--classes $(EDGESEG_CLASSES)
 	$(BIN)/edgeseg bench --run $(RUN) --out runs/bench
 
 clean:

@@ -15,12 +15,10 @@ Usage: ``.venv/bin/python benchmarks/int8_size.py [--backbones mobilenetv2_035,.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 

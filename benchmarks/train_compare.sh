@@ -9,18 +9,19 @@
 #   4. DeepLabV3+-0.35, ImageNet encoder
 # Each run picks its best epoch on 4 of the 9 tile-7 images ('edgeseg train' default --val-images 4);
 # then 'edgeseg evaluate' scores all nine for each and a markdown table (OUT/table.md).
+# The data and the ImageNet no-top weights come from EDGESEG_DATA (the Dubai aerial set: images/,
+# masks/) and EDGESEG_WEIGHTS (mobilenet_v2_0.35_224_no_top.h5).
 # Usage: make bench-train   (or MINUTES=5 benchmarks/train_compare.sh for a quick look)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SHARED=${EDGESEG_SHARED:-$(cd .. && pwd)/shared}
-DATA=$SHARED/data/dubai_aerial
-WEIGHTS=$SHARED/weights/mobilenet_v2_0.35_224_no_top.h5
+DATA=${EDGESEG_DATA:?set EDGESEG_DATA to the Dubai aerial dataset folder}
+WEIGHTS=${EDGESEG_WEIGHTS:?set EDGESEG_WEIGHTS to mobilenet_v2_0.35_224_no_top.h5}
 MINUTES=${MINUTES:-15}
 PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-5}
 OUT=${OUT:-runs/train_bench}
 EDGESEG=${EDGESEG:-.venv/bin/edgeseg}
 ONLY=${ONLY:-imagenet scratch denoise deeplab}
-[ -d "$DATA" ] || { echo "needs the Dubai data at $DATA (set EDGESEG_SHARED)" >&2; exit 2; }
+[ -d "$DATA/images" ] || { echo "no dataset at $DATA (EDGESEG_DATA): needs images/ and masks/" >&2; exit 2; }
 mkdir -p "$OUT"
 # The default recipe of 'edgeseg train' for every run, so that they differ only in what they compare.
 recipe=(--seed 0)

@@ -3,7 +3,7 @@
 It runs the same commands a user would (``edgeseg train``, ``edgeseg qat``, ``edgeseg export``,
 ``edgeseg-run predict``, ``edgeseg-run validate``), printing each before it runs, on a built-in
 default that needs no download: scenes from :mod:`edgeseg.synthetic`. With ``data`` and
-``classes`` it runs on a real dataset instead (e.g. the Dubai set, validating on ``tile7_*``).
+``classes`` it runs on a real dataset instead.
 
 Transfer learning without a download: when no ImageNet weights file is given (``--weights``)
 and none is in Keras's cache (``~/.keras/models``), the encoder is first pretrained as a
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.pairs import matches
 
 BACKBONE = "mobilenetv2_035"
 
@@ -35,7 +36,7 @@ class DemoOptions:
         out: Output folder (replaced when it exists).
         data: Dataset folder; ``None`` generates scenes.
         classes: Class table CSV for ``data``.
-        val_pattern: Validation stems of ``data``.
+        val_pattern: Validation stems of ``data`` (``None``: ``edgeseg train``'s default split).
         weights: ImageNet no-top ``.h5``; ``None`` takes Keras's cached ImageNet weights when
             there are some, else pretrains a denoising autoencoder; ``"pretrain"`` always
             pretrains.
@@ -59,7 +60,7 @@ class DemoOptions:
     out: str = "runs/demo"
     data: str | None = None
     classes: str | None = None
-    val_pattern: str = "tile7_*"
+    val_pattern: str | None = None
     weights: str | None = None
     scenes: int = 16
     scene_size: int = 512
@@ -176,11 +177,13 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     run = root / "run"
     _run(["train", "--data", str(data), "--classes", str(classes), "--out", str(run),
           "--arch", "mobileunet", "--backbone", BACKBONE, "--encoder-weights", weights,
-          "--val-pattern", val_pattern, "--crop", str(opts.crop), "--batch", str(opts.batch),
+          *(["--val-pattern", val_pattern] if val_pattern else []),
+          "--crop", str(opts.crop), "--batch", str(opts.batch),
           "--steps-per-epoch", str(opts.steps_per_epoch), "--stage1-epochs", str(opts.stage1_epochs),
           "--stage2-epochs", str(opts.stage2_epochs), "--seed", str(opts.seed), "--val-tile", str(opts.crop),
           "--val-images", "0",  # the float mIoU in the final table: every validation image
           *(["--minutes", str(opts.train_minutes)] if opts.train_minutes else [])])
+    val_pattern = json.loads((run / "config.json").read_text())["config"]["val_pattern"]
     _run(["qat", str(run), "--data", str(data), "--classes", str(classes),
           "--epochs", str(opts.qat_epochs), "--steps-per-epoch", str(opts.qat_steps),
           "--max-drop", str(opts.qat_max_drop)])
@@ -192,7 +195,7 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     device_model = next(iter(models.values()))
     target = large if large is not None else data
     pattern = "*" if large is not None else val_pattern
-    images = sorted((target / "images").glob(pattern + ".*"))
+    images = sorted(p for p in (target / "images").iterdir() if matches(p.stem, pattern))
     pred_dir = root / "predict"
     _run(["predict", str(device_model), *[str(p) for p in images[:1]], "--out", str(pred_dir),
           "--overlay"], device=True)
@@ -229,8 +232,9 @@ def _val_subset(data: Path, pattern: str, dest: Path) -> Path:
     """A dataset folder holding links to the validation pairs only."""
     for sub in ("images", "masks"):
         (dest / sub).mkdir(parents=True, exist_ok=True)
-        for path in (data / sub).glob(pattern + ".*"):
-            (dest / sub / path.name).symlink_to(path.resolve())
+        for path in (data / sub).iterdir():
+            if matches(path.stem, pattern):
+                (dest / sub / path.name).symlink_to(path.resolve())
     return dest
 
 

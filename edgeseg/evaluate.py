@@ -1,8 +1,9 @@
 """Score a trained model on full images: tiled prediction and the device's metric core.
 
-``edgeseg evaluate RUN_OR_MODEL --data DIR --classes FILE`` prints per-class IoU / Dice; the
-numbers are computed exactly as during training's validation and as ``edgeseg-run validate``
-computes them on the device (:mod:`edgeseg.inference`, :mod:`firmware_bridge.metrics`).
+``edgeseg evaluate RUN_OR_MODEL --data DIR --classes FILE`` prints per-class IoU / Dice. The
+Keras model runs behind the device's ``Segmenter`` (:mod:`export.keras_backend`) and is scored
+by the device's scoring loop (:mod:`firmware_bridge.evaluate`): the numbers are computed exactly
+as during training's validation and as ``edgeseg-run validate`` computes them on the device.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeseg.data import load_split
-from edgeseg.inference import DEFAULT_OVERLAP, evaluate_samples, keras_predictor, model_tile
 from edgeseg.runs import is_run_dir, load_run
 from firmware_bridge.classes import ClassTable
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.metrics import SegScores
+
+DEFAULT_OVERLAP = 32
 
 
 @dataclass
@@ -32,6 +34,18 @@ class Evaluation:
         """JSON-ready dict: the metric core's scores plus what was evaluated."""
         return {"model": self.model, "images": self.images, "tile": self.tile,
                 "overlap": self.overlap, **self.scores.to_dict()}
+
+
+def model_tile(model) -> int:
+    """The square tile edge a fixed-size Keras model takes.
+
+    Raises:
+        EdgesegError: When the input is not square or not fixed.
+    """
+    h, w = model.input_shape[1:3]
+    if h is None or w is None or h != w:
+        raise EdgesegError(f"tiled prediction needs a fixed square input, the model takes {h}x{w}")
+    return int(h)
 
 
 def load_model(path, tile: int | None = None):
@@ -81,6 +95,11 @@ def evaluate(
     Raises:
         EdgesegError: Class count mismatch, no images, unreadable model or data.
     """
+    from edgeseg.data.pipeline import MEAN, STD
+    from export.keras_backend import keras_segmenter
+    from firmware_bridge.evaluate import score
+    from firmware_bridge.metadata import ModelMetadata
+
     model = load_model(model_path, tile)
     k = int(model.output_shape[-1])
     if max(k, 2) != max(table.num_classes, 2) or (k == 1) != (table.num_classes == 1):
@@ -93,6 +112,9 @@ def evaluate(
         raise EdgesegError(f"no images in {data} match {val_pattern!r}")
     tile = model_tile(model)
     names = table.names if table.num_classes > 1 else ["background", table.names[0]]
-    scores = evaluate_samples(keras_predictor(model), samples, max(k, 2), tile, overlap, names,
-                              progress)
+    meta = ModelMetadata(classes=table.names, mean=[MEAN], std=[STD],
+                         output="sigmoid" if k == 1 else "softmax")
+    seg = keras_segmenter(model, meta, overlap)
+    scores = score(seg, ((s.image, s.mask) for s in samples), names, progress=progress,
+                   total=len(samples)).scores
     return Evaluation(str(model_path), len(samples), tile, overlap, scores)

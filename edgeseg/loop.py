@@ -18,7 +18,6 @@ import numpy as np
 
 from edgeseg import runs
 from edgeseg.data.pipeline import CropSampler
-from edgeseg.inference import evaluate_samples, keras_predictor
 from edgeseg.stages import (
     cosine_factor,
     make_optimizers,
@@ -27,6 +26,8 @@ from edgeseg.stages import (
     set_stage,
     top_block,
 )
+from export.keras_backend import keras_segmenter
+from firmware_bridge.evaluate import score
 
 clock = time.monotonic
 """The loop's clock (seconds); tests replace it to check the time budget without waiting."""
@@ -73,7 +74,7 @@ class TrainingLoop:
                                    config.augmentation())
         self.val_model = build_model(config.arch, config.backbone, config.num_classes,
                                      input_size=(config.val_tile,) * 2, upsampling=config.upsampling)
-        self.predictor = keras_predictor(self.val_model)
+        self.val_segmenter = keras_segmenter(self.val_model, runs.config_metadata(config))
         self.freeze_bn = (config.pretrained if config.freeze_encoder_bn is None
                           else config.freeze_encoder_bn)
         self.val_cost = self._estimate_val_cost()
@@ -93,9 +94,9 @@ class TrainingLoop:
             return 0.0
         tile = self.config.val_tile
         batch = np.zeros((4, tile, tile, 3), np.float32)
-        self.predictor(batch)
+        self.val_segmenter.backend.run(batch)
         t0 = clock()
-        self.predictor(batch)
+        self.val_segmenter.backend.run(batch)
         per_tile = (clock() - t0) / 4
         tiles = sum(len(tile_boxes(*(max(d, tile) for d in s.mask.shape), tile, self.config.val_overlap))
                     for s in self.val_samples)
@@ -174,8 +175,8 @@ class TrainingLoop:
         runs.copy_weights(self.model, self.val_model)
         scores = None
         if self.val_samples:
-            scores = evaluate_samples(self.predictor, self.val_samples, max(c.num_classes, 2), c.val_tile,
-                                      c.val_overlap, self.names, progress=self.bars)
+            scores = score(self.val_segmenter, ((v.image, v.mask) for v in self.val_samples),
+                           self.names, progress=self.bars, total=len(self.val_samples)).scores
         self.val_cost = clock() - t0
         return scores
 

@@ -228,23 +228,28 @@ def validator(config, samples, tile: int, overlap: int):
 
     A QAT model of another input size has its weights copied into one built at the tile
     size (built once, at the first call), so the score is comparable with the float model's
-    (same tiles, overlap and metric core). Returns ``None`` without samples.
+    (same Segmenter, tiles, overlap and scoring loop). Returns ``None`` without samples.
     """
-    from edgeseg.inference import evaluate_samples, keras_predictor
+    import dataclasses
+
+    from edgeseg.runs import config_metadata
+    from export.keras_backend import keras_segmenter
+    from firmware_bridge.evaluate import score
 
     if not samples:
         return None
-    k = max(config.num_classes, 2)
     cache: dict = {}
+    meta = dataclasses.replace(config_metadata(config), tile_overlap=overlap)
+    names = config.class_names if config.num_classes > 1 else ["0", "1"]
 
-    def score(qat) -> float:
+    def miou(qat) -> float:
         if tuple(qat.input_shape[1:3]) == (tile, tile):
             model = qat
         else:
             model = cache.get("model") or cache.setdefault("model", build_qat(config, (tile, tile)))
             transfer_qat(qat, model)
         if cache.get("for") is not model:
-            cache.update({"for": model, "predict": keras_predictor(model)})
-        return evaluate_samples(cache["predict"], samples, k, tile, overlap, config.class_names).miou
+            cache.update({"for": model, "segmenter": keras_segmenter(model, meta)})
+        return score(cache["segmenter"], ((s.image, s.mask) for s in samples), names).scores.miou
 
-    return score
+    return miou

@@ -150,6 +150,21 @@ def load_run(run_dir, input_size: tuple[int, int] | None = None):
     return model, config
 
 
+def config_metadata(config) -> ModelMetadata:
+    """What a Segmenter needs to run a model of this configuration.
+
+    Classes, colours, normalisation, output kind and tiles: the Keras model is scored through
+    a Segmenter during training and evaluation.
+    """
+    from edgeseg.data.pipeline import MEAN, STD
+
+    return ModelMetadata(
+        classes=list(config.class_names), colours=list(config.class_colours), mean=[MEAN], std=[STD],
+        output="sigmoid" if config.num_classes == 1 else "softmax", tile_size=config.val_tile,
+        tile_overlap=config.val_overlap, arch=config.arch, backbone=config.backbone,
+    )
+
+
 def run_metadata(run_dir) -> ModelMetadata:
     """Metadata for an export of this run (classes, colours, normalisation, tiles, scores)."""
     run_dir = Path(run_dir)

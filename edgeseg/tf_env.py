@@ -1,14 +1,11 @@
-"""The one place that imports TensorFlow, with tf-keras (Keras 2) selected for tfmot QAT.
+"""TensorFlow and tf-keras for the training side, through export's one TensorFlow import.
 
-``TF_USE_LEGACY_KERAS=1`` must be set before TensorFlow is first imported, otherwise
-``tf.keras`` is Keras 3 and tensorflow-model-optimization refuses the model. Every module
-of edgeseg and export gets TensorFlow and Keras through :func:`tf_keras`.
+:func:`export.context.tensorflow` selects tf-keras (Keras 2, which tensorflow-model-optimization
+needs) before TensorFlow is first imported and keeps its start-up quiet; every module of edgeseg
+gets TensorFlow and Keras through :func:`tf_keras`.
 """
 
 from __future__ import annotations
-
-import os
-import sys
 
 from firmware_bridge.errors import MissingDependencyError
 
@@ -24,16 +21,10 @@ def tf_keras():
             was already imported with Keras 3 selected.
 
     """
-    if "tensorflow" not in sys.modules:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    elif os.environ.get("TF_USE_LEGACY_KERAS") != "1":
-        raise MissingDependencyError(
-            "TensorFlow was imported before edgeseg could select tf-keras: set "
-            "TF_USE_LEGACY_KERAS=1 in the environment or import edgeseg first"
-        )
+    from export.context import tensorflow
+
+    tf = tensorflow()
     try:
-        import tensorflow as tf
         import tf_keras as keras
     except ImportError as exc:
         raise MissingDependencyError(

@@ -4,8 +4,8 @@ Stage 1 trains the decoder and head on a frozen encoder; stage 2 fine-tunes the 
 or from a named block) with its own optimizer at ``encoder_lr_factor`` times the head's rate
 (see :mod:`edgeseg.stages`). Each epoch is ``steps_per_epoch`` batches of random crops
 (:mod:`edgeseg.data.pipeline`), then a validation on full validation images (all, or
-``val_images`` of them) with tiled prediction and the device's metric core
-(:mod:`edgeseg.inference`). The best validation mIoU
+``val_images`` of them): the Keras model behind the device's ``Segmenter``, scored by the
+device's scoring loop (:mod:`firmware_bridge.evaluate`). The best validation mIoU
 is kept as the run's model; ``patience`` epochs without improvement end stage 1 early (stage 2
 starts) or stage 2 (training ends). A time budget is wall-clock
 time for everything (setup, training, validations): stage 1 stops at half of it at the latest,
@@ -47,6 +47,8 @@ class TrainConfig:
     ``stage1_epochs`` ``None``: 1 for a pretrained encoder, 0 (no frozen stage) for a random one.
     ``freeze_encoder_bn`` ``None`` means: frozen in stage 2 when the encoder was pretrained.
     ``bn_batches``: batches used to re-estimate batch-norm statistics before each validation.
+    ``val_pattern``: the validation file stems (comma-separated globs), as ``edgeseg train``
+    chose them (``--val-pattern``, or every 5th image by name); QAT and export reuse it.
     ``val_tile``: tile edge of the validation prediction and input size of the saved model
     (default: ``crop``).
     ``val_images``: validation images scored after each epoch, spread evenly over the sorted
@@ -77,7 +79,7 @@ class TrainConfig:
     colour_jitter: float = 1.0
     seed: int = 0
     patience: int = 3
-    val_pattern: str | None = "tile7_*"
+    val_pattern: str | None = None
     val_tile: int | None = None
     val_overlap: int = 32
     val_images: int | None = None

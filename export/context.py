@@ -10,6 +10,7 @@ time (~25 of ~30 s for a tiny model on two cores).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -19,27 +20,64 @@ from typing import Any
 
 import numpy as np
 
-from firmware_bridge.errors import EdgesegError, require
+from firmware_bridge.errors import EdgesegError, MissingDependencyError, require
 from firmware_bridge.metadata import ModelMetadata
 
 IO_TYPES = ("int8", "uint8", "float")
 
 
-def select_legacy_keras() -> None:
-    """Select tf-keras before TensorFlow is first imported (by us or by tf2onnx, nncf ...)."""
-    if "tensorflow" not in sys.modules:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+DEBUG_ENV = "EDGESEG_DEBUG"
+"""Set to 1 (``--debug``) to see TensorFlow's start-up messages."""
+
+
+@contextlib.contextmanager
+def _quiet_stderr(quiet: bool):
+    """Send file descriptor 2 to the null device inside the block (C++ start-up lines)."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def tensorflow():
-    """Import TensorFlow with tf-keras selected (as ``edgeseg.tf_env`` does).
+    """The one place TensorFlow is imported: tf-keras (Keras 2) selected, start-up kept quiet.
+
+    ``TF_USE_LEGACY_KERAS=1`` must be set before TensorFlow is first imported (by edgeseg, or
+    by tf2onnx or NNCF), otherwise ``tf.keras`` is Keras 3 and tensorflow-model-optimization
+    refuses the model. TensorFlow's C++ start-up lines (oneDNN notices, CUDA stub lines, a
+    ``cuInit`` error on every machine without a GPU) are dropped unless ``EDGESEG_DEBUG=1``:
+    the import and the device probe run with file descriptor 2 sent to the null device, and
+    ``TF_CPP_MIN_LOG_LEVEL`` defaults to 3. Python errors still propagate.
+
+    Returns:
+        The ``tensorflow`` module.
 
     Raises:
-        MissingDependencyError: Naming the ``train`` extra when TensorFlow is missing.
+        MissingDependencyError: Naming the ``train`` extra when TensorFlow is missing, or when
+            TensorFlow was imported before with Keras 3 selected.
     """
-    select_legacy_keras()
-    return require("tensorflow", "train")
+    if "tensorflow" in sys.modules:
+        if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+            raise MissingDependencyError(
+                "TensorFlow was imported before edgeseg could select tf-keras: set "
+                "TF_USE_LEGACY_KERAS=1 in the environment or import edgeseg first")
+        return sys.modules["tensorflow"]
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    quiet = os.environ.get(DEBUG_ENV) != "1"
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _quiet_stderr(quiet):
+        tf = require("tensorflow", "train")
+        tf.config.list_physical_devices()  # the device probe prints its lines now
+    return tf
 
 
 @dataclass

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export import to_carray, to_onnx, to_openvino, to_tflite
-from export.context import ExportContext, select_legacy_keras
+from export.context import ExportContext, tensorflow
 from firmware_bridge.errors import EdgesegError, require
 
 
@@ -117,7 +117,7 @@ def check_dependencies(formats: list[ExportFormat]) -> None:
     Raises:
         MissingDependencyError: Naming the extra to install.
     """
-    select_legacy_keras()
+    tensorflow()  # first, so that tf2onnx and NNCF find tf-keras selected
     for fmt in formats:
         for module in fmt.modules:
             require(module, fmt.extra)

@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from export.formats import FORMATS, Artifact
+from firmware_bridge.evaluate import score
 from firmware_bridge.fsutil import atomic_write_bytes
 from firmware_bridge.metadata import read_metadata
-from firmware_bridge.metrics import ConfusionMatrix
 
 
 @dataclass
@@ -139,7 +139,7 @@ def _c_metadata(source: Path) -> str:
 
 
 def check_artifact(artifact: Artifact, images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
-                   reference: Sequence[np.ndarray], keras_miou: float, num_classes: int,
+                   reference: Sequence[np.ndarray], keras_miou: float,
                    thresholds: ParityThresholds, threads: int | None = None) -> ParityRow:
     """Run one artifact on the images and compare (see the module docstring).
 
@@ -149,27 +149,19 @@ def check_artifact(artifact: Artifact, images: Sequence[np.ndarray], truths: Seq
         truths: Ground-truth masks (255 = ignore).
         reference: The Keras model's masks of the same images (same tile and overlap).
         keras_miou: The Keras model's mIoU on them.
-        num_classes: Classes of the masks.
         thresholds: Pass limits.
         threads: CPU threads for the runtime.
 
     Returns:
         The parity row.
     """
-    cm = ConfusionMatrix(num_classes)
-    same = total = 0
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         seg = _segmenter(artifact, Path(tmp), threads)
-        for image, truth, ref in zip(images, truths, reference, strict=True):
-            mask = seg.predict_tiled(image).mask
-            same += int(np.count_nonzero(mask == ref))
-            total += mask.size
-            cm.update(truth, mask)
-    miou = cm.scores().miou
+        scored = score(seg, zip(images, truths, strict=True), reference=reference)
+    miou, agreement = scored.scores.miou, float(scored.agreement)
     drop = 100.0 * (keras_miou - miou)
     quantized = FORMATS[artifact.format].quantized
-    agreement = same / max(total, 1)
     if quantized:
         passed = drop <= thresholds.max_miou_drop and agreement >= thresholds.min_quantized_agreement
         rule = (f"drop <= {thresholds.max_miou_drop:g}, "
@@ -208,7 +200,7 @@ def _signal_name(exitcode: int) -> str:
 
 def check_artifact_isolated(artifact: Artifact, images: Sequence[np.ndarray],
                             truths: Sequence[np.ndarray], reference: Sequence[np.ndarray],
-                            keras_miou: float, num_classes: int, thresholds: ParityThresholds,
+                            keras_miou: float, thresholds: ParityThresholds,
                             threads: int | None = None) -> ParityRow:
     """:func:`check_artifact` in a fresh child process (``spawn``: no TensorFlow state is inherited).
 
@@ -220,8 +212,7 @@ def check_artifact_isolated(artifact: Artifact, images: Sequence[np.ndarray],
 
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    args = (artifact, list(images), list(truths), list(reference), keras_miou, num_classes,
-            thresholds, threads)
+    args = (artifact, list(images), list(truths), list(reference), keras_miou, thresholds, threads)
     t0 = time.monotonic()
     proc = ctx.Process(target=_child, args=(send, args), daemon=True)
     proc.start()
@@ -242,23 +233,42 @@ def check_artifact_isolated(artifact: Artifact, images: Sequence[np.ndarray],
                      math.nan, False, "runs", time.monotonic() - t0, error=value)
 
 
+def keras_reference(model, metadata, images: Sequence[np.ndarray], truths: Sequence[np.ndarray]
+                    ) -> tuple[list[np.ndarray], float]:
+    """The Keras model's masks and mIoU on the validation images, the reference of every artifact.
+
+    The Keras model runs behind the same ``Segmenter`` as the artifacts
+    (:func:`export.keras_backend.keras_segmenter`: same tiles, overlap, blending, threshold).
+
+    Args:
+        model: The float Keras model at the export's input size.
+        metadata: The run's metadata (classes, normalisation, output kind, overlap).
+        images: Validation images.
+        truths: Their masks.
+
+    Returns:
+        ``(masks, miou)``.
+    """
+    from export.keras_backend import keras_segmenter
+
+    scored = score(keras_segmenter(model, metadata), zip(images, truths, strict=True), keep_masks=True)
+    return scored.masks, scored.scores.miou
+
+
 def check_parity(artifacts: Sequence[Artifact], images: Sequence[np.ndarray],
-                 truths: Sequence[np.ndarray], reference: Sequence[np.ndarray], num_classes: int,
+                 truths: Sequence[np.ndarray], reference: Sequence[np.ndarray], keras_miou: float,
                  thresholds: ParityThresholds | None = None, threads: int | None = None,
                  log=None) -> ParityReport:
-    """Parity of every artifact (see :func:`check_artifact`); the Keras mIoU comes first.
+    """Parity of every artifact (see :func:`check_artifact_isolated`) against the Keras reference.
 
     Returns:
         The report (``.ok``, ``.table()``, ``.write(path)``).
     """
     thresholds = thresholds or ParityThresholds()
-    cm = ConfusionMatrix(num_classes)
-    for truth, ref in zip(truths, reference, strict=True):
-        cm.update(truth, ref)
-    report = ParityReport(cm.scores().miou, [], thresholds, len(images))
+    report = ParityReport(keras_miou, [], thresholds, len(images))
     for artifact in artifacts:
-        row = check_artifact_isolated(artifact, images, truths, reference, report.keras_miou,
-                                      num_classes, thresholds, threads)
+        row = check_artifact_isolated(artifact, images, truths, reference, keras_miou, thresholds,
+                                      threads)
         report.rows.append(row)
         if log:
             log(f"parity {row.format}: " + (row.error or f"agreement {100 * row.agreement:.2f} %, "

@@ -6,11 +6,15 @@ Each backend reports its input and output as :class:`TensorSpec` (shape with ``N
 dynamic axes, dtype, quantisation scale and zero point). Batches larger than one run in one
 call when the model's batch axis is dynamic and as a loop of single images otherwise.
 
-The runtimes are imported only when a backend is opened, so installing one is enough.
+The backends are one table, :data:`BACKENDS`: a row names the backend, the class that runs it
+(imported only when a model is opened, so installing one runtime is enough), the file suffixes
+it opens and its short aliases. A new runtime is one module with a :class:`Backend` subclass and
+one row (or :func:`register_backend` from outside the package); nothing else lists backends.
 """
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,6 @@ import numpy as np
 
 from firmware_bridge.errors import EdgesegError
 
-SUFFIX_BACKEND = {".tflite": "litert", ".xml": "openvino", ".onnx": "onnxruntime"}
 CHANNEL_SIZES = (1, 2, 3, 4)
 
 
@@ -136,17 +139,47 @@ class Backend(ABC):
         """Run the runtime on a contiguous batch."""
 
 
-def _backend_classes() -> dict[str, type[Backend]]:
-    from firmware_bridge.backend_litert import LiteRTBackend
-    from firmware_bridge.backend_openvino import OpenVINOBackend
-    from firmware_bridge.backend_ort import OnnxRuntimeBackend
+@dataclass(frozen=True)
+class BackendEntry:
+    """One row of the backend table.
 
-    return {"litert": LiteRTBackend, "openvino": OpenVINOBackend,
-            "onnxruntime": OnnxRuntimeBackend}
+    Attributes:
+        name: What ``--backend`` takes and reports print.
+        backend: The :class:`Backend` subclass, or ``"module:Class"`` imported on first use.
+        suffixes: Model file suffixes this backend opens when none is named.
+        aliases: Other names ``--backend`` accepts.
+    """
+
+    name: str
+    backend: type | str
+    suffixes: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    def load(self) -> type[Backend]:
+        """The backend class (its module imported now)."""
+        if not isinstance(self.backend, str):
+            return self.backend
+        module, _, cls = self.backend.partition(":")
+        return getattr(importlib.import_module(module), cls)
 
 
-BACKEND_NAMES = ("litert", "openvino", "onnxruntime")
-ALIASES = {"tflite": "litert", "ov": "openvino", "ort": "onnxruntime", "onnx": "onnxruntime"}
+BACKENDS: dict[str, BackendEntry] = {e.name: e for e in [
+    BackendEntry("litert", "firmware_bridge.backend_litert:LiteRTBackend", (".tflite",), ("tflite",)),
+    BackendEntry("openvino", "firmware_bridge.backend_openvino:OpenVINOBackend", (".xml",), ("ov",)),
+    BackendEntry("onnxruntime", "firmware_bridge.backend_ort:OnnxRuntimeBackend", (".onnx",),
+                 ("ort", "onnx")),
+]}
+"""Backend name -> row, in order of preference."""
+
+
+def register_backend(entry: BackendEntry) -> None:
+    """Add (or replace) a row of :data:`BACKENDS`."""
+    BACKENDS[entry.name] = entry
+
+
+def model_suffixes() -> tuple[str, ...]:
+    """Every model file suffix some backend opens."""
+    return tuple(dict.fromkeys(s for e in BACKENDS.values() for s in e.suffixes))
 
 
 def backend_for(path: str | Path, name: str | None = None) -> str:
@@ -155,18 +188,21 @@ def backend_for(path: str | Path, name: str | None = None) -> str:
     Raises:
         EdgesegError: For an unknown name or suffix (the message lists the valid ones).
     """
+    names = ", ".join(BACKENDS)
     if name:
-        key = ALIASES.get(name.lower(), name.lower())
-        if key not in BACKEND_NAMES:
-            raise EdgesegError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
-        return key
+        key = name.lower()
+        for entry in BACKENDS.values():
+            if key == entry.name or key in entry.aliases:
+                return entry.name
+        raise EdgesegError(f"unknown backend {name!r}; choose one of {names}")
     suffix = Path(path).suffix.lower()
-    if suffix not in SUFFIX_BACKEND:
-        raise EdgesegError(
-            f"{path}: cannot tell the backend from '{suffix}'; use a "
-            f"{'/'.join(SUFFIX_BACKEND)} file or pass a backend ({', '.join(BACKEND_NAMES)})"
-        )
-    return SUFFIX_BACKEND[suffix]
+    for entry in BACKENDS.values():
+        if suffix in entry.suffixes:
+            return entry.name
+    raise EdgesegError(
+        f"{path}: cannot tell the backend from '{suffix}'; use a "
+        f"{'/'.join(model_suffixes())} file or pass a backend ({names})"
+    )
 
 
 def open_backend(
@@ -193,4 +229,4 @@ def open_backend(
     if not path.is_file():
         raise EdgesegError(f"{path}: no such model file")
     key = backend_for(path, name)
-    return _backend_classes()[key](path, options or BackendOptions())
+    return BACKENDS[key].load()(path, options or BackendOptions())

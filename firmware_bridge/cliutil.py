@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from firmware_bridge.errors import EdgesegError
@@ -44,6 +45,8 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for reports to record
+    if getattr(args, "debug", False):
+        os.environ["EDGESEG_DEBUG"] = "1"  # also shows TensorFlow's start-up messages
     try:
         return int(args.func(args) or 0)
     except (EdgesegError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:

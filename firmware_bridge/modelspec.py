@@ -10,8 +10,9 @@ from firmware_bridge.errors import EdgesegError
 from firmware_bridge.metadata import ModelMetadata, read_metadata
 
 
-def resolve_metadata(path: Path, backend: Backend, opts) -> ModelMetadata:
-    """The metadata in effect: the file's (or defaults for a foreign model) plus overrides.
+def resolve_metadata(path: Path, backend: Backend, opts, given: ModelMetadata | None = None
+                     ) -> ModelMetadata:
+    """The metadata in effect: the file's (or ``given``, or defaults for a foreign model) plus overrides.
 
     A foreign model gets its layout from the input shape, one ``foreground`` sigmoid class
     for a one-channel output, and ``class_i`` softmax classes otherwise.
@@ -20,6 +21,8 @@ def resolve_metadata(path: Path, backend: Backend, opts) -> ModelMetadata:
         path: The model file.
         backend: The opened backend (shapes).
         opts: :class:`~firmware_bridge.segmenter.SegmenterOptions`; set fields win.
+        given: Metadata of a model that is not a file (the Keras model behind a backend);
+            ``None`` reads the file's.
 
     Returns:
         The resolved metadata.
@@ -28,7 +31,7 @@ def resolve_metadata(path: Path, backend: Backend, opts) -> ModelMetadata:
         EdgesegError: When the classes do not fit the output channels, or mean/std do not
             fit the input bands.
     """
-    meta = read_metadata(path)
+    meta = given or read_metadata(path)
     layout = opts.layout or (meta.layout if meta else backend.layout)
     k = output_channels(backend.output.shape, layout)
     base = {} if meta else {"layout": layout}

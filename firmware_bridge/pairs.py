@@ -75,12 +75,41 @@ def find_pairs(root: str | Path) -> Pairing:
     return result
 
 
+HOLDOUT_EVERY = 5
+"""Without a validation pattern, every fifth pair (by sorted stem) validates."""
+
+
+def matches(stem: str, pattern: str) -> bool:
+    """Whether ``stem`` matches one of the comma-separated globs of ``pattern``."""
+    return any(fnmatch.fnmatch(stem, g.strip()) for g in pattern.split(",") if g.strip())
+
+
+def holdout_pattern(pairs: list[Pair], every: int = HOLDOUT_EVERY) -> str:
+    """A deterministic validation split when none is given: every ``every``-th stem, sorted.
+
+    The 5th, 10th, ... stems in sorted order (the last one when there are fewer than
+    ``every``), so the same folder always splits the same way, on any machine.
+
+    Returns:
+        The held-out stems as a pattern (comma-separated) for :func:`split_by_pattern`.
+
+    Raises:
+        EdgesegError: With fewer than two pairs (nothing would be left to train on).
+    """
+    stems = sorted(p.stem for p in pairs)
+    if len(stems) < 2:
+        raise EdgesegError(f"{len(stems)} image/mask pair(s): validation needs a second one; add "
+                           "images, or give a folder of validation pairs with --val-pattern")
+    held = stems[every - 1 :: every] or stems[-1:]
+    return ",".join(held)
+
+
 def split_by_pattern(pairs: list[Pair], pattern: str) -> tuple[list[Pair], list[Pair]]:
-    """Split pairs into (train, validation) by a glob on the stem, e.g. ``"tile7_*"``.
+    """Split pairs into (train, validation) by globs on the stem, e.g. ``"tile7_*"`` or ``"a,b*"``.
 
     Args:
         pairs: Pairs to split.
-        pattern: ``fnmatch`` pattern; stems that match go to validation.
+        pattern: ``fnmatch`` patterns, comma-separated; stems that match one go to validation.
 
     Returns:
         ``(train, val)``.
@@ -89,8 +118,8 @@ def split_by_pattern(pairs: list[Pair], pattern: str) -> tuple[list[Pair], list[
         EdgesegError: When the pattern selects no pair or every pair.
 
     """
-    val = [p for p in pairs if fnmatch.fnmatch(p.stem, pattern)]
-    train = [p for p in pairs if not fnmatch.fnmatch(p.stem, pattern)]
+    val = [p for p in pairs if matches(p.stem, pattern)]
+    train = [p for p in pairs if not matches(p.stem, pattern)]
     if not val:
         raise EdgesegError(f"validation pattern {pattern!r} matches no file stem")
     if not train:

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge import tiling
-from firmware_bridge.backends import BackendOptions, open_backend
+from firmware_bridge.backends import Backend, BackendOptions, open_backend
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.metadata import ModelMetadata
 from firmware_bridge.modelspec import input_channels, output_channels, resolve_metadata
 from firmware_bridge.postprocess import resize_bilinear, to_probabilities
 
@@ -75,6 +76,9 @@ class Segmenter:
         path: ``.tflite``, ``.xml`` or ``.onnx`` model.
         backend: Backend name; ``None`` picks it from the suffix.
         options: Runtime options and foreign-model overrides.
+        runtime: An opened :class:`~firmware_bridge.backends.Backend` to use instead of
+            opening ``path`` (see :meth:`of`).
+        metadata: The metadata of ``runtime``'s model (``None``: read from ``path``).
 
     Attributes:
         backend: The loaded :class:`~firmware_bridge.backends.Backend`.
@@ -85,14 +89,15 @@ class Segmenter:
     """
 
     def __init__(self, path: str | Path, backend: str | None = None,
-                 options: SegmenterOptions | None = None) -> None:
+                 options: SegmenterOptions | None = None, *, runtime: Backend | None = None,
+                 metadata: ModelMetadata | None = None) -> None:
         self.options = opts = options or SegmenterOptions()
         if opts.batch < 1:
             raise EdgesegError(f"batch must be at least 1, got {opts.batch}")
         bopts = BackendOptions(opts.threads, opts.device,
                                tuple(opts.providers) if opts.providers else None, opts.delegate)
-        self.backend = open_backend(path, backend, bopts)
-        self.meta = resolve_metadata(Path(path), self.backend, opts)
+        self.backend = runtime or open_backend(path, backend, bopts)
+        self.meta = resolve_metadata(Path(path), self.backend, opts, metadata)
         shape = self.backend.input.shape
         nchw = self.meta.layout == "NCHW"
         hw = shape[2:4] if nchw else shape[1:3]
@@ -105,6 +110,21 @@ class Segmenter:
         if not 0 <= self.overlap < min(self.tile):
             raise EdgesegError(f"overlap must be in [0, {min(self.tile)}) for tile {self.tile}, "
                                f"got {self.overlap}")
+
+    @classmethod
+    def of(cls, runtime: Backend, metadata: ModelMetadata,
+           options: SegmenterOptions | None = None) -> Segmenter:
+        """A Segmenter around an opened backend whose model is not a file (e.g. a Keras model).
+
+        Args:
+            runtime: The backend.
+            metadata: Classes, normalisation, output kind, tiles of its model.
+            options: Runtime options (tile, overlap, batch, overrides).
+
+        Returns:
+            The Segmenter.
+        """
+        return cls(runtime.path, options=options, runtime=runtime, metadata=metadata)
 
     def _tile_size(self) -> tuple[int, int]:
         tile = self.options.tile

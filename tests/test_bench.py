@@ -166,11 +166,14 @@ def test_no_artifacts_is_a_clear_error(tmp_path, capsys):
     assert "no exported models" in capsys.readouterr().err
 
 
-def test_missing_data_names_shared(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("EDGESEG_SHARED", str(tmp_path / "nowhere"))
+def test_missing_data_says_how_to_give_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("EDGESEG_DATA", raising=False)
     assert main(["bench", "--out", str(tmp_path / "out"), "--sections", "accuracy"]) == 2
     err = capsys.readouterr().err
-    assert "EDGESEG_SHARED" in err and str(tmp_path / "nowhere") in err
+    assert "pass --data DIR --classes FILE (or set EDGESEG_DATA and EDGESEG_CLASSES)" in err
+    monkeypatch.setenv("EDGESEG_DATA", str(tmp_path / "nowhere"))
+    assert main(["bench", "--out", str(tmp_path / "out"), "--sections", "accuracy"]) == 2
+    assert f"{tmp_path / 'nowhere'}: no dataset here" in capsys.readouterr().err
 
 
 def test_accuracy_from_parity_json(artifacts, tmp_path):
@@ -218,12 +221,12 @@ def keras_model():
 
 def test_tensorflow_baseline_matches_the_artifact(keras_model, artifacts):
     """The baseline swaps only the backend: same pixels in, the same probabilities out."""
-    from edgeseg.bench.keras_backend import keras_segmenter
+    from edgeseg.bench.keras_backend import keras_segmenter_like
     from edgeseg.bench.speed import bench_tile, latency_section
     from firmware_bridge.segmenter import Segmenter, SegmenterOptions
 
     onnx = artifacts / "model.onnx"
-    tf_seg = keras_segmenter(keras_model, onnx, SegmenterOptions(tile=TILE))
+    tf_seg = keras_segmenter_like(keras_model, onnx, SegmenterOptions(tile=TILE))
     ort_seg = Segmenter(onnx, options=SegmenterOptions(tile=TILE))
     assert tf_seg.backend.name == "tensorflow" and tf_seg.overlap == ort_seg.overlap == 16
     tile = bench_tile(TILE)

@@ -9,7 +9,8 @@ from PIL import Image
 from edgeseg.data.check import check_dataset
 from edgeseg.data.stats import inverse_frequency_weights, median_frequency_weights
 from firmware_bridge.classes import ClassTable
-from firmware_bridge.pairs import find_pairs, split_by_pattern
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.pairs import Pair, find_pairs, holdout_pattern, split_by_pattern
 
 
 def run_cli(*args):
@@ -23,6 +24,20 @@ def test_class_weights():
     assert inv == pytest.approx([100 / 30, 100 / 90, 100 / 180, 0])
     med = median_frequency_weights(counts)
     assert med == pytest.approx([3.0, 1.0, 0.5, 0])
+
+
+def test_default_split_is_every_fifth_stem_and_reproducible():
+    stems = [f"scene_{i:02d}" for i in range(12)]
+    pairs = [Pair(s, f"{s}.png", f"{s}.png") for s in reversed(stems)]  # listing order is irrelevant
+    pattern = holdout_pattern(pairs)
+    assert pattern == "scene_04,scene_09" == holdout_pattern(list(reversed(pairs)))
+    train, val = split_by_pattern(pairs, pattern)
+    assert [p.stem for p in val] == ["scene_09", "scene_04"] and len(train) == 10
+    assert holdout_pattern(pairs[:3]) == "scene_11"  # fewer than five: the last by name
+    with pytest.raises(EdgesegError, match="validation needs a second one"):
+        holdout_pattern(pairs[:1])
+    train, val = split_by_pattern(pairs, "scene_0*, scene_11")  # globs, comma-separated
+    assert len(val) == 11 and [p.stem for p in train] == ["scene_10"]
 
 
 @pytest.mark.shared

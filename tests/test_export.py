@@ -249,10 +249,10 @@ def test_a_crashing_runtime_fails_only_its_artifact(exported):
     image = np.zeros((64, 64, 3), np.uint8)
     mask = np.zeros((64, 64), np.uint8)
     crash = Artifact("tflite-fp32", [AbortingPath(model)], 0.0)
-    row = check_artifact_isolated(crash, [image], [mask], [mask], 1.0, 5, ParityThresholds())
+    row = check_artifact_isolated(crash, [image], [mask], [mask], 1.0, ParityThresholds())
     assert not row.passed and "the runtime crashed (signal 6, SIGABRT)" in row.error
     fine = check_artifact_isolated(Artifact("tflite-fp32", [model], 0.0), [image], [mask], [mask],
-                                   1.0, 5, ParityThresholds())
+                                   1.0, ParityThresholds())
     assert fine.error is None and fine.precision == "fp32"  # the row of the run in the child
 
 
@@ -306,14 +306,17 @@ def test_deeplab_qat_converts_to_a_fully_integer_graph(tmp_path):
 def test_qat_summary_compares_with_float_on_every_validation_image(exported):
     # training scored 1 of the 2 validation images; QAT's float reference must score both
     from edgeseg.data import load_split
-    from edgeseg.inference import evaluate_samples, keras_predictor
-    from edgeseg.runs import load_run
+    from edgeseg.runs import load_run, run_metadata
+    from export.keras_backend import keras_segmenter
     from firmware_bridge.classes import ClassTable
+    from firmware_bridge.evaluate import score
 
     run, data = exported["run"], exported["data"]
     summary = json.loads((run / "qat" / "qat.json").read_text())
     model, config = load_run(run)
     _, val = load_split(str(data), ClassTable.load(data / "classes.csv"), "val_*")
     assert len(val) == 2
-    full = evaluate_samples(keras_predictor(model), val, 5, config.val_tile, config.val_overlap).miou
+    seg = keras_segmenter(model, run_metadata(run))
+    assert seg.tile == (config.val_tile,) * 2 and seg.overlap == config.val_overlap
+    full = score(seg, [(s.image, s.mask) for s in val]).scores.miou
     assert summary["float_miou"] == pytest.approx(full, abs=1e-6)

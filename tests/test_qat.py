@@ -82,10 +82,12 @@ def test_small_activations_survive_calibration():
     out = keras.layers.Conv2D(2, 1, name="logits")(y)
     model = keras.Model(x, out)
     rng = np.random.default_rng(1)
-    scales = [0.01, 1.0, 1.0, 1.0]  # the first layer shrinks the signal to +-0.01
-    for i, s in enumerate(scales):
-        kernel = rng.normal(0, s, (1, 1, 3 if i == 0 else 4, 4)).astype(np.float32)
-        model.get_layer(f"c{i}").set_weights([kernel, np.zeros(4, np.float32)])
+    for i in range(4):  # the first layer shrinks the signal to +-0.01, the others carry it on
+        kernel = (rng.normal(0, 0.01, (1, 1, 3, 4)) if i == 0
+                  else np.eye(4)[None, None] + rng.normal(0, 0.1, (1, 1, 4, 4)))
+        model.get_layer(f"c{i}").set_weights([kernel.astype(np.float32), np.zeros(4, np.float32)])
+    model.get_layer("logits").set_weights([rng.normal(0, 1, (1, 1, 4, 2)).astype(np.float32),
+                                           np.zeros(2, np.float32)])
     batches = [rng.uniform(-1, 1, (4, 8, 8, 3)).astype(np.float32) for _ in range(2)]
     qat = quantize(model)
     calibrate_ranges(qat, model, batches)

@@ -266,11 +266,13 @@ def test_validation_on_a_subset_scores_those_images(tiny_data, tmp_path):
     result = train(tiny_config(stage1_epochs=1, stage2_epochs=0, val_images=1), train_s, val_s,
                    tmp_path / "sub", verbose=False)
     assert result.val_images == 1
-    from edgeseg.inference import evaluate_samples, keras_predictor
-    from edgeseg.runs import load_run
+    from edgeseg.runs import load_run, run_metadata
+    from export.keras_backend import keras_segmenter
+    from firmware_bridge.evaluate import score
 
-    scores = evaluate_samples(keras_predictor(load_run(tmp_path / "sub")[0]), spread(val_s, 1), 5, 64, 32,
-                              synthetic.CLASSES)
+    seg = keras_segmenter(load_run(tmp_path / "sub")[0], run_metadata(tmp_path / "sub"))
+    assert seg.tile == (64, 64) and seg.overlap == 32
+    scores = score(seg, [(s.image, s.mask) for s in spread(val_s, 1)]).scores
     assert scores.miou == pytest.approx(result.best_miou, abs=1e-6)
     recorded = json.loads((tmp_path / "sub" / "scores.json").read_text())
     assert recorded["images"] == [s.stem for s in spread(val_s, 1)] and len(val_s) > 1
@@ -284,11 +286,11 @@ def test_time_budget_is_kept_on_a_fake_clock(tiny_data, tmp_path, monkeypatch):
 
     now = [0.0]
     monkeypatch.setattr(epoch_loop, "clock", lambda: now[0])
-    real_evaluate, real_enter = epoch_loop.evaluate_samples, epoch_loop.TrainingLoop._enter_stage
+    real_score, real_enter = epoch_loop.score, epoch_loop.TrainingLoop._enter_stage
 
     def evaluate(*args, **kw):
         now[0] += 15.0
-        return real_evaluate(*args, **kw)
+        return real_score(*args, **kw)
 
     def enter(self, stage):
         real_enter(self, stage)
@@ -300,7 +302,7 @@ def test_time_budget_is_kept_on_a_fake_clock(tiny_data, tmp_path, monkeypatch):
 
         self.step = timed_step
 
-    monkeypatch.setattr(epoch_loop, "evaluate_samples", evaluate)
+    monkeypatch.setattr(epoch_loop, "score", evaluate)
     monkeypatch.setattr(epoch_loop.TrainingLoop, "_enter_stage", enter)
     config = tiny_config(stage1_epochs=2, stage2_epochs=20, steps_per_epoch=5, time_budget_s=320.0)
     result = train(config, tiny_data[1], tiny_data[2], tmp_path / "run", verbose=False)

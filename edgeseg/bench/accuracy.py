@@ -2,10 +2,10 @@
 
 Where an export folder holds ``parity.json`` (written by ``edgeseg export`` after checking each
 artifact through ``firmware_bridge`` on the validation images) its numbers are taken as they
-are. Artifacts it does not cover are computed here the same way: full validation images
-through :meth:`Segmenter.predict_tiled`, scored by :mod:`firmware_bridge.metrics`; with the
-run's Keras model at hand, its masks (same tiles and overlap) give the pixel agreement and
-the mIoU drop in points.
+are. Artifacts it does not cover are computed here the same way, by the one scoring loop
+(:func:`firmware_bridge.evaluate.score`); with the run's Keras model at hand, its masks (the
+Keras model behind the same ``Segmenter``: same tiles and overlap) give the pixel agreement
+and the mIoU drop in points.
 """
 
 from __future__ import annotations
@@ -110,23 +110,6 @@ def _parity_rows(artifacts: list[ArtifactInfo], parities: dict[Path, ParityFile]
     return rows, missing
 
 
-def _score(masks: list[np.ndarray], truths: list[np.ndarray], k: int) -> float:
-    from firmware_bridge.metrics import ConfusionMatrix
-
-    cm = ConfusionMatrix(k)
-    for truth, mask in zip(truths, masks, strict=True):
-        cm.update(truth, mask)
-    return float(cm.scores().miou)
-
-
-def keras_masks(model, images: list[np.ndarray], tile: int, overlap: int) -> list[np.ndarray]:
-    """The Keras model's tiled masks (``edgeseg.inference``: the training-side tiling)."""
-    from edgeseg.inference import keras_predictor, predict_scores, scores_to_mask
-
-    predict = keras_predictor(model)
-    return [scores_to_mask(predict_scores(predict, image, tile, overlap)) for image in images]
-
-
 def compute_rows(missing: list[ArtifactInfo], val: ValidationSet, threads: int,
                  keras: KerasLoader | None, have_keras: set[int | None], several_sizes: bool,
                  log: Callable[[str], None] = print) -> list[AccuracyRow]:
@@ -144,6 +127,8 @@ def compute_rows(missing: list[ArtifactInfo], val: ValidationSet, threads: int,
     Returns:
         The computed rows (Keras rows first for each size).
     """
+    from export.keras_backend import keras_segmenter
+    from firmware_bridge.evaluate import score
     from firmware_bridge.segmenter import Segmenter, SegmenterOptions
 
     rows: list[AccuracyRow] = []
@@ -151,25 +136,24 @@ def compute_rows(missing: list[ArtifactInfo], val: ValidationSet, threads: int,
     reference: dict[tuple[int, int], tuple[list[np.ndarray], float]] = {}
     for a in missing:
         seg = Segmenter(a.path, options=SegmenterOptions(threads=threads))
-        masks = [seg.predict_tiled(image).mask for image in val.images]
-        miou = _score(masks, val.masks, val.num_classes)
-        agreement = drop = None
         key = (seg.tile[0], seg.overlap)
+        ref = None
         if keras is not None and seg.tile[0] == seg.tile[1]:
             if key not in reference:
-                ref = keras_masks(keras(key[0]), val.images, *key)
-                reference[key] = (ref, _score(ref, val.masks, val.num_classes))
+                kseg = keras_segmenter(keras(key[0]), seg.meta, overlap=key[1])
+                scored = score(kseg, zip(val.images, val.masks, strict=True), keep_masks=True)
+                reference[key] = (scored.masks, scored.scores.miou)
                 if a.resolution not in have_keras:
                     label = "keras" + (f"@{key[0]}" if several_sizes else "")
                     rows.append(AccuracyRow(label, "keras", "fp32", key[0], reference[key][1],
                                             None, None, "computed", n))
                     have_keras.add(a.resolution)
-            ref, keras_miou = reference[key]
-            same = sum(int(np.count_nonzero(m == r)) for m, r in zip(masks, ref, strict=True))
-            agreement = same / sum(m.size for m in masks)
-            drop = 100.0 * (keras_miou - miou)
-        rows.append(AccuracyRow(a.label, a.format, a.precision, a.resolution, miou, agreement, drop,
-                                "computed", n))
+            ref = reference[key][0]
+        scored = score(seg, zip(val.images, val.masks, strict=True), reference=ref)
+        miou = scored.scores.miou
+        drop = None if ref is None else 100.0 * (reference[key][1] - miou)
+        rows.append(AccuracyRow(a.label, a.format, a.precision, a.resolution, miou, scored.agreement,
+                                drop, "computed", n))
         log(f"[accuracy] {a.label:<16} mIoU {miou:.4f} (computed on {n} images)")
     return rows
 

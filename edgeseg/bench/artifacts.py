@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware_bridge.backends import model_suffixes
 from firmware_bridge.errors import EdgesegError
 
-RUNTIME_SUFFIXES = (".tflite", ".onnx", ".xml")
 PARITY_FILE = "parity.json"
 
 
@@ -138,7 +138,7 @@ def find_artifacts(folders: list[Path], formats: tuple[str, ...] | None = None) 
             raise EdgesegError(f"{folder}: no such artifacts folder (make one with 'edgeseg export "
                                "RUN --out DIR', or leave --artifacts out to export into --out)")
         for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or path.suffix not in (*RUNTIME_SUFFIXES, ".cc"):
+            if path.name.startswith(".") or path.suffix not in (*model_suffixes(), ".cc"):
                 continue
             fmt = format_of(path, suffixes)
             if (formats and fmt not in formats) or (path.suffix == ".cc" and fmt != "c-array"):
@@ -147,7 +147,7 @@ def find_artifacts(folders: list[Path], formats: tuple[str, ...] | None = None) 
             resolution, precision = _describe(path, fmt)
             found.append(ArtifactInfo(fmt or path.name, fmt, path, files,
                                       sum(f.stat().st_size for f in files), resolution, precision,
-                                      runnable=path.suffix in RUNTIME_SUFFIXES))
+                                      runnable=path.suffix in model_suffixes()))
     found.sort(key=lambda a: (order.get(a.format, len(order)), a.resolution or 0, str(a.path)))
     _unique_labels(found)
     return found

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeseg.bench.options import BenchOptions, require_data
+from firmware_bridge.backends import model_suffixes
 from firmware_bridge.errors import EdgesegError
 
 
@@ -50,7 +51,7 @@ def export_run(opts: BenchOptions, folder: Path, formats: tuple[str, ...] | None
         raise EdgesegError("exporting needs --run RUN")
     data = require_data(opts.data_dir)
     argv = ["export", str(opts.run), "--out", str(folder), "--data", str(data),
-            "--classes", str(opts.classes_file), "--val-pattern", opts.val_pattern,
+            "--classes", str(opts.classes_file), "--val-pattern", opts.validation,
             "--threads", str(opts.threads), "--formats", ",".join(formats) if formats else "all",
             "--keep-failing"]
     if size:
@@ -61,4 +62,4 @@ def export_run(opts: BenchOptions, folder: Path, formats: tuple[str, ...] | None
         code = args.func(args)
     if code:
         log(f"[export] {folder}: an artifact missed its parity threshold (see parity.json)")
-    return sorted(p for p in folder.iterdir() if p.suffix in (".tflite", ".onnx", ".xml", ".cc"))
+    return sorted(p for p in folder.iterdir() if p.suffix in (*model_suffixes(), ".cc"))

@@ -1,48 +1,21 @@
-"""The Keras model in TensorFlow as a ``firmware_bridge`` backend: the baseline of every speed-up.
+"""The Keras model in TensorFlow as the baseline of every speed-up.
 
 The baseline must do exactly what the exported artifacts do except the inference itself: the
 same normalisation, tiles, overlap, blending and GeoTIFF streaming. So a
 :class:`~firmware_bridge.segmenter.Segmenter` is opened on an exported artifact of the same
 model and size (its metadata gives normalisation, classes and tiling) and its backend is
-replaced by :class:`KerasBackend`, which feeds the float input to the Keras model through a
-compiled ``tf.function``. Only the backend call differs between the two measurements.
+replaced by :class:`export.keras_backend.KerasBackend`. Only the backend call differs between
+the two measurements.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from firmware_bridge.backends import Backend, TensorSpec
 from firmware_bridge.errors import EdgesegError
 
 
-class KerasBackend(Backend):
-    """A fixed-size ``tf_keras`` model behind the backend interface (float32 NHWC in and out).
-
-    Args:
-        model: The Keras model, input ``(None, H, W, C)``.
-        label: What reports call it.
-    """
-
-    name = "tensorflow"
-
-    def __init__(self, model, label: str = "keras") -> None:
-        from edgeseg.inference import keras_predictor
-
-        h, w, c = (int(v) for v in model.input_shape[1:4])
-        k = int(model.output_shape[-1])
-        f32 = np.dtype(np.float32)
-        super().__init__(Path(label), TensorSpec("input", (None, h, w, c), f32),
-                         TensorSpec("output", (None, h, w, k), f32))
-        self._predict = keras_predictor(model)
-
-    def _infer(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._predict(x), dtype=np.float32)
-
-
-def keras_segmenter(model, template: Path, options):
+def keras_segmenter_like(model, template: Path, options):
     """A Segmenter that runs ``model`` in TensorFlow with the pre/post-processing of ``template``.
 
     Args:
@@ -63,6 +36,8 @@ def keras_segmenter(model, template: Path, options):
     size = tuple(int(v) for v in model.input_shape[1:3])
     if seg.tile != size:
         raise EdgesegError(f"{template}: tiles of {seg.tile} but the Keras model takes {size}")
+    from export.keras_backend import KerasBackend
+
     seg.backend = KerasBackend(model)
     return seg
 

@@ -11,36 +11,22 @@ from firmware_bridge.errors import EdgesegError
 SECTIONS = ("accuracy", "latency", "throughput", "memory", "sizes")
 """Sections in the order they run; ``machine`` facts are always collected."""
 
-REPO = Path(__file__).resolve().parents[2]
+DATA_ENV, CLASSES_ENV = "EDGESEG_DATA", "EDGESEG_CLASSES"
+"""Environment variables that give the dataset folder and its class table when the options do not."""
 
 
-def shared_dir() -> Path:
-    """``$EDGESEG_SHARED``, or the ``shared`` folder beside the repository."""
-    return Path(os.environ.get("EDGESEG_SHARED", REPO.parent / "shared"))
-
-
-def default_data() -> Path:
-    """The Dubai aerial set inside the shared folder."""
-    return shared_dir() / "data" / "dubai_aerial"
-
-
-def default_classes() -> Path:
-    """The Dubai class table shipped with the repository."""
-    return REPO / "examples" / "dubai_classes.csv"
-
-
-def require_data(path: Path) -> Path:
+def require_data(path: Path | None) -> Path:
     """Return ``path`` when it is a dataset folder.
 
     Raises:
-        EdgesegError: Saying how to provide ``../shared`` or another ``--data`` folder.
+        EdgesegError: Saying how to give one (``--data`` or ``$EDGESEG_DATA``).
     """
+    if path is None:
+        raise EdgesegError(f"this needs a dataset: pass --data DIR --classes FILE (or set {DATA_ENV} "
+                           f"and {CLASSES_ENV})")
     if not (path / "images").is_dir():
-        raise EdgesegError(
-            f"{path}: no dataset here (needs images/ and masks/). The benchmark runs on the "
-            f"Dubai set in ../shared: put the shared folder beside the repository, set "
-            f"EDGESEG_SHARED to it (now {shared_dir()}), or pass --data DIR"
-        )
+        raise EdgesegError(f"{path}: no dataset here (needs images/ and masks/); pass --data DIR "
+                           f"(or set {DATA_ENV})")
     return path
 
 
@@ -55,7 +41,7 @@ class BenchOptions:
         artifacts: Export folders to benchmark (one per input size, for instance).
         data: Dataset folder for the accuracy section and export calibration.
         classes: Class table CSV of ``data``.
-        val_pattern: Validation images (stem glob).
+        val_pattern: Validation images (stem globs, comma-separated; ``None``: the run's).
         sections: Sections to run (others keep their previous results in ``bench.json``).
         formats: Restrict to these export format names (``None``: every one found).
         resolutions: Square input sizes for per-tile latency.
@@ -80,7 +66,7 @@ class BenchOptions:
     artifacts: list[Path] = field(default_factory=list)
     data: Path | None = None
     classes: Path | None = None
-    val_pattern: str = "tile7_*"
+    val_pattern: str | None = None
     sections: tuple[str, ...] = SECTIONS
     formats: tuple[str, ...] | None = None
     resolutions: tuple[int, ...] = (256, 512)
@@ -116,14 +102,40 @@ class BenchOptions:
             raise EdgesegError("the latency section needs at least one resolution")
 
     @property
-    def data_dir(self) -> Path:
-        """The dataset folder (``--data`` or the shared Dubai set)."""
-        return Path(self.data) if self.data else default_data()
+    def data_dir(self) -> Path | None:
+        """The dataset folder (``--data`` or ``$EDGESEG_DATA``), ``None`` without either."""
+        given = self.data or os.environ.get(DATA_ENV)
+        return Path(given) if given else None
 
     @property
     def classes_file(self) -> Path:
-        """The class table (``--classes`` or the Dubai table)."""
-        return Path(self.classes) if self.classes else default_classes()
+        """The class table (``--classes`` or ``$EDGESEG_CLASSES``).
+
+        Raises:
+            EdgesegError: Without either.
+        """
+        given = self.classes or os.environ.get(CLASSES_ENV)
+        if not given:
+            raise EdgesegError(f"the dataset needs its class table: pass --classes FILE (or set "
+                               f"{CLASSES_ENV})")
+        return Path(given)
+
+    @property
+    def validation(self) -> str:
+        """The validation stems: ``--val-pattern``, else the run's own.
+
+        Raises:
+            EdgesegError: With neither.
+        """
+        if self.val_pattern:
+            return self.val_pattern
+        if self.run is not None and (self.run / "config.json").is_file():
+            import json
+
+            pattern = json.loads((self.run / "config.json").read_text())["config"].get("val_pattern")
+            if pattern:
+                return pattern
+        raise EdgesegError("which images validate? pass --val-pattern GLOB (or --run RUN to use its own)")
 
     def wants(self, section: str) -> bool:
         """Whether ``section`` runs."""

@@ -215,24 +215,24 @@ def accuracy(opts: BenchOptions, artifacts: list[ArtifactInfo], keras, log: Log)
     data = require_data(opts.data_dir)
 
     def load_val():
-        log(f"[accuracy] loading the validation images {opts.val_pattern} of {data}")
-        return load_validation(data, opts.classes_file, opts.val_pattern)
+        log(f"[accuracy] loading the validation images {opts.validation} of {data}")
+        return load_validation(data, opts.classes_file, opts.validation)
 
     rows, notes = accuracy_section(artifacts, parities, load_val, opts.threads, keras, log)
-    count = len(validation_pairs(data, opts.val_pattern))
+    count = len(validation_pairs(data, opts.validation))
     for parity in parities.values():
         if parity.images != count:
             notes.append(f"{parity.path}: scored {parity.images} images, the validation set "
-                         f"{opts.val_pattern} has {count}")
+                         f"{opts.validation} has {count}")
     extra = {}
     shown = _memory_model(artifacts, opts.memory_format) or next(
         (a for a in artifacts if a.runnable), None)
     if shown is not None:
         stem = write_overlay(opts.out / OVERLAY, shown.path, data, opts.classes_file,
-                             opts.val_pattern, opts.threads)
+                             opts.validation, opts.threads)
         extra = {"overlay": OVERLAY, "overlay_model": shown.label, "overlay_image": stem}
         log(f"[accuracy] overlay of {stem} by {shown.label} -> {opts.out / OVERLAY}")
-    return _section(rows_to_dicts(rows), notes, validation=f"{opts.val_pattern} of {data.name}",
+    return _section(rows_to_dicts(rows), notes, validation=f"{opts.validation} of {data.name}",
                     **extra)
 
 

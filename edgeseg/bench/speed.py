@@ -2,7 +2,7 @@
 
 Every artifact runs through :class:`~firmware_bridge.segmenter.Segmenter`, the code a device
 runs, and the Keras model runs through the same Segmenter with its backend swapped for
-TensorFlow (:mod:`edgeseg.bench.keras_backend`), so pre- and post-processing, tiles and
+TensorFlow (:mod:`export.keras_backend`), so pre- and post-processing, tiles and
 GeoTIFF streaming are identical and the speed-up (TensorFlow time / artifact time) isolates
 the runtime.
 
@@ -175,11 +175,11 @@ def latency_section(artifacts: list[ArtifactInfo], resolutions: tuple[int, ...],
                 f"p90 {row.latency.p90:8.2f} ms")
             del seg
         if keras is not None:
-            from edgeseg.bench.keras_backend import keras_segmenter
+            from edgeseg.bench.keras_backend import keras_segmenter_like
 
             template = template_for(artifacts, res)
             model, load_s = timed(lambda res=res: keras(res))
-            seg = keras_segmenter(model, template.path, segmenter_options(threads, res))
+            seg = keras_segmenter_like(model, template.path, segmenter_options(threads, res))
             tf_row = latency_of(seg, TF_LABEL, "keras", "fp32", load_s, runs, warmup)
             log(f"[latency] {res} {TF_LABEL:<16} {'tensorflow':<12} p50 {tf_row.latency.p50:8.2f} ms  "
                 f"p90 {tf_row.latency.p90:8.2f} ms")
@@ -236,10 +236,10 @@ def throughput_section(artifacts: list[ArtifactInfo], tile: int, scene: Path, ra
         del seg
     notes = []
     if keras is not None:
-        from edgeseg.bench.keras_backend import keras_segmenter
+        from edgeseg.bench.keras_backend import keras_segmenter_like
 
         template = template_for(artifacts, tile)
-        seg = keras_segmenter(keras(tile), template.path, segmenter_options(threads, tile, batch))
+        seg = keras_segmenter_like(keras(tile), template.path, segmenter_options(threads, tile, batch))
         tf_row = throughput_of(seg, scene, raster, TF_LABEL, "keras", block)
         log(f"[throughput] {raster}px tile {tile} {TF_LABEL:<16} {tf_row.seconds:8.1f} s  "
             f"{tf_row.mpix_per_s:7.2f} MPix/s")

@@ -23,9 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench", help="benchmark every exported format: mIoU, per-tile latency and tiled "
                       "throughput against TensorFlow, peak memory, sizes (JSON + markdown + plots)",
-        description="Benchmark a trained run's exported models on the Dubai set in ../shared "
-                    "(EDGESEG_SHARED). Prints JSON; writes OUT/bench.json, OUT/bench.md and plots. "
-                    "Sections not run keep their earlier results in OUT/bench.json.",
+        description="Benchmark a trained run's exported models on a dataset (--data and --classes, "
+                    "or EDGESEG_DATA and EDGESEG_CLASSES). Prints JSON; writes OUT/bench.json, "
+                    "OUT/bench.md and plots. Sections not run keep their earlier results in "
+                    "OUT/bench.json.",
     )
     p.add_argument("--run", help="training run directory (TensorFlow baseline, Keras mIoU, and "
                                  "the source of missing exports)")
@@ -33,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="export folder from 'edgeseg export' (repeatable, e.g. one per input "
                         "size); default OUT/artifacts, exported from --run when empty")
     p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
-    p.add_argument("--data", help="dataset folder (default ../shared/data/dubai_aerial)")
-    p.add_argument("--classes", help="class table CSV (default examples/dubai_classes.csv)")
-    p.add_argument("--val-pattern", default="tile7_*", help="validation stems (default tile7_*)")
+    p.add_argument("--data", help="dataset folder (default $EDGESEG_DATA)")
+    p.add_argument("--classes", help="class table CSV (default $EDGESEG_CLASSES)")
+    p.add_argument("--val-pattern", help="validation stems (default: the run's)")
     p.add_argument("--sections", type=_names, help=f"only these sections: {SECTION_HELP}")
     p.add_argument("--skip", type=_names, default=(), help=f"leave out these sections: {SECTION_HELP}")
     p.add_argument("--formats", type=_names, help="only these export formats, e.g. tflite-int8,onnx")

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=d.out, help=f"output folder, replaced if present (default {d.out})")
     p.add_argument("--data", help="a real dataset folder instead of generated scenes")
     p.add_argument("--classes", help="class table CSV for --data")
-    p.add_argument("--val-pattern", default=d.val_pattern, help="validation stems of --data")
+    p.add_argument("--val-pattern", help="validation stems of --data (default: edgeseg train's split)")
     p.add_argument("--weights", help="ImageNet no-top .h5 (default: Keras's cached ImageNet weights, "
                    "else denoising pretraining on the training images; 'pretrain' forces that)")
     p.add_argument("--train-minutes", type=float, default=d.train_minutes)

@@ -171,8 +171,7 @@ def _parity(args, model, meta, artifacts, val_pattern):
     import sys
 
     from edgeseg.data import load_split
-    from edgeseg.inference import keras_predictor, predict_scores, scores_to_mask
-    from export.parity import ParityThresholds, check_parity
+    from export.parity import ParityThresholds, check_parity, keras_reference
     from firmware_bridge.classes import ClassTable
     from firmware_bridge.errors import EdgesegError
 
@@ -180,12 +179,9 @@ def _parity(args, model, meta, artifacts, val_pattern):
     _, val = load_split(args.data, table, val_pattern)
     if not val:
         raise EdgesegError(f"no validation images match {val_pattern!r} in {args.data}")
-    predict = keras_predictor(model)
-    tile = int(model.input_shape[1])
-    reference = [scores_to_mask(predict_scores(predict, s.image, tile, meta.tile_overlap), meta.threshold)
-                 for s in val]
+    images, truths = [s.image for s in val], [s.mask for s in val]
+    reference, keras_miou = keras_reference(model, meta, images, truths)
     thresholds = ParityThresholds(args.min_agreement / 100.0, args.max_miou_drop,
                                   args.min_quantized_agreement / 100.0)
-    return check_parity(artifacts, [s.image for s in val], [s.mask for s in val], reference,
-                        max(len(meta.classes), 2), thresholds, args.threads,
+    return check_parity(artifacts, images, truths, reference, keras_miou, thresholds, args.threads,
                         log=lambda line: print(line, file=sys.stderr, flush=True))

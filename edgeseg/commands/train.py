@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--upsampling", default="bilinear", help="bilinear, nearest or transpose")
     p.add_argument("--encoder-weights", default="none",
                    help="no-top .h5 file, 'imagenet' (Keras cache), a run or pretrain dir, or 'none'")
-    p.add_argument("--val-pattern", default="tile7_*", help="glob on file stems for validation")
+    p.add_argument("--val-pattern",
+                   help="file stems that validate: globs, comma-separated (e.g. 'tile7_*'); default: "
+                        "every 5th image by name, printed and kept in the run")
     p.add_argument("--crop", type=int, default=DEFAULTS["crop"], help="training crop edge (multiple of 32)")
     p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     p.add_argument("--stage1-epochs", type=int,
@@ -64,13 +66,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     """Load the data, train, print the best validation scores."""
     import sys
+    from pathlib import Path
 
     from edgeseg.data import load_split
+    from edgeseg.runs import CONFIG, read_json
     from edgeseg.train import TrainConfig, train
     from firmware_bridge.classes import ClassTable
+    from firmware_bridge.pairs import HOLDOUT_EVERY, find_pairs, holdout_pattern
 
     table = ClassTable.load(args.classes)
-    train_samples, val_samples = load_split(args.data, table, args.val_pattern)
+    val_pattern = args.val_pattern
+    if val_pattern is None and not args.resume:
+        val_pattern = holdout_pattern(find_pairs(args.data).pairs)
+        print(f"no --val-pattern: every {HOLDOUT_EVERY}th image by name validates: {val_pattern}",
+              file=sys.stderr)
+    elif val_pattern is None:
+        val_pattern = TrainConfig.from_dict(read_json(Path(args.out) / CONFIG)["config"]).val_pattern
+    train_samples, val_samples = load_split(args.data, table, val_pattern)
     print(f"{len(train_samples)} training and {len(val_samples)} validation images", file=sys.stderr)
     config = TrainConfig(
         num_classes=table.num_classes, arch=args.arch, backbone=args.backbone,
@@ -81,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
         class_weighting=None if args.class_weighting == "none" else args.class_weighting,
         encoder_weights=args.encoder_weights, unfreeze=args.unfreeze, balance=args.balance,
         augment=not args.no_augment, colour_jitter=args.colour_jitter, seed=args.seed, patience=args.patience,
-        val_pattern=args.val_pattern, val_tile=args.val_tile, val_images=args.val_images,
+        val_pattern=val_pattern, val_tile=args.val_tile, val_images=args.val_images,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )
     result = train(config, train_samples, val_samples, args.out, resume=args.resume,

@@ -17,7 +17,7 @@ Per crop:
    (added, fraction of 255) -- scenes from different passes differ in all four;
 4. normalisation ``(pixel - 127.5) / 127.5`` (:data:`edgeseg.models.NORMALISATION`).
 
-Validation does not use crops: it predicts full images tile by tile (``edgeseg.inference``).
+Validation does not use crops: it predicts full images tile by tile (``firmware_bridge.evaluate``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from firmware_bridge.backends import BACKENDS
 from firmware_bridge.errors import EdgesegError
 
 
@@ -28,7 +29,7 @@ def _ints(text: str) -> list[int]:
 def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
     """Add backend, tiling and foreign-model options to a sub-command."""
     g = p.add_argument_group("backend")
-    g.add_argument("--backend", help="litert, openvino or onnxruntime (default: from the suffix)")
+    g.add_argument("--backend", help=f"{', '.join(BACKENDS)} (default: from the model file's suffix)")
     g.add_argument("--threads", type=int, help="CPU threads")
     g.add_argument("--device", help="OpenVINO device: CPU, GPU, NPU, AUTO")
     g.add_argument("--providers", help="ONNX Runtime providers, comma-separated, first preferred")

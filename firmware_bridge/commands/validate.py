@@ -40,11 +40,10 @@ def run_validate(args: argparse.Namespace) -> int:
 
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.evaluate import score
     from firmware_bridge.fsutil import atomic_write_bytes
     from firmware_bridge.imageio import read_image, read_mask
-    from firmware_bridge.metrics import ConfusionMatrix
     from firmware_bridge.pairs import find_pairs
-    from firmware_bridge.progress import progress
 
     pairing = find_pairs(args.data)
     for problem in pairing.problems:
@@ -56,16 +55,17 @@ def run_validate(args: argparse.Namespace) -> int:
     if table.num_classes != seg.num_classes:
         raise EdgesegError(f"the class table has {table.num_classes} classes but the model "
                            f"predicts {seg.num_classes}: pass the model's class table")
-    cm = ConfusionMatrix(seg.num_classes)
+    def pairs():
+        for pair in pairing.pairs:
+            image = read_image(pair.image)
+            truth = table.decode_mask(read_mask(pair.mask), str(pair.mask), args.unknown_to_ignore)
+            if truth.shape != image.shape[:2]:
+                raise EdgesegError(f"{pair.mask}: mask is {truth.shape[::-1]} but the image is "
+                                   f"{image.shape[1::-1]}")
+            yield image, truth
+
     show = not args.quiet and sys.stderr.isatty()
-    for pair in progress(pairing.pairs, len(pairing.pairs), "validate", show, "image"):
-        image = read_image(pair.image)
-        truth = table.decode_mask(read_mask(pair.mask), str(pair.mask), args.unknown_to_ignore)
-        if truth.shape != image.shape[:2]:
-            raise EdgesegError(f"{pair.mask}: mask is {truth.shape[::-1]} but the image is "
-                               f"{image.shape[1::-1]}")
-        cm.update(truth, seg.predict_tiled(image).mask)
-    scores = cm.scores(table.names)
+    scores = score(seg, pairs(), table.names, progress=show, total=len(pairing.pairs)).scores
     print(scores.table())
     if args.json:
         report = {"model": str(args.model), "backend": seg.backend.name, "data": str(args.data),

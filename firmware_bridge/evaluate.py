@@ -1,0 +1,82 @@
+"""The one scoring loop: a :class:`~firmware_bridge.segmenter.Segmenter` over images with truth.
+
+Every score in edgeseg comes from here: ``edgeseg-run validate`` on the device, training's
+validation and ``edgeseg evaluate`` (the Keras model behind the same ``Segmenter``), QAT's
+validation, the export's parity check and ``edgeseg bench``. Each image is predicted whole with
+tiling (:meth:`Segmenter.predict_tiled`), its mask goes into one streaming confusion matrix
+(:mod:`firmware_bridge.metrics`), and, when reference masks are given (another model's, e.g. the
+Keras model's for an exported artifact), the share of pixels where the two agree is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.metrics import ConfusionMatrix, SegScores
+from firmware_bridge.progress import progress as progress_bar
+
+
+@dataclass
+class Scored:
+    """What :func:`score` measured.
+
+    Attributes:
+        scores: The metric core's scores over all images.
+        images: Images scored.
+        agreement: Share of pixels whose class equals the reference's (``None`` without one).
+        masks: The predicted masks, when asked to keep them.
+    """
+
+    scores: SegScores
+    images: int
+    agreement: float | None = None
+    masks: list[np.ndarray] | None = None
+
+
+def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+          class_names: list[str] | None = None, reference: Sequence[np.ndarray] | None = None,
+          keep_masks: bool = False, progress: bool = False, total: int | None = None) -> Scored:
+    """Predict every image with tiling and score the masks against the truth.
+
+    Args:
+        segmenter: Any :class:`~firmware_bridge.segmenter.Segmenter` (a device model, or the
+            Keras model behind the same interface).
+        pairs: ``(image HxWxC, truth HxW)`` pairs; truth holds class indices, 255 = ignore.
+        class_names: Names for the score table (default: the segmenter's).
+        reference: Masks of another model, one per pair, to count agreement with.
+        keep_masks: Keep the predicted masks in the result.
+        progress: Show a progress bar (``total`` images).
+        total: Number of pairs, for the bar.
+
+    Returns:
+        The scores, and agreement / masks when asked for.
+
+    Raises:
+        EdgesegError: With no pairs, a truth whose size differs from its image, or fewer
+            reference masks than pairs.
+    """
+    cm = ConfusionMatrix(segmenter.num_classes)
+    same = seen = count = 0
+    masks: list[np.ndarray] = []
+    for image, truth in progress_bar(pairs, total, "validate", progress, "img"):
+        if truth.shape != image.shape[:2]:
+            raise EdgesegError(f"image {count + 1}: its mask is {truth.shape[1]}x{truth.shape[0]} but "
+                               f"the image is {image.shape[1]}x{image.shape[0]}")
+        mask = segmenter.predict_tiled(image).mask
+        cm.update(truth, mask)
+        if reference is not None:
+            if count >= len(reference):
+                raise EdgesegError(f"{len(reference)} reference masks for more images")
+            same += int(np.count_nonzero(mask == reference[count]))
+            seen += mask.size
+        if keep_masks:
+            masks.append(mask)
+        count += 1
+    if count == 0:
+        raise EdgesegError("no images to score: check the validation pattern and the data folder")
+    return Scored(cm.scores(class_names or segmenter.class_names), count,
+                  same / seen if reference is not None else None, masks if keep_masks else None)
