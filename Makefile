@@ -21,7 +21,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgeseg export firmware_bridge tests
+	$(BIN)/ruff check edgeseg export firmware_bridge tests examples benchmarks
 
 ## bench: benchmarks on the Dubai aerial set (EDGESEG_DATA, and EDGESEG_WEIGHTS for training);
 ## prints JSON and a markdown table. Uses RUN (trains the default recipe first when it is

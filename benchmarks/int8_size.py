@@ -87,7 +87,7 @@ def measure(backbone: str, size: int, workdir: Path) -> dict:
     from edgeseg.models import build_model
     from export.context import ExportContext
     from export.formats import export_formats, parse_formats
-    from firmware_bridge.metadata import ModelMetadata
+    from firmware_bridge.runtime.metadata import ModelMetadata
 
     model = build_model("mobileunet", backbone, 5, input_size=(size, size))
     randomise_statistics(model)

@@ -2,7 +2,7 @@
 
 It runs the same commands a user would (``edgeseg train``, ``edgeseg qat``, ``edgeseg export``,
 ``edgeseg-run predict``, ``edgeseg-run validate``), printing each before it runs, on a built-in
-default that needs no download: scenes from :mod:`edgeseg.synthetic`. With ``data`` and
+default that needs no download: scenes from :mod:`edgeseg.data.synthetic`. With ``data`` and
 ``classes`` it runs on a real dataset instead.
 
 Transfer learning without a download: when no ImageNet weights file is given (``--weights``)
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.pairs import matches
+from firmware_bridge.io.pairs import matches
 
 BACKBONE = "mobilenetv2_035"
 
@@ -117,7 +117,7 @@ def _find_weights(opts: DemoOptions) -> str | None:
 
 def _generate(opts: DemoOptions, root: Path) -> tuple[Path, Path, str, Path]:
     """Write the generated dataset, and a large scene in a dataset of its own."""
-    from edgeseg import synthetic
+    from edgeseg.data import synthetic
 
     data = root / "data"
     size = (opts.scene_size, opts.scene_size)
@@ -131,7 +131,7 @@ def _generate(opts: DemoOptions, root: Path) -> tuple[Path, Path, str, Path]:
 
 def _latency(model_paths: dict[str, Path], runs: int = 20) -> dict[str, float]:
     """Median per-tile latency (ms, batch 1, 2 threads) of each artifact on random tiles."""
-    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
     out = {}
     for name, path in model_paths.items():

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeseg.data import load_split
-from edgeseg.runs import is_run_dir, load_run
-from firmware_bridge.classes import ClassTable
+from edgeseg.training.runs import is_run_dir, load_run
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.io.classes import ClassTable
 from firmware_bridge.metrics import SegScores
 
 DEFAULT_OVERLAP = 32
@@ -98,7 +98,7 @@ def evaluate(
     from edgeseg.data.pipeline import MEAN, STD
     from export.keras_backend import keras_segmenter
     from firmware_bridge.evaluate import score
-    from firmware_bridge.metadata import ModelMetadata
+    from firmware_bridge.runtime.metadata import ModelMetadata
 
     model = load_model(model_path, tile)
     k = int(model.output_shape[-1])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from firmware_bridge.errors import EdgesegError, MissingDependencyError, require
-from firmware_bridge.metadata import ModelMetadata
+from firmware_bridge.runtime.metadata import ModelMetadata
 
 IO_TYPES = ("int8", "uint8", "float")
 

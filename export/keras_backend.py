@@ -2,7 +2,7 @@
 
 Training's validation, ``edgeseg evaluate``, QAT's validation, the export's parity reference and
 the TensorFlow baseline of ``edgeseg bench`` all run the Keras model through a
-:class:`~firmware_bridge.segmenter.Segmenter` whose backend is :class:`KerasBackend`: the same
+:class:`~firmware_bridge.runtime.segmenter.Segmenter` whose backend is :class:`KerasBackend`: the same
 normalisation, tiles, overlap, blending and threshold as an exported artifact on the device,
 only the inference differs. It lives in ``export`` (which may import TensorFlow) so that the
 parity check and the training side share it.
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from export.context import tensorflow
-from firmware_bridge.backends import Backend, TensorSpec
-from firmware_bridge.metadata import ModelMetadata
+from firmware_bridge.runtime.backends import Backend, TensorSpec
+from firmware_bridge.runtime.metadata import ModelMetadata
 
 KERAS_BATCH = 4
 """Tiles per Keras call."""
@@ -50,12 +50,12 @@ class KerasBackend(Backend):
 
 def keras_segmenter(model, metadata: ModelMetadata, overlap: int | None = None,
                     batch: int = KERAS_BATCH):
-    """A :class:`~firmware_bridge.segmenter.Segmenter` running ``model`` in TensorFlow.
+    """A :class:`~firmware_bridge.runtime.segmenter.Segmenter` running ``model`` in TensorFlow.
 
     Args:
         model: A fixed-size Keras model; its input size is the tile.
         metadata: Classes, normalisation, output kind and overlap (a run's
-            :func:`edgeseg.runs.run_metadata`, or an artifact's); the input size, layout and
+            :func:`edgeseg.training.runs.run_metadata`, or an artifact's); the input size, layout and
             tile come from the model.
         overlap: Tile overlap (``None``: the metadata's).
         batch: Tiles per call.
@@ -63,7 +63,7 @@ def keras_segmenter(model, metadata: ModelMetadata, overlap: int | None = None,
     Returns:
         The Segmenter.
     """
-    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
     backend = KerasBackend(model)
     h, w, c = (int(v) for v in model.input_shape[1:4])

@@ -1,6 +1,6 @@
 """Parity of every exported artifact with the Keras model, through the device runtime.
 
-Each artifact is opened by :class:`firmware_bridge.segmenter.Segmenter` (the code a device
+Each artifact is opened by :class:`firmware_bridge.runtime.segmenter.Segmenter` (the code a device
 runs: its own metadata, normalisation, quantisation, tiling) and predicts the validation
 images. Two numbers per artifact:
 
@@ -36,7 +36,7 @@ import numpy as np
 from export.formats import FORMATS, Artifact
 from firmware_bridge.evaluate import score
 from firmware_bridge.fsutil import atomic_write_bytes
-from firmware_bridge.metadata import read_metadata
+from firmware_bridge.runtime.metadata import read_metadata
 
 
 @dataclass
@@ -116,7 +116,7 @@ class ParityReport:
 
 
 def _segmenter(artifact: Artifact, workdir: Path, threads: int | None):
-    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
     if artifact.format != "c-array":
         return Segmenter(artifact.path, options=SegmenterOptions(threads=threads))

@@ -54,7 +54,7 @@ def _names(enum_cls) -> dict[int, str]:
 def flatbuffer_size(model: bytes) -> int:
     """Bytes of the flatbuffer itself, without the metadata archive appended after it.
 
-    :func:`firmware_bridge.metadata.tflite_with_metadata` appends a zip written on its own,
+    :func:`firmware_bridge.runtime.metadata.tflite_with_metadata` appends a zip written on its own,
     so the offsets in its end record count from the archive's first byte:
     ``start = end_record - central_directory_size - central_directory_offset``.
 

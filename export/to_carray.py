@@ -18,7 +18,7 @@ from export.context import ExportContext
 from export.tflite_ops import flatbuffer_size, op_counts
 from export.to_tflite import int8_flatbuffer
 from firmware_bridge.errors import EdgesegError, require
-from firmware_bridge.metadata import ModelMetadata
+from firmware_bridge.runtime.metadata import ModelMetadata
 
 BYTES_PER_LINE = 12
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from export.context import ExportContext, tensorflow
 from firmware_bridge.errors import EdgesegError, require
-from firmware_bridge.metadata import METADATA_KEY
+from firmware_bridge.runtime.metadata import METADATA_KEY
 
 MAX_ABS_DIFF = 1e-3
 """Largest allowed difference between ONNX Runtime and Keras probabilities on one image."""

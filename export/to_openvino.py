@@ -8,7 +8,7 @@ agreed with Keras on 68.5 % of Dubai validation-tile pixels against 93.4 % from 
 runs with the ``MIXED`` preset (asymmetric activations, for the batch-norm outputs that no
 ReLU follows): 95.4 % on the same tiles. The metadata goes into the IR's ``rt_info`` as ``edgeseg`` (a string
 attribute of ``<rt_info><edgeseg value=.../>`` in the ``.xml``), which
-:func:`firmware_bridge.metadata.read_metadata` reads without OpenVINO. An IR is two files;
+:func:`firmware_bridge.runtime.metadata.read_metadata` reads without OpenVINO. An IR is two files;
 ``save_model`` writes the ``.bin`` beside the ``.xml`` with the same stem.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from export.context import ExportContext
 from firmware_bridge.errors import EdgesegError, require
-from firmware_bridge.metadata import METADATA_KEY
+from firmware_bridge.runtime.metadata import METADATA_KEY
 
 
 def convert(ctx: ExportContext):

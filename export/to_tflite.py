@@ -13,7 +13,7 @@ for CPUs and GPUs, not for integer-only accelerators): TensorFlow's ``Quantizati
 converts with the operators of those layers denylisted, and QUANTIZE / DEQUANTIZE around them.
 
 The metadata rides in a zip appended to the flatbuffer
-(:func:`firmware_bridge.metadata.tflite_with_metadata`).
+(:func:`firmware_bridge.runtime.metadata.tflite_with_metadata`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from export.context import ExportContext, tensorflow
 from export.tflite_ops import check_fully_integer, op_list
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.metadata import tflite_with_metadata
+from firmware_bridge.runtime.metadata import tflite_with_metadata
 
 MODES = ("fp32", "fp16", "dynamic", "int8")
 

@@ -1,4 +1,4 @@
-"""The one scoring loop: a :class:`~firmware_bridge.segmenter.Segmenter` over images with truth.
+"""The one scoring loop: a :class:`~firmware_bridge.runtime.segmenter.Segmenter` over images with truth.
 
 Every score in edgeseg comes from here: ``edgeseg-run validate`` on the device, training's
 validation and ``edgeseg evaluate`` (the Keras model behind the same ``Segmenter``), QAT's
@@ -43,7 +43,7 @@ def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     """Predict every image with tiling and score the masks against the truth.
 
     Args:
-        segmenter: Any :class:`~firmware_bridge.segmenter.Segmenter` (a device model, or the
+        segmenter: Any :class:`~firmware_bridge.runtime.segmenter.Segmenter` (a device model, or the
             Keras model behind the same interface).
         pairs: ``(image HxWxC, truth HxW)`` pairs; truth holds class indices, 255 = ignore.
         class_names: Names for the score table (default: the segmenter's).

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from tiny_models import smooth_image
 
-from firmware_bridge.backends import BACKENDS, Backend, BackendEntry, TensorSpec, backend_for
 from firmware_bridge.cli import main
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.evaluate import score
-from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+from firmware_bridge.runtime.backends import BACKENDS, Backend, BackendEntry, TensorSpec, backend_for
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
 
 class PixelMatmul(Backend):

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware_bridge.backend_openvino import check_device
-from firmware_bridge.backend_ort import check_providers
-from firmware_bridge.backends import BackendOptions, backend_for, guess_layout, open_backend
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.runtime.backend_openvino import check_device
+from firmware_bridge.runtime.backend_ort import check_providers
+from firmware_bridge.runtime.backends import BackendOptions, backend_for, guess_layout, open_backend
 
 
 def test_backend_for_suffix_and_name():

@@ -223,7 +223,7 @@ def test_tensorflow_baseline_matches_the_artifact(keras_model, artifacts):
     """The baseline swaps only the backend: same pixels in, the same probabilities out."""
     from edgeseg.bench.keras_backend import keras_segmenter_like
     from edgeseg.bench.speed import bench_tile, latency_section
-    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
     onnx = artifacts / "model.onnx"
     tf_seg = keras_segmenter_like(keras_model, onnx, SegmenterOptions(tile=TILE))
@@ -245,7 +245,7 @@ def test_tensorflow_baseline_matches_the_artifact(keras_model, artifacts):
 
 def test_computed_accuracy_with_agreement(keras_model, artifacts):
     """Artifacts without parity.json are scored here; the truth is the ONNX model's own mask."""
-    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
     images = [smooth_image(150, 170, seed=1), smooth_image(100, 90, seed=2)]
     seg = Segmenter(artifacts / "model.onnx", options=SegmenterOptions(tile=TILE))

@@ -3,9 +3,9 @@ import pytest
 from PIL import Image
 
 from firmware_bridge import IGNORE_INDEX
-from firmware_bridge.classes import ClassTable, parse_colour
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.imageio import (
+from firmware_bridge.io.classes import ClassTable, parse_colour
+from firmware_bridge.io.images import (
     read_image,
     read_mask,
     read_raster,

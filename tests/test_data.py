@@ -8,9 +8,9 @@ from PIL import Image
 
 from edgeseg.data.check import check_dataset
 from edgeseg.data.stats import inverse_frequency_weights, median_frequency_weights
-from firmware_bridge.classes import ClassTable
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.pairs import Pair, find_pairs, holdout_pattern, split_by_pattern
+from firmware_bridge.io.classes import ClassTable
+from firmware_bridge.io.pairs import Pair, find_pairs, holdout_pattern, split_by_pattern
 
 
 def run_cli(*args):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeseg import synthetic
 from edgeseg.cli import main
+from edgeseg.data import synthetic
 from export import FORMATS, ExportContext, export_formats, parse_formats
 from export.tflite_ops import flatbuffer_size, float_compute_ops, op_counts, op_list
 from export.to_carray import read_c_array
@@ -68,7 +68,7 @@ def test_metadata_read_back_without_tensorflow(exported):
     files = [str(out / f"model{f.suffix}") for n, f in FORMATS.items() if n != "c-array"]
     code = (
         "import json, sys\n"
-        "from firmware_bridge.metadata import read_metadata\n"
+        "from firmware_bridge.runtime.metadata import read_metadata\n"
         "metas = {p: json.loads(read_metadata(p).to_json()) for p in sys.argv[1:]}\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
         "print(json.dumps(metas))\n"
@@ -136,7 +136,7 @@ def test_c_array_round_trips_and_compiles(exported, tmp_path):
 
 
 def test_interrupted_export_leaves_folder_as_it_was(exported, tmp_path, monkeypatch):
-    from edgeseg.runs import load_run, run_metadata
+    from edgeseg.training.runs import load_run, run_metadata
     from export import to_tflite
 
     model, _ = load_run(exported["run"])
@@ -207,7 +207,7 @@ def test_int8_parity_failure_names_the_layers_that_lose_most(exported, tmp_path,
 
 
 def test_float_layers_stay_float_in_the_post_training_formats(exported, tmp_path, capsys):
-    from firmware_bridge.metadata import read_metadata
+    from firmware_bridge.runtime.metadata import read_metadata
 
     run, data = exported["run"], exported["data"]
     out = tmp_path / "o"
@@ -272,10 +272,10 @@ def test_deeplab_qat_converts_to_a_fully_integer_graph(tmp_path):
     import tensorflow_model_optimization as tfmot
 
     from edgeseg.models import build_model
-    from edgeseg.qat import quantize
-    from edgeseg.qat_annotate import check_input_order
-    from firmware_bridge.metadata import ModelMetadata
-    from firmware_bridge.segmenter import Segmenter
+    from edgeseg.quantization.annotate import check_input_order
+    from edgeseg.quantization.qat import quantize
+    from firmware_bridge.runtime.metadata import ModelMetadata
+    from firmware_bridge.runtime.segmenter import Segmenter
 
     model = build_model("deeplabv3plus", "mobilenetv2_035", 3, (128, 128))
     qat = quantize(model)
@@ -306,10 +306,10 @@ def test_deeplab_qat_converts_to_a_fully_integer_graph(tmp_path):
 def test_qat_summary_compares_with_float_on_every_validation_image(exported):
     # training scored 1 of the 2 validation images; QAT's float reference must score both
     from edgeseg.data import load_split
-    from edgeseg.runs import load_run, run_metadata
+    from edgeseg.training.runs import load_run, run_metadata
     from export.keras_backend import keras_segmenter
-    from firmware_bridge.classes import ClassTable
     from firmware_bridge.evaluate import score
+    from firmware_bridge.io.classes import ClassTable
 
     run, data = exported["run"], exported["data"]
     summary = json.loads((run / "qat" / "qat.json").read_text())

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from edgeseg.losses import (
+from edgeseg.training.losses import (
     cross_entropy_loss,
     dice_loss,
     focal_loss,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edgeseg import synthetic
-from edgeseg.pretrain import corrupt
+from edgeseg.data import synthetic
+from edgeseg.training.pretrain import corrupt
 
 
 def test_corrupt_blanks_whole_patches_and_adds_noise():
@@ -28,8 +28,8 @@ def test_corrupt_blanks_whole_patches_and_adds_noise():
 
 
 def test_pretrain_cli_writes_encoder_weights_that_training_accepts(tmp_path):
-    from edgeseg.runs import initial_model
-    from edgeseg.train import TrainConfig
+    from edgeseg.training.runs import initial_model
+    from edgeseg.training.train import TrainConfig
 
     images = tmp_path / "unlabelled"
     images.mkdir()

@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge import protocol as P
+from firmware_bridge.serve import protocol as P
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "protocol.md"
-HEADER = REPO / "firmware_bridge" / "c" / "edgeseg_protocol.h"
+HEADER = REPO / "firmware_bridge" / "serve" / "c" / "edgeseg_protocol.h"
 
 u16 = st.integers(0, 2**16 - 1)
 u32 = st.integers(0, 2**32 - 1)

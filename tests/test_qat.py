@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from edgeseg.qat import quantize, unsupported_layers
-from edgeseg.qat_ranges import activation_range_variables, calibrate_ranges
+from edgeseg.quantization.qat import quantize, unsupported_layers
+from edgeseg.quantization.ranges import activation_range_variables, calibrate_ranges
 from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
 
 def test_qat_accepts_mobilenetv3_by_annotation_and_refuses_lambda():
     from edgeseg.models import build_model
-    from edgeseg.qat_annotate import needs_annotation
+    from edgeseg.quantization.annotate import needs_annotation
 
     _, keras = tf_keras()
     import tensorflow_model_optimization as tfmot
@@ -71,7 +71,7 @@ def test_small_activations_survive_calibration():
     """Activations of +-0.01 deep in a chain: measured through the fake-quant chain from tfmot's
     initial [-6, 6] they round to 0 and every later range is measured on zeros; measured on the
     float model, the QAT model follows it (the collapse of a denoising-pretrained encoder)."""
-    from edgeseg.quant_debug import layer_errors
+    from edgeseg.quantization.debug import layer_errors
 
     _, keras = tf_keras()
     x = keras.Input((8, 8, 3))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgeseg.quant_debug import MAX_DB, layer_errors, simulated_int8, sqnr_db
+from edgeseg.quantization.debug import MAX_DB, layer_errors, simulated_int8, sqnr_db
 from edgeseg.tf_env import tf_keras
 
 

@@ -9,8 +9,8 @@ from tiny_models import smooth_image
 
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.raster import predict_file, predict_geotiff, predict_image
-from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+from firmware_bridge.io.raster import predict_file, predict_geotiff, predict_image
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
 rasterio = pytest.importorskip("rasterio")
 from rasterio.transform import Affine  # noqa: E402

@@ -12,12 +12,12 @@ from tiny_models import smooth_image
 
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.cli import main
-from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
 
 def test_predict_png_and_geotiff(models, tmp_path, capsys):
     pytest.importorskip("rasterio")
-    from firmware_bridge.commands.bench import write_synthetic_raster
+    from firmware_bridge.io.synthetic_raster import write_synthetic_raster
 
     Image.fromarray(smooth_image(100, 140)).save(tmp_path / "a.png")
     write_synthetic_raster(tmp_path / "b.tif", 300, 3, block=128)
@@ -133,7 +133,7 @@ def test_runtime_never_imports_tensorflow(models, tmp_path, shared_path_or_none)
         import firmware_bridge
         for m in pkgutil.walk_packages(firmware_bridge.__path__, "firmware_bridge."):
             importlib.import_module(m.name)
-        from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+        from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
         from firmware_bridge.cli import main
         img = np.random.default_rng(0).integers(0, 256, (100, 120, 3), dtype=np.uint8)
         for path in {[str(models["nchw"]), str(models["nchw_xml"])]!r}:

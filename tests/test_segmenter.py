@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from tiny_models import smooth_image
 
-from firmware_bridge import tiling
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.postprocess import resize_bilinear, to_probabilities
-from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+from firmware_bridge.runtime import tiling
+from firmware_bridge.runtime.postprocess import resize_bilinear, to_probabilities
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
 
 @pytest.fixture(scope="module")

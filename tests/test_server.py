@@ -21,15 +21,15 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from firmware_bridge import protocol as P
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.listeners import make_server, parse_tcp
-from firmware_bridge.segmenter import Segmenter
-from firmware_bridge.server import FrameHandler, ServerOptions
+from firmware_bridge.runtime.segmenter import Segmenter
+from firmware_bridge.serve import protocol as P
+from firmware_bridge.serve.listeners import make_server, parse_tcp
+from firmware_bridge.serve.server import FrameHandler, ServerOptions
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, "-m", "firmware_bridge.cli"]
-CLIENT_C = REPO / "firmware_bridge" / "c" / "client.c"
+CLIENT_C = REPO / "firmware_bridge" / "serve" / "c" / "client.c"
 LIMIT = 256 * 1024  # the fuzzed server's --max-frame-mb 0.25
 
 
@@ -334,7 +334,7 @@ def test_server_process_survived_the_fuzzing_and_still_answers(served, seg):
 def client(tmp_path_factory) -> Path:
     cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
-        pytest.skip("no C compiler (cc/gcc/clang) on PATH: cannot build firmware_bridge/c/client.c")
+        pytest.skip("no C compiler (cc/gcc/clang) on PATH: cannot build firmware_bridge/serve/c/client.c")
     exe = tmp_path_factory.mktemp("c") / "edgeseg_client"
     subprocess.run([cc, "-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O2", "-o",
                     str(exe), str(CLIENT_C), "-lm"], check=True)

@@ -1,8 +1,8 @@
 import numpy as np
 
 from edgeseg.data.check import check_dataset
-from edgeseg.synthetic import CLASSES, generate_scene, write_dataset
-from firmware_bridge.classes import ClassTable
+from edgeseg.data.synthetic import CLASSES, generate_scene, write_dataset
+from firmware_bridge.io.classes import ClassTable
 
 
 def test_same_seed_same_scene():

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_bridge import tiling
-from firmware_bridge.tiling import Box
+from firmware_bridge.runtime import tiling
+from firmware_bridge.runtime.tiling import Box
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from edgeseg import synthetic
-from edgeseg.data import load_split
-from edgeseg.train import TrainConfig, spread, train
-from firmware_bridge.classes import ClassTable
+from edgeseg.data import load_split, synthetic
+from edgeseg.training.train import TrainConfig, spread, train
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.io.classes import ClassTable
 
 WEIGHTS = "weights/mobilenet_v2_0.35_224_no_top.h5"
 
@@ -45,7 +44,7 @@ def tiny_run(tiny_data, tmp_path_factory):
 
 
 def model_weights(run):
-    from edgeseg.runs import load_run
+    from edgeseg.training.runs import load_run
 
     return load_run(run)[0].get_weights()
 
@@ -107,9 +106,9 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_run, tiny_data, tmp_path):
 
 
 def test_stage1_leaves_the_encoder_unchanged(shared_path_or_none):
-    from edgeseg.losses import get_loss
     from edgeseg.models import encoder_layers, head_layers
-    from edgeseg.stages import make_optimizers, make_train_step, set_stage
+    from edgeseg.training.losses import get_loss
+    from edgeseg.training.stages import make_optimizers, make_train_step, set_stage
 
     model = build(shared_path_or_none)
     enc_vars, head_vars = set_stage(model, 1)
@@ -129,8 +128,8 @@ def test_stage1_leaves_the_encoder_unchanged(shared_path_or_none):
 
 
 def test_stage2_moves_the_encoder_by_its_own_learning_rate():
-    from edgeseg.losses import get_loss
-    from edgeseg.stages import make_optimizers, make_train_step, set_stage
+    from edgeseg.training.losses import get_loss
+    from edgeseg.training.stages import make_optimizers, make_train_step, set_stage
 
     model = build()
     enc_vars, head_vars = set_stage(model, 2, "all", freeze_encoder_bn=True)
@@ -151,7 +150,7 @@ def test_stage2_moves_the_encoder_by_its_own_learning_rate():
 
 def test_unfreeze_from_a_block():
     from edgeseg.models import encoder_layers
-    from edgeseg.stages import set_stage
+    from edgeseg.training.stages import set_stage
 
     model = build()
     set_stage(model, 2, "block_13", freeze_encoder_bn=False)
@@ -164,7 +163,7 @@ def test_unfreeze_from_a_block():
 
 
 def test_top_block_is_the_stride_16_skip_block():
-    from edgeseg.stages import top_block
+    from edgeseg.training.stages import top_block
 
     assert top_block("mobilenetv2_035") == "block_13"
     assert top_block("mobilenetv2_100") == "block_13"
@@ -173,8 +172,8 @@ def test_top_block_is_the_stride_16_skip_block():
 
 
 def test_recalibrated_batchnorm_holds_the_exact_batch_mean():
-    from edgeseg.stages import recalibrate_batchnorm, set_stage
     from edgeseg.tf_env import tf_keras
+    from edgeseg.training.stages import recalibrate_batchnorm, set_stage
 
     _, keras = tf_keras()
     model = build()
@@ -209,7 +208,7 @@ def test_evaluate_cli_matches_training_validation(tiny_run, tiny_data, tmp_path)
 
 def test_encoder_and_decoder_from_a_previous_run_with_a_new_head(tiny_run):
     from edgeseg.models import decoder_layers, encoder_layers
-    from edgeseg.runs import initial_model, load_run
+    from edgeseg.training.runs import initial_model, load_run
 
     _, run = tiny_run
     old, _ = load_run(run, input_size=(96, 96))
@@ -223,7 +222,7 @@ def test_encoder_and_decoder_from_a_previous_run_with_a_new_head(tiny_run):
 
 
 def test_missing_imagenet_weights_say_how_to_supply_a_file(tmp_path, monkeypatch):
-    from edgeseg.runs import initial_model
+    from edgeseg.training.runs import initial_model
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     with pytest.raises(EdgesegError, match="weights file"):
@@ -266,7 +265,7 @@ def test_validation_on_a_subset_scores_those_images(tiny_data, tmp_path):
     result = train(tiny_config(stage1_epochs=1, stage2_epochs=0, val_images=1), train_s, val_s,
                    tmp_path / "sub", verbose=False)
     assert result.val_images == 1
-    from edgeseg.runs import load_run, run_metadata
+    from edgeseg.training.runs import load_run, run_metadata
     from export.keras_backend import keras_segmenter
     from firmware_bridge.evaluate import score
 
@@ -282,7 +281,7 @@ def test_time_budget_is_kept_on_a_fake_clock(tiny_data, tmp_path, monkeypatch):
     """Each training step costs 10 s and each validation 15 s of a fake clock: the run stops
     inside the budget, leaving the time of one validation, and the learning rate of stage 2 has
     decayed to its floor when the budget ends it."""
-    import edgeseg.loop as epoch_loop
+    import edgeseg.training.loop as epoch_loop
 
     now = [0.0]
     monkeypatch.setattr(epoch_loop, "clock", lambda: now[0])

@@ -90,7 +90,7 @@ def _onnx_model(w: dict, layout: str = "NCHW", quant: str | None = None,
 
 
 def metadata(classes: int = K, **kw):
-    from firmware_bridge.metadata import ModelMetadata
+    from firmware_bridge.runtime.metadata import ModelMetadata
 
     return ModelMetadata(classes=[f"c{i}" for i in range(classes)], mean=[MEAN], std=[STD],
                          layout=kw.pop("layout", "NCHW"), tile_size=64, tile_overlap=16,
@@ -139,7 +139,7 @@ def build_onnx(folder: Path) -> dict[str, Path]:
 def build_tflite(folder: Path) -> Path:
     """The same network as a float TFLite file, NHWC, input ``[-1, 64, 64, 3]`` (needs TF)."""
     from edgeseg.tf_env import tf_keras
-    from firmware_bridge.metadata import tflite_with_metadata
+    from firmware_bridge.runtime.metadata import tflite_with_metadata
 
     tf, keras = tf_keras()
     w = {k: v for k, v in weights().items()}
@@ -185,7 +185,7 @@ def tflite_model(tmp_path_factory) -> Path:
 
 def smooth_image(height: int, width: int, seed: int = 3, noise: float = 20.0) -> np.ndarray:
     """A deterministic aerial-looking uint8 RGB image with noise."""
-    from firmware_bridge.commands.bench import synthetic_block
+    from firmware_bridge.io.synthetic_raster import synthetic_block
 
     rng = np.random.default_rng(seed)
     img = np.stack(synthetic_block(0, 0, height, width, 3, np.uint8), -1).astype(np.float32)

@@ -66,7 +66,7 @@ def validation_pairs(data: Path, pattern: str) -> list:
         EdgesegError: When pairing finds problems or nothing matches.
     """
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.pairs import find_pairs, split_by_pattern
+    from firmware_bridge.io.pairs import find_pairs, split_by_pattern
 
     pairing = find_pairs(data)
     if pairing.problems:
@@ -80,7 +80,7 @@ def validation_pairs(data: Path, pattern: str) -> list:
 def load_validation(data: Path, classes: Path, pattern: str) -> ValidationSet:
     """Decode the validation images and masks (only those; the training set is not read)."""
     from edgeseg.data import load_sample
-    from firmware_bridge.classes import ClassTable
+    from firmware_bridge.io.classes import ClassTable
 
     table = ClassTable.load(classes)
     samples = [load_sample(p, table) for p in validation_pairs(data, pattern)]
@@ -129,7 +129,7 @@ def compute_rows(missing: list[ArtifactInfo], val: ValidationSet, threads: int,
     """
     from export.keras_backend import keras_segmenter
     from firmware_bridge.evaluate import score
-    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
     rows: list[AccuracyRow] = []
     n = len(val.images)
@@ -213,9 +213,9 @@ def write_overlay(path: Path, model: Path, data: Path, classes: Path, pattern: s
         The stem of the image shown.
     """
     from edgeseg.data import load_sample
-    from firmware_bridge.classes import ClassTable
-    from firmware_bridge.imageio import overlay, write_png
-    from firmware_bridge.segmenter import Segmenter, SegmenterOptions
+    from firmware_bridge.io.classes import ClassTable
+    from firmware_bridge.io.images import overlay, write_png
+    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
     table = ClassTable.load(classes)
     sample = load_sample(validation_pairs(data, pattern)[0], table)

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_bridge.backends import model_suffixes
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.runtime.backends import model_suffixes
 
 PARITY_FILE = "parity.json"
 
@@ -98,7 +98,7 @@ def _companions(path: Path) -> list[Path]:
 
 def _describe(path: Path, fmt: str) -> tuple[int | None, str]:
     """``(square input edge or None, precision)`` from the file's metadata or its input."""
-    from firmware_bridge.metadata import read_metadata
+    from firmware_bridge.runtime.metadata import read_metadata
 
     if path.suffix == ".cc":
         return None, "int8"
@@ -106,7 +106,7 @@ def _describe(path: Path, fmt: str) -> tuple[int | None, str]:
     if meta is not None and meta.input_size is not None:
         h, w = meta.input_size
         return (h if h == w else None), meta.precision
-    from firmware_bridge.backends import open_backend
+    from firmware_bridge.runtime.backends import open_backend
 
     backend = open_backend(path)
     layout = meta.layout if meta else backend.layout

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeseg.bench.options import BenchOptions, require_data
-from firmware_bridge.backends import model_suffixes
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.runtime.backends import model_suffixes
 
 
 def export_run(opts: BenchOptions, folder: Path, formats: tuple[str, ...] | None, size: int | None,

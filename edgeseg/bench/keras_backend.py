@@ -2,7 +2,7 @@
 
 The baseline must do exactly what the exported artifacts do except the inference itself: the
 same normalisation, tiles, overlap, blending and GeoTIFF streaming. So a
-:class:`~firmware_bridge.segmenter.Segmenter` is opened on an exported artifact of the same
+:class:`~firmware_bridge.runtime.segmenter.Segmenter` is opened on an exported artifact of the same
 model and size (its metadata gives normalisation, classes and tiling) and its backend is
 replaced by :class:`export.keras_backend.KerasBackend`. Only the backend call differs between
 the two measurements.
@@ -21,7 +21,7 @@ def keras_segmenter_like(model, template: Path, options):
     Args:
         model: The Keras model at the tile size to measure.
         template: An exported artifact of the same model (its metadata is used).
-        options: :class:`~firmware_bridge.segmenter.SegmenterOptions` (tile for dynamic
+        options: :class:`~firmware_bridge.runtime.segmenter.SegmenterOptions` (tile for dynamic
             templates, overlap, batch).
 
     Returns:
@@ -30,7 +30,7 @@ def keras_segmenter_like(model, template: Path, options):
     Raises:
         EdgesegError: When the template's tile differs from the model's input size.
     """
-    from firmware_bridge.segmenter import Segmenter
+    from firmware_bridge.runtime.segmenter import Segmenter
 
     seg = Segmenter(template, options=options)
     size = tuple(int(v) for v in model.input_shape[1:3])

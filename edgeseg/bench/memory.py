@@ -24,7 +24,7 @@ from pathlib import Path
 from firmware_bridge.errors import EdgesegError
 
 LOAD_ONLY = (
-    "import sys; from firmware_bridge.segmenter import Segmenter, SegmenterOptions; "
+    "import sys; from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions; "
     "Segmenter(sys.argv[1], options=SegmenterOptions(threads=int(sys.argv[2])))"
 )
 

@@ -35,7 +35,7 @@ def keras_loader(run: Path):
     """Size -> the run's Keras model rebuilt at that square size (loaded anew each time)."""
 
     def load(size: int):
-        from edgeseg.runs import load_run
+        from edgeseg.training.runs import load_run
 
         return load_run(run, (size, size))[0]
 

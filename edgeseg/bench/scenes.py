@@ -16,7 +16,7 @@ def ensure_scene(folder: Path, size: int, channels: int = 3, log=None) -> Path:
     """A ``size x size`` uint8 GeoTIFF of smooth aerial-like bands, written once and reused.
 
     Written block by block (memory stays one block) and atomically, by
-    :func:`firmware_bridge.commands.bench.write_synthetic_raster` (the generator that
+    :func:`firmware_bridge.io.synthetic_raster.write_synthetic_raster` (the generator that
     ``edgeseg-run bench`` uses). Its content does not change the timing of a convolutional
     network; its size does.
 
@@ -31,7 +31,7 @@ def ensure_scene(folder: Path, size: int, channels: int = 3, log=None) -> Path:
     """
     import rasterio
 
-    from firmware_bridge.commands.bench import write_synthetic_raster
+    from firmware_bridge.io.synthetic_raster import write_synthetic_raster
 
     path = scene_path(folder, size, channels)
     if path.is_file():

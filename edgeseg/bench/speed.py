@@ -1,6 +1,6 @@
 """Speed: per-tile latency at each input size, and tiled throughput on a generated raster.
 
-Every artifact runs through :class:`~firmware_bridge.segmenter.Segmenter`, the code a device
+Every artifact runs through :class:`~firmware_bridge.runtime.segmenter.Segmenter`, the code a device
 runs, and the Keras model runs through the same Segmenter with its backend swapped for
 TensorFlow (:mod:`export.keras_backend`), so pre- and post-processing, tiles and
 GeoTIFF streaming are identical and the speed-up (TensorFlow time / artifact time) isolates
@@ -10,7 +10,7 @@ the runtime.
   ``warmup`` untimed calls, then ``tile_runs`` timed calls: p50, p90, mean, min. Load time and
   the first call are reported apart.
 * **Throughput**: a generated ``raster_size`` square GeoTIFF predicted window by window into a
-  mask GeoTIFF (:func:`firmware_bridge.raster.predict_geotiff`), reading and writing
+  mask GeoTIFF (:func:`firmware_bridge.io.raster.predict_geotiff`), reading and writing
   included; megapixels per second.
 
 Exported models are fixed-size (dilated and transposed convolutions refuse
@@ -99,21 +99,21 @@ def rows_to_dicts(rows) -> list[dict]:
 
 def bench_tile(resolution: int, channels: int = 3) -> np.ndarray:
     """A deterministic ``(1, R, R, C)`` uint8 tile (the generator of the scenes)."""
-    from firmware_bridge.commands.bench import synthetic_block
+    from firmware_bridge.io.synthetic_raster import synthetic_block
 
     return np.stack(synthetic_block(0, 0, resolution, resolution, channels, np.uint8), -1)[None]
 
 
 def segmenter_options(threads: int, tile: int | None = None, batch: int = 1):
     """:class:`SegmenterOptions` with the benchmark's threads."""
-    from firmware_bridge.segmenter import SegmenterOptions
+    from firmware_bridge.runtime.segmenter import SegmenterOptions
 
     return SegmenterOptions(threads=threads, tile=tile, batch=batch)
 
 
 def open_artifact(artifact: ArtifactInfo, threads: int, tile: int, batch: int = 1):
     """Open an artifact on its runtime; returns ``(segmenter, load seconds)``."""
-    from firmware_bridge.segmenter import Segmenter
+    from firmware_bridge.runtime.segmenter import Segmenter
 
     opts = segmenter_options(threads, None if artifact.resolution else tile, batch)
     return timed(lambda: Segmenter(artifact.path, options=opts))
@@ -196,7 +196,7 @@ def latency_section(artifacts: list[ArtifactInfo], resolutions: tuple[int, ...],
 
 def throughput_of(seg, scene: Path, raster: int, label: str, fmt: str, block: int) -> ThroughputRow:
     """Predict ``scene`` into a temporary mask GeoTIFF and time it."""
-    from firmware_bridge.raster import predict_geotiff
+    from firmware_bridge.io.raster import predict_geotiff
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
         _, seconds = timed(lambda: predict_geotiff(seg, scene, Path(tmp) / "mask.tif", block=block))

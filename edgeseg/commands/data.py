@@ -24,7 +24,7 @@ def run_check(args: argparse.Namespace) -> int:
     import sys
 
     from edgeseg.data.check import check_dataset
-    from firmware_bridge.classes import ClassTable
+    from firmware_bridge.io.classes import ClassTable
 
     table = ClassTable.load(args.classes)
     report = check_dataset(args.dir, table, args.unknown_to_ignore, progress=sys.stderr.isatty())

@@ -26,8 +26,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import sys
 
     from edgeseg.evaluate import evaluate
-    from firmware_bridge.classes import ClassTable
     from firmware_bridge.fsutil import atomic_write_bytes
+    from firmware_bridge.io.classes import ClassTable
 
     table = ClassTable.load(args.classes)
     result = evaluate(args.model, args.data, table, args.val_pattern, args.tile, args.overlap,

@@ -58,8 +58,8 @@ def run_export(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from edgeseg.qat_store import has_qat, load_qat
-    from edgeseg.runs import load_run, run_metadata
+    from edgeseg.quantization.store import has_qat, load_qat
+    from edgeseg.training.runs import load_run, run_metadata
     from export import ExportContext, ExportOptions, export_formats, parse_formats
     from export.formats import CheckFailed
     from firmware_bridge.errors import EdgesegError
@@ -123,12 +123,12 @@ def _explain_int8_loss(report, model, qat, calib, out) -> None:
     """Name the layers that lose the most when a quantized artifact failed its parity.
 
     QAT-based artifacts are explained by the QAT model; the post-training ones by a
-    range-calibrated quantized twin of the float model (:func:`edgeseg.quant_debug.simulated_int8`).
+    range-calibrated quantized twin of the float model (:func:`edgeseg.quantization.debug.simulated_int8`).
     """
     import json
     import sys
 
-    from edgeseg import quant_debug
+    from edgeseg.quantization import debug as quant_debug
     from export.formats import FORMATS
 
     failed = [r.format for r in report.rows if not r.passed and not r.error
@@ -172,8 +172,8 @@ def _parity(args, model, meta, artifacts, val_pattern):
 
     from edgeseg.data import load_split
     from export.parity import ParityThresholds, check_parity, keras_reference
-    from firmware_bridge.classes import ClassTable
     from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.io.classes import ClassTable
 
     table = ClassTable.load(args.classes)
     _, val = load_split(args.data, table, val_pattern)

@@ -31,10 +31,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     """Read the images, pretrain, report where the encoder weights are."""
     from pathlib import Path
 
-    from edgeseg.pretrain import PretrainConfig, pretrain
+    from edgeseg.training.pretrain import PretrainConfig, pretrain
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.imageio import read_image
-    from firmware_bridge.pairs import IMAGE_SUFFIXES
+    from firmware_bridge.io.images import read_image
+    from firmware_bridge.io.pairs import IMAGE_SUFFIXES
 
     folder = Path(args.images)
     if not folder.is_dir():

@@ -4,59 +4,63 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULTS = {
-    "arch": "mobileunet", "backbone": "mobilenetv2_035", "crop": 256, "batch": 8,
-    "stage2_epochs": 4, "steps_per_epoch": 150, "lr": 2e-3,
-    "encoder_lr_factor": 0.1, "loss": "ce+dice", "class_weighting": "none", "val_images": 4,
-    "colour_jitter": 1.0,
-}
+
+def _defaults() -> dict:
+    """The command's defaults: :class:`edgeseg.training.config.TrainConfig`'s field defaults."""
+    import dataclasses
+
+    from edgeseg.training.config import TrainConfig
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
+            if f.default is not dataclasses.MISSING}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train`` command."""
+    d = _defaults()
     p = sub.add_parser("train", help="train a segmentation model (two-stage transfer learning)")
     p.add_argument("--data", required=True, help="dataset folder holding images/ and masks/")
     p.add_argument("--classes", required=True, help="class table CSV (name,colour,ignore)")
     p.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
-    p.add_argument("--arch", default=DEFAULTS["arch"], help="mobileunet or deeplabv3plus")
-    p.add_argument("--backbone", default=DEFAULTS["backbone"], help="e.g. mobilenetv2_035")
-    p.add_argument("--upsampling", default="bilinear", help="bilinear, nearest or transpose")
+    p.add_argument("--arch", default=d["arch"], help="mobileunet or deeplabv3plus")
+    p.add_argument("--backbone", default=d["backbone"], help="e.g. mobilenetv2_035")
+    p.add_argument("--upsampling", default=d["upsampling"], help="bilinear, nearest or transpose")
     p.add_argument("--encoder-weights", default="none",
                    help="no-top .h5 file, 'imagenet' (Keras cache), a run or pretrain dir, or 'none'")
     p.add_argument("--val-pattern",
                    help="file stems that validate: globs, comma-separated (e.g. 'tile7_*'); default: "
                         "every 5th image by name, printed and kept in the run")
-    p.add_argument("--crop", type=int, default=DEFAULTS["crop"], help="training crop edge (multiple of 32)")
-    p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
+    p.add_argument("--crop", type=int, default=d["crop"], help="training crop edge (multiple of 32)")
+    p.add_argument("--batch", type=int, default=d["batch"])
     p.add_argument("--stage1-epochs", type=int,
                    help="epochs with the encoder frozen (default: 1 with encoder weights, 0 without)")
-    p.add_argument("--stage2-epochs", type=int, default=DEFAULTS["stage2_epochs"])
-    p.add_argument("--steps-per-epoch", type=int, default=DEFAULTS["steps_per_epoch"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="decoder and head learning rate")
-    p.add_argument("--encoder-lr-factor", type=float, default=DEFAULTS["encoder_lr_factor"],
+    p.add_argument("--stage2-epochs", type=int, default=d["stage2_epochs"])
+    p.add_argument("--steps-per-epoch", type=int, default=d["steps_per_epoch"])
+    p.add_argument("--lr", type=float, default=d["lr_head"], help="decoder and head learning rate")
+    p.add_argument("--encoder-lr-factor", type=float, default=d["encoder_lr_factor"],
                    help="encoder learning rate as a fraction of --lr in stage 2")
     p.add_argument("--unfreeze",
                    help="encoder part trained in stage 2: 'top' (blocks at stride 32; default with "
                         "encoder weights), 'all' (default without), or a first block, e.g. block_6")
-    p.add_argument("--loss", default=DEFAULTS["loss"], help="e.g. ce+dice, 0.5*focal+dice")
-    p.add_argument("--class-weighting", default=DEFAULTS["class_weighting"],
+    p.add_argument("--loss", default=d["loss"], help="e.g. ce+dice, 0.5*focal+dice")
+    p.add_argument("--class-weighting", default=d["class_weighting"] or "none",
                    choices=["median", "inverse", "none"],
                    help="class weights of the loss from the training masks' pixel shares (default "
                         "none: the class-balanced crops already favour rare classes; on Dubai "
                         "median weights averaged 1.5 points lower)")
-    p.add_argument("--balance", type=float, default=0.5,
+    p.add_argument("--balance", type=float, default=d["balance"],
                    help="share of crops centred on a pixel of a rarely-seen class")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
-    p.add_argument("--colour-jitter", type=float, default=DEFAULTS["colour_jitter"],
+    p.add_argument("--colour-jitter", type=float, default=d["colour_jitter"],
                    help="strength of the colour jitter (1: brightness 0.1, contrast 0.2, channel "
                         "gain 0.05, gamma 0.1; 0: none)")
     p.add_argument("--val-tile", type=int,
                    help="tile edge of the validation prediction and saved model (default: --crop)")
-    p.add_argument("--val-images", type=int, default=DEFAULTS["val_images"],
+    p.add_argument("--val-images", type=int, default=d["val_images"],
                    help="validation images scored after each epoch, spread over the set (0: all); "
                         "fewer leave more of --minutes for training")
-    p.add_argument("--patience", type=int, default=3, help="epochs without a better val mIoU")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=d["patience"], help="epochs without a better val mIoU")
+    p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--minutes", type=float, help="time budget for the whole run (training + validation)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -69,10 +73,10 @@ def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgeseg.data import load_split
-    from edgeseg.runs import CONFIG, read_json
-    from edgeseg.train import TrainConfig, train
-    from firmware_bridge.classes import ClassTable
-    from firmware_bridge.pairs import HOLDOUT_EVERY, find_pairs, holdout_pattern
+    from edgeseg.training.runs import CONFIG, read_json
+    from edgeseg.training.train import TrainConfig, train
+    from firmware_bridge.io.classes import ClassTable
+    from firmware_bridge.io.pairs import HOLDOUT_EVERY, find_pairs, holdout_pattern
 
     table = ClassTable.load(args.classes)
     val_pattern = args.val_pattern

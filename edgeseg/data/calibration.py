@@ -27,9 +27,9 @@ def calibration_crops(data: Path, classes: Path, val_pattern: str, size: int,
         ``(count, size, size, C)`` float32, normalised as in training.
     """
     from edgeseg.data.pipeline import normalise
-    from firmware_bridge.imageio import read_image
-    from firmware_bridge.pairs import find_pairs, split_by_pattern
-    from firmware_bridge.tiling import pad_to_tile
+    from firmware_bridge.io.images import read_image
+    from firmware_bridge.io.pairs import find_pairs, split_by_pattern
+    from firmware_bridge.runtime.tiling import pad_to_tile
 
     pairs = find_pairs(data).pairs
     train = split_by_pattern(pairs, val_pattern)[0] if val_pattern else pairs

@@ -13,9 +13,9 @@ from edgeseg.data.stats import (
     inverse_frequency_weights,
     median_frequency_weights,
 )
-from firmware_bridge.classes import ClassTable
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.pairs import find_pairs
+from firmware_bridge.io.classes import ClassTable
+from firmware_bridge.io.pairs import find_pairs
 
 
 @dataclass

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from firmware_bridge.classes import ClassTable
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.imageio import read_image, read_mask
-from firmware_bridge.pairs import Pair, find_pairs, split_by_pattern
+from firmware_bridge.io.classes import ClassTable
+from firmware_bridge.io.images import read_image, read_mask
+from firmware_bridge.io.pairs import Pair, find_pairs, split_by_pattern
 
 
 @dataclass

@@ -136,7 +136,7 @@ def resolve_weights(name: str, weights: str | os.PathLike | None) -> str | None:
                 f"ImageNet weights for {name} are not in Keras's cache (~/.keras/models/{files}) "
                 "and cannot be downloaded here: pass the path of a Keras-applications no-top "
                 "weights file instead (e.g. --encoder-weights "
-                "../shared/weights/mobilenet_v2_0.35_224_no_top.h5), or no weights"
+                "path/to/mobilenet_v2_0.35_224_no_top.h5), or no weights"
             )
         return path
     path = os.fspath(weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from firmware_bridge.commands.modelargs import add_model_args
+from firmware_bridge.io.synthetic_raster import synthetic_block
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,37 +31,7 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def synthetic_block(y0: int, x0: int, h: int, w: int, channels: int, dtype) -> list:
-    """A deterministic, smooth, aerial-looking ``channels x h x w`` block at ``(y0, x0)``."""
-    import numpy as np
-
-    yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
-    base = np.sin(xx / 37.0) * np.cos(yy / 53.0) + 0.5 * np.sin((xx + 2 * yy) / 211.0)
-    top = 255.0 if np.dtype(dtype) == np.uint8 else 1.0
-    bands = [(0.5 + 0.25 * np.sin(base * (c + 1) + c)) * top for c in range(channels)]
-    return [b.astype(dtype) for b in bands]
-
-
-def write_synthetic_raster(path, size: int, channels: int, block: int = 1024) -> None:
-    """Write a ``size x size`` uint8 GeoTIFF block by block (memory stays one block)."""
-    import numpy as np
-    import rasterio
-    from rasterio.transform import Affine
-    from rasterio.windows import Window
-
-    profile = {"driver": "GTiff", "height": size, "width": size, "count": channels,
-               "dtype": "uint8", "crs": "EPSG:32640", "compress": "deflate", "tiled": True,
-               "blockxsize": 256, "blockysize": 256,
-               "transform": Affine(0.3, 0.0, 500000.0, 0.0, -0.3, 2800000.0)}
-    with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(path, "w", **profile) as dst:
-        for y in range(0, size, block):
-            for x in range(0, size, block):
-                h, w = min(block, size - y), min(block, size - x)
-                dst.write(np.stack(synthetic_block(y, x, h, w, channels, np.uint8)),
-                          window=Window(x, y, w, h))
-
-
-GENERATE = ("import sys; from firmware_bridge.commands.bench import write_synthetic_raster as w; "
+GENERATE = ("import sys; from firmware_bridge.io.synthetic_raster import write_synthetic_raster as w; "
             "w(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
 
 
@@ -81,7 +52,7 @@ def _throughput(seg, size: int, block: int) -> dict:
         seg.predict_tiled(image)
         return {"mode": "in-memory (rasterio not installed)",
                 "seconds": time.perf_counter() - t0}
-    from firmware_bridge.raster import predict_geotiff
+    from firmware_bridge.io.raster import predict_geotiff
 
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
         src = Path(tmp) / "scene.tif"
@@ -105,7 +76,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from firmware_bridge.commands.modelargs import options_from_args
     from firmware_bridge.errors import EdgesegError
     from firmware_bridge.fsutil import atomic_write_bytes
-    from firmware_bridge.segmenter import Segmenter
+    from firmware_bridge.runtime.segmenter import Segmenter
 
     if args.runs < 1 or args.size < 1:
         raise EdgesegError("--runs and --size must be positive")

@@ -1,6 +1,6 @@
 """Model options shared by ``predict``, ``validate`` and ``bench``.
 
-This is the command-line edge of :class:`~firmware_bridge.segmenter.SegmenterOptions`.
+This is the command-line edge of :class:`~firmware_bridge.runtime.segmenter.SegmenterOptions`.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from firmware_bridge.backends import BACKENDS
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.runtime.backends import BACKENDS
 
 
 def _floats(text: str) -> list[float]:
@@ -61,7 +61,7 @@ def class_names_arg(text: str | None) -> list[str] | None:
     if not text:
         return None
     if Path(text).suffix.lower() == ".csv":
-        from firmware_bridge.classes import ClassTable
+        from firmware_bridge.io.classes import ClassTable
 
         return ClassTable.load(text).names
     return [n.strip() for n in text.split(",") if n.strip()]
@@ -73,7 +73,7 @@ def options_from_args(args: argparse.Namespace):
     Raises:
         EdgesegError: When ``--std`` and ``--scale`` are both given or ``--scale`` is 0.
     """
-    from firmware_bridge.segmenter import SegmenterOptions
+    from firmware_bridge.runtime.segmenter import SegmenterOptions
 
     std = args.std
     if args.scale is not None:
@@ -94,6 +94,6 @@ def options_from_args(args: argparse.Namespace):
 
 def load_segmenter(args: argparse.Namespace):
     """Open ``args.model`` with the options given on the command line."""
-    from firmware_bridge.segmenter import Segmenter
+    from firmware_bridge.runtime.segmenter import Segmenter
 
     return Segmenter(args.model, args.backend, options_from_args(args))

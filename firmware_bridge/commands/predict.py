@@ -32,8 +32,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.io.raster import predict_file
     from firmware_bridge.progress import progress
-    from firmware_bridge.raster import predict_file
 
     out = Path(args.out)
     try:

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     """Load the model and serve until the stream ends (stdio) or SIGINT/SIGTERM (sockets)."""
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.listeners import make_server, parse_tcp
-    from firmware_bridge.server import FrameHandler, ServerOptions, serve_stream
+    from firmware_bridge.serve.listeners import make_server, parse_tcp
+    from firmware_bridge.serve.server import FrameHandler, ServerOptions, serve_stream
 
     if args.max_frame_mb <= 0 or args.max_connections < 1 or args.timeout < 0:
         raise EdgesegError("--max-frame-mb must be > 0, --max-connections >= 1, --timeout >= 0")

@@ -25,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _table(args: argparse.Namespace, seg):
     from pathlib import Path
 
-    from firmware_bridge.classes import ClassTable
-    from firmware_bridge.raster import class_table
+    from firmware_bridge.io.classes import ClassTable
+    from firmware_bridge.io.raster import class_table
 
     if args.class_names and Path(args.class_names).suffix.lower() == ".csv":
         return ClassTable.load(args.class_names)
@@ -42,8 +42,8 @@ def run_validate(args: argparse.Namespace) -> int:
     from firmware_bridge.errors import EdgesegError
     from firmware_bridge.evaluate import score
     from firmware_bridge.fsutil import atomic_write_bytes
-    from firmware_bridge.imageio import read_image, read_mask
-    from firmware_bridge.pairs import find_pairs
+    from firmware_bridge.io.images import read_image, read_mask
+    from firmware_bridge.io.pairs import find_pairs
 
     pairing = find_pairs(args.data)
     for problem in pairing.problems:

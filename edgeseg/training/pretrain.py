@@ -9,7 +9,7 @@ the loss is the mean squared error in the normalised range. Corruption per crop:
 * masking: each ``patch x patch`` cell is set to 0 (mid-grey) with probability ``mask_ratio``.
 
 After the last step, the batch-norm running statistics are re-estimated as the exact mean over
-a few batches of clean crops (:func:`edgeseg.stages.recalibrate_batchnorm`). Keras's
+a few batches of clean crops (:func:`edgeseg.training.stages.recalibrate_batchnorm`). Keras's
 MobileNet batch-norm layers average with momentum 0.999: after the few hundred steps of a short
 pretraining their running statistics are still mostly the initial 0 and 1, the encoder's
 deep features at inference are then a near-constant of +-0.01 whatever the image, a model
@@ -32,7 +32,7 @@ import numpy as np
 
 from edgeseg.data.dataset import Sample
 from edgeseg.data.pipeline import Augment, CropSampler
-from edgeseg.runs import PRETRAINED_ENCODER, write_json
+from edgeseg.training.runs import PRETRAINED_ENCODER, write_json
 from firmware_bridge.errors import EdgesegError
 
 
@@ -106,8 +106,8 @@ def save_encoder(model, backbone: str, path) -> None:
     (by layer order), whatever order the flat copy inside ``model`` has.
     """
     from edgeseg.models.backbones import get_backbone_spec
-    from edgeseg.runs import copy_weights
     from edgeseg.tf_env import tf_keras
+    from edgeseg.training.runs import copy_weights
     from firmware_bridge.fsutil import atomic_path
 
     _, keras = tf_keras()
@@ -136,8 +136,8 @@ def pretrain(config: PretrainConfig, images: list[np.ndarray], out_dir, verbose:
     Raises:
         EdgesegError: With no images or images that are not 8-bit RGB.
     """
-    from edgeseg.stages import recalibrate_batchnorm
     from edgeseg.tf_env import tf_keras
+    from edgeseg.training.stages import recalibrate_batchnorm
 
     started = time.monotonic()
     tf, keras = tf_keras()

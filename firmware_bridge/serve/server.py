@@ -1,7 +1,7 @@
 """Serve a segmentation model over the frame protocol: one stream's request/reply loop.
 
 :func:`serve_stream` answers the requests of one stream (stdin/stdout, or a connection that
-:mod:`firmware_bridge.listeners` accepted); one request is answered before the next is read.
+:mod:`firmware_bridge.serve.listeners` accepted); one request is answered before the next is read.
 The model runs under a lock, one frame at a time. Memory per connection is bounded:
 a payload buffer is allocated only after its header passed :func:`protocol.check_request`
 against ``max_frame_bytes``, and the model's working memory grows with the frame's pixels,
@@ -23,12 +23,12 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
-from firmware_bridge import protocol as P
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.serve import protocol as P
 
 
 class TiledModel(Protocol):
-    """What the server needs of a model (:class:`~firmware_bridge.segmenter.Segmenter`)."""
+    """What the server needs of a model (:class:`~firmware_bridge.runtime.segmenter.Segmenter`)."""
 
     num_classes: int
 

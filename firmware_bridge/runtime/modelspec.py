@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from firmware_bridge.backends import Backend
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.metadata import ModelMetadata, read_metadata
+from firmware_bridge.runtime.backends import Backend
+from firmware_bridge.runtime.metadata import ModelMetadata, read_metadata
 
 
 def resolve_metadata(path: Path, backend: Backend, opts, given: ModelMetadata | None = None
@@ -20,7 +20,7 @@ def resolve_metadata(path: Path, backend: Backend, opts, given: ModelMetadata | 
     Args:
         path: The model file.
         backend: The opened backend (shapes).
-        opts: :class:`~firmware_bridge.segmenter.SegmenterOptions`; set fields win.
+        opts: :class:`~firmware_bridge.runtime.segmenter.SegmenterOptions`; set fields win.
         given: Metadata of a model that is not a file (the Keras model behind a backend);
             ``None`` reads the file's.
 

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge import tiling
-from firmware_bridge.backends import Backend, BackendOptions, open_backend
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.metadata import ModelMetadata
-from firmware_bridge.modelspec import input_channels, output_channels, resolve_metadata
-from firmware_bridge.postprocess import resize_bilinear, to_probabilities
+from firmware_bridge.runtime import tiling
+from firmware_bridge.runtime.backends import Backend, BackendOptions, open_backend
+from firmware_bridge.runtime.metadata import ModelMetadata
+from firmware_bridge.runtime.modelspec import input_channels, output_channels, resolve_metadata
+from firmware_bridge.runtime.postprocess import resize_bilinear, to_probabilities
 
 DEFAULT_TILE = 512
 
@@ -76,12 +76,12 @@ class Segmenter:
         path: ``.tflite``, ``.xml`` or ``.onnx`` model.
         backend: Backend name; ``None`` picks it from the suffix.
         options: Runtime options and foreign-model overrides.
-        runtime: An opened :class:`~firmware_bridge.backends.Backend` to use instead of
+        runtime: An opened :class:`~firmware_bridge.runtime.backends.Backend` to use instead of
             opening ``path`` (see :meth:`of`).
         metadata: The metadata of ``runtime``'s model (``None``: read from ``path``).
 
     Attributes:
-        backend: The loaded :class:`~firmware_bridge.backends.Backend`.
+        backend: The loaded :class:`~firmware_bridge.runtime.backends.Backend`.
         meta: Metadata in effect (the file's, with the options' overrides on top).
 
     Raises:

@@ -1,7 +1,7 @@
 """Inference backends: LiteRT, OpenVINO and ONNX Runtime behind one small interface.
 
 A backend takes the model's raw input tensor (already normalised, quantised and laid out) and
-returns the raw output tensor; :mod:`firmware_bridge.segmenter` does everything around it.
+returns the raw output tensor; :mod:`firmware_bridge.runtime.segmenter` does everything around it.
 Each backend reports its input and output as :class:`TensorSpec` (shape with ``None`` for
 dynamic axes, dtype, quantisation scale and zero point). Batches larger than one run in one
 call when the model's batch axis is dynamic and as a loop of single images otherwise.
@@ -164,9 +164,9 @@ class BackendEntry:
 
 
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in [
-    BackendEntry("litert", "firmware_bridge.backend_litert:LiteRTBackend", (".tflite",), ("tflite",)),
-    BackendEntry("openvino", "firmware_bridge.backend_openvino:OpenVINOBackend", (".xml",), ("ov",)),
-    BackendEntry("onnxruntime", "firmware_bridge.backend_ort:OnnxRuntimeBackend", (".onnx",),
+    BackendEntry("litert", "firmware_bridge.runtime.backend_litert:LiteRTBackend", (".tflite",), ("tflite",)),
+    BackendEntry("openvino", "firmware_bridge.runtime.backend_openvino:OpenVINOBackend", (".xml",), ("ov",)),
+    BackendEntry("onnxruntime", "firmware_bridge.runtime.backend_ort:OnnxRuntimeBackend", (".onnx",),
                  ("ort", "onnx")),
 ]}
 """Backend name -> row, in order of preference."""

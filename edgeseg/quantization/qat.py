@@ -14,15 +14,15 @@ What makes the whole graph int8, for both architectures on MobileNetV2:
   gets a representative dataset and ``TFLITE_BUILTINS_INT8``; the export
   (``export.to_tflite``) does that for QAT models too, then checks the operator list.
 * MobileNetV3's hard-sigmoid (``Rescaling``), hard-swish and squeeze-excite (``Multiply``)
-  are not in that registry: :mod:`edgeseg.qat_annotate` quantizes their outputs.
+  are not in that registry: :mod:`edgeseg.quantization.annotate` quantizes their outputs.
 * tfmot's graph transforms can permute the inputs of a ``Concatenate`` (DeepLabV3+'s ASPP
-  came out ``[pool, 1x1, r6, ...]``): :func:`edgeseg.qat_annotate.concat_order_fix` keeps
+  came out ``[pool, 1x1, r6, ...]``): :func:`edgeseg.quantization.annotate.concat_order_fix` keeps
   the order and every concatenation is checked after quantization.
 * Batch-norm layers are frozen (``trainable = False``: inference mode with the float model's
   statistics) during fine-tuning: the short QAT run then cannot drag the running statistics
   away from the folded weights (the "one class everywhere" trap of short trainings).
 
-QAT starts from the float model's weights. Saving and loading: :mod:`edgeseg.qat_store`.
+QAT starts from the float model's weights. Saving and loading: :mod:`edgeseg.quantization.store`.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ def unsupported_layers(model) -> list[str]:
 
     Supported: what tfmot's default 8-bit registry quantizes, batch-norm (fused with the
     convolution before it by the scheme's transforms), and the weightless elementwise layers
-    that :mod:`edgeseg.qat_annotate` annotates (``Multiply``, ``Rescaling``). Input layers
+    that :mod:`edgeseg.quantization.annotate` annotates (``Multiply``, ``Rescaling``). Input layers
     are skipped.
     """
-    from edgeseg.qat_annotate import OUTPUT_ONLY
+    from edgeseg.quantization.annotate import OUTPUT_ONLY
     from edgeseg.tf_env import tf_keras
 
     _, keras = tf_keras()
@@ -85,7 +85,7 @@ def quantize(model):
     Raises:
         EdgesegError: When a layer cannot be quantized (listed), e.g. a ``Lambda``.
     """
-    from edgeseg.qat_annotate import (
+    from edgeseg.quantization.annotate import (
         annotate_and_quantize,
         check_input_order,
         concat_order_fix,
@@ -141,16 +141,16 @@ def qat_finetune(
         on_epoch_end: Called with ``{"epoch", "loss", "val_miou", "lr"}`` after each epoch,
             and for epoch 0 (ranges calibrated, not yet fine-tuned) when validating.
         range_batches: Batches of ``train_data(0)`` on which the float model's tensors set the
-            activation ranges before training (:func:`edgeseg.qat_ranges.calibrate_ranges`);
+            activation ranges before training (:func:`edgeseg.quantization.ranges.calibrate_ranges`);
             0 keeps tfmot's [-6, 6].
 
     Returns:
         The QAT model with the weights of the epoch with the best validation mIoU.
     """
-    from edgeseg.losses import get_loss
-    from edgeseg.qat_ranges import calibrate_ranges
-    from edgeseg.stages import cosine_factor
+    from edgeseg.quantization.ranges import calibrate_ranges
     from edgeseg.tf_env import tf_keras
+    from edgeseg.training.losses import get_loss
+    from edgeseg.training.stages import cosine_factor
 
     tf, keras = tf_keras()
     if epochs < 1:
@@ -232,7 +232,7 @@ def validator(config, samples, tile: int, overlap: int):
     """
     import dataclasses
 
-    from edgeseg.runs import config_metadata
+    from edgeseg.training.runs import config_metadata
     from export.keras_backend import keras_segmenter
     from firmware_bridge.evaluate import score
 

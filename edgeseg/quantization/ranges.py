@@ -101,7 +101,7 @@ def calibrate_ranges(qat, model, batches: Iterable) -> int:
     """Set the activation ranges of a fresh QAT model from the float model's tensors.
 
     Args:
-        qat: A model from :func:`edgeseg.qat.quantize` of ``model`` (batch-norm frozen, so a
+        qat: A model from :func:`edgeseg.quantization.qat.quantize` of ``model`` (batch-norm frozen, so a
             training-mode pass changes nothing but the ranges).
         model: The float model it was made from.
         batches: Normalised image batches (``NxHxWxC`` float32).

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge import IGNORE_INDEX, tiling
-from firmware_bridge.classes import ClassTable, parse_colour
+from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.fsutil import atomic_path
-from firmware_bridge.imageio import (
+from firmware_bridge.io.classes import ClassTable, parse_colour
+from firmware_bridge.io.images import (
     GEOTIFF_SUFFIXES,
     mask_profile,
     overlay,
@@ -30,7 +30,8 @@ from firmware_bridge.imageio import (
     write_png,
 )
 from firmware_bridge.progress import progress
-from firmware_bridge.segmenter import Segmenter
+from firmware_bridge.runtime import tiling
+from firmware_bridge.runtime.segmenter import Segmenter
 
 DEFAULT_BLOCK = 1024
 GDAL_CACHE_MB = 64

@@ -1,7 +1,7 @@
 """The QAT model of a run: ``<run>/qat/weights.npz`` (weights per layer) and ``qat.json``.
 
 A QAT model is stored as its weights, layer by layer, and rebuilt on load from the run's
-configuration (:func:`edgeseg.qat.build_qat`) at any input size: the architectures are fully
+configuration (:func:`edgeseg.quantization.qat.build_qat`) at any input size: the architectures are fully
 convolutional, and ``.keras`` files of tfmot models fail to load again in tf-keras 2.21
 (``quantize_layer`` expects 5 variables and finds 3).
 """
@@ -45,7 +45,7 @@ def load_qat(run_dir, config, input_size: tuple[int, int]):
 
     Args:
         run_dir: The run directory.
-        config: Its :class:`edgeseg.train.TrainConfig` (from :func:`edgeseg.runs.load_run`).
+        config: Its :class:`edgeseg.training.train.TrainConfig` (from :func:`edgeseg.training.runs.load_run`).
         input_size: ``(height, width)`` of the rebuilt model.
 
     Returns:
@@ -58,7 +58,7 @@ def load_qat(run_dir, config, input_size: tuple[int, int]):
     path = Path(run_dir) / QAT_DIR / WEIGHTS
     if not path.is_file():
         raise EdgesegError(f"{run_dir}: no QAT model ({QAT_DIR}/{WEIGHTS}); run 'edgeseg qat {run_dir}'")
-    from edgeseg.qat import build_qat
+    from edgeseg.quantization.qat import build_qat
 
     qat = build_qat(config, input_size)
     with np.load(path) as data:

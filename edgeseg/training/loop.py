@@ -1,4 +1,4 @@
-"""The epoch loop behind :func:`edgeseg.train.train`: stages, time budget, validation, resume.
+"""The epoch loop behind :func:`edgeseg.training.train.train`: stages, time budget, validation, resume.
 
 State that must survive a kill lives in the JSON ``state`` dict (next epoch, best score,
 epochs without improvement, elapsed seconds, checkpoint prefix, history); the weights and
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg import runs
 from edgeseg.data.pipeline import CropSampler
-from edgeseg.stages import (
+from edgeseg.training import runs
+from edgeseg.training.stages import (
     cosine_factor,
     make_optimizers,
     make_train_step,
@@ -44,7 +44,7 @@ class TrainingLoop:
     """One run's model, data and state, stepped epoch by epoch.
 
     Args:
-        config: :class:`edgeseg.train.TrainConfig`.
+        config: :class:`edgeseg.training.train.TrainConfig`.
         model: Training model (crop-sized input) with its initial weights.
         loss_fn: ``loss(y_true, y_pred)``.
         train_samples: Training samples.
@@ -59,7 +59,7 @@ class TrainingLoop:
     def __init__(self, config, model, loss_fn, train_samples, val_samples, run_dir: Path,
                  state: dict, verbose: bool = True, started: float | None = None) -> None:
         from edgeseg.models import build_model
-        from edgeseg.train import spread
+        from edgeseg.training.config import spread
 
         self.config, self.model, self.loss_fn, self.state = config, model, loss_fn, state
         all_val = list(val_samples)
@@ -88,7 +88,7 @@ class TrainingLoop:
 
     def _estimate_val_cost(self) -> float:
         """Seconds a validation will take, from one timed batch of tiles (also compiles it)."""
-        from firmware_bridge.tiling import tile_boxes
+        from firmware_bridge.runtime.tiling import tile_boxes
 
         if not self.val_samples:
             return 0.0

@@ -1,6 +1,6 @@
 """Socket listeners for the frame server: a Unix socket or loopback TCP, threads with a cap.
 
-Each connection runs :func:`firmware_bridge.server.serve_stream` on its own thread; at most
+Each connection runs :func:`firmware_bridge.serve.server.serve_stream` on its own thread; at most
 ``max_connections`` are served at once and one more gets a ``BUSY`` reply and is closed. A
 connection that sends nothing for ``timeout`` seconds, in or between frames, is closed. TCP
 binds to loopback addresses unless remote access is asked for explicitly.
@@ -16,9 +16,9 @@ import stat
 import threading
 from pathlib import Path
 
-from firmware_bridge import protocol as P
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.server import FrameHandler, serve_stream
+from firmware_bridge.serve import protocol as P
+from firmware_bridge.serve.server import FrameHandler, serve_stream
 
 LINGER_BYTES = 1 << 20
 LINGER_SECONDS = 0.5

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.backends import Backend, BackendOptions, TensorSpec
 from firmware_bridge.errors import EdgesegError, MissingDependencyError
+from firmware_bridge.runtime.backends import Backend, BackendOptions, TensorSpec
 
 
 def import_litert():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.backends import Backend, BackendOptions, TensorSpec
 from firmware_bridge.errors import EdgesegError, require
+from firmware_bridge.runtime.backends import Backend, BackendOptions, TensorSpec
 
 ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,

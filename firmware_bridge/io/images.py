@@ -2,7 +2,7 @@
 
 Arrays are always ``HxWxC`` (images) or ``HxW`` (masks). Band numbers are 1-based, as in
 GDAL and rasterio. Rasters above ``MAX_PIXELS`` are refused here: stream them window by
-window instead (``firmware_bridge.raster``).
+window instead (``firmware_bridge.io.raster``).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from firmware_bridge.fsutil import atomic_path
-from firmware_bridge.imageio import write_mask_png
+from firmware_bridge.io.images import write_mask_png
 
 CLASSES = ["building", "land", "road", "vegetation", "water"]
 COLOURS = [(60, 16, 152), (132, 41, 246), (110, 193, 228), (254, 221, 58), (226, 169, 41)]

@@ -1,6 +1,6 @@
 """Where int8 loses accuracy: the quantization error of every layer, float against fake-quant.
 
-The float model and its quantization-aware twin (:func:`edgeseg.qat.quantize`: the same layers,
+The float model and its quantization-aware twin (:func:`edgeseg.quantization.qat.quantize`: the same layers,
 prefixed ``quant_``, with fake quantization of weights and activations) run the same batch; for
 every float layer with a twin, the twin's output is compared with the float output:
 
@@ -187,8 +187,8 @@ def simulated_int8(model, images: Sequence[np.ndarray] | np.ndarray):
     It quantizes as a post-training int8 conversion calibrated on the same images would, so
     :func:`layer_errors` on it tells where such a conversion loses accuracy.
     """
-    from edgeseg.qat import quantize
-    from edgeseg.qat_ranges import calibrate_ranges
+    from edgeseg.quantization.qat import quantize
+    from edgeseg.quantization.ranges import calibrate_ranges
 
     qat = quantize(model)
     batch = np.asarray(images, np.float32)

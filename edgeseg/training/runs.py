@@ -2,7 +2,7 @@
 
 A run directory holds:
 
-* ``config.json``: the :class:`edgeseg.train.TrainConfig`, plus the class colours,
+* ``config.json``: the :class:`edgeseg.training.train.TrainConfig`, plus the class colours,
   normalisation, input size, output kind and recommended tile size that an export needs;
 * ``history.csv``: one row per epoch (stage, loss, validation scores, learning rates, time);
 * ``curves.png`` and ``confusion.png``: training curves and the normalised confusion matrix;
@@ -22,7 +22,7 @@ import numpy as np
 
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.fsutil import atomic_path, atomic_write_bytes
-from firmware_bridge.metadata import ModelMetadata
+from firmware_bridge.runtime.metadata import ModelMetadata
 
 CONFIG, HISTORY, MODEL, SCORES, STATE = (
     "config.json", "history.csv", "model.keras", "scores.json", "state.json",
@@ -134,7 +134,7 @@ def load_run(run_dir, input_size: tuple[int, int] | None = None):
     """
     from edgeseg.models import build_model
     from edgeseg.tf_env import tf_keras
-    from edgeseg.train import TrainConfig
+    from edgeseg.training.config import TrainConfig
 
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
@@ -227,7 +227,7 @@ def initial_model(config, input_size: tuple[int, int]):
     """Build the model of a config with its encoder weights (see ``TrainConfig.encoder_weights``).
 
     Args:
-        config: A :class:`edgeseg.train.TrainConfig`.
+        config: A :class:`edgeseg.training.train.TrainConfig`.
         input_size: Model input size.
 
     Returns:

@@ -1,7 +1,7 @@
 """The frame protocol between a flight computer's program and ``edgeseg-run serve``.
 
 Pure encode/decode functions over fixed little-endian headers (``docs/protocol.md`` is the
-specification, ``firmware_bridge/c/edgeseg_protocol.h`` declares the same layout in C):
+specification, ``firmware_bridge/serve/c/edgeseg_protocol.h`` declares the same layout in C):
 
 * request: a 32-byte :class:`RequestHeader`, then ``height * width * channels`` pixels of the
   header's dtype, row-major, channels interleaved (HWC);

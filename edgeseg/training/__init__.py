@@ -1,0 +1,1 @@
+"""Training: configuration, transfer learning, the epoch loop, losses, runs, pretraining."""

@@ -1,0 +1,1 @@
+"""Images, rasters (GeoTIFF), class tables and image/mask pairs on disk."""
