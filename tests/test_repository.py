@@ -4,7 +4,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
 
 HISTORY_TALK = r"session [0-9]|lent (gpu )?machine|issue [0-9]|TOOLCHAIN\.md|\.\./shared"
