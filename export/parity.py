@@ -16,13 +16,14 @@ whose classes are permuted between equally frequent classes, or masks shifted by
 (quantized exports of the Dubai models agree on 94-99 % of the tile-7 pixels). The C array is
 checked by parsing its ``.cc`` back into bytes and running those on LiteRT.
 
-Each artifact runs in a child process of its own (:func:`check_artifact_isolated`): a runtime
-that crashes (a segmentation fault inside a vendor library) fails that artifact with a line
-saying so, instead of killing the export.
+The artifacts run in a child process (:func:`check_artifacts_isolated`): a runtime that
+crashes (a segmentation fault inside a vendor library) fails that artifact with a line saying
+so, and a fresh child goes on with the others, instead of the crash killing the export.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -175,14 +176,16 @@ def check_artifact(artifact: Artifact, images: Sequence[np.ndarray], truths: Seq
                      miou, drop, bool(passed), rule, time.monotonic() - t0)
 
 
-def _child(conn, args: tuple) -> None:
-    """Body of the child process: one :func:`check_artifact`, the row or the error sent back."""
+def _child(conn, rest: tuple) -> None:
+    """Body of the child process: an artifact in, its row (or refusal) out, until ``None``."""
     from firmware_bridge.errors import EdgesegError
 
     try:
-        conn.send(("row", check_artifact(*args)))
-    except EdgesegError as exc:
-        conn.send(("error", str(exc)))
+        while (artifact := conn.recv()) is not None:
+            try:
+                conn.send(("row", check_artifact(artifact, *rest)))
+            except EdgesegError as exc:
+                conn.send(("error", str(exc)))
     finally:
         conn.close()
 
@@ -198,39 +201,66 @@ def _signal_name(exitcode: int) -> str:
     return f"exit status {exitcode}"
 
 
-def check_artifact_isolated(artifact: Artifact, images: Sequence[np.ndarray],
-                            truths: Sequence[np.ndarray], reference: Sequence[np.ndarray],
-                            keras_miou: float, thresholds: ParityThresholds,
-                            threads: int | None = None) -> ParityRow:
-    """:func:`check_artifact` in a fresh child process (``spawn``: no TensorFlow state is inherited).
+def _failed(artifact: Artifact, error: str, seconds: float) -> ParityRow:
+    return ParityRow(artifact.format, artifact.path.name, "?", artifact.size, 0.0, math.nan,
+                     math.nan, False, "runs", seconds, error=error)
+
+
+def check_artifacts_isolated(artifacts: Sequence[Artifact], images: Sequence[np.ndarray],
+                             truths: Sequence[np.ndarray], reference: Sequence[np.ndarray],
+                             keras_miou: float, thresholds: ParityThresholds,
+                             threads: int | None = None) -> list[ParityRow]:
+    """:func:`check_artifact` of each artifact in a child process (``spawn``: no TensorFlow state).
+
+    One child runs the artifacts one after the other; when a runtime crashes it, the artifact
+    it was running fails with a line saying so and a fresh child goes on with the rest.
 
     Returns:
-        Its row; a failed row with ``error`` set when the runtime crashed the child or refused
-        the model.
+        One row per artifact, in order; a failed row with ``error`` set where the runtime
+        crashed or refused the model.
     """
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    receive, send = ctx.Pipe(duplex=False)
-    args = (artifact, list(images), list(truths), list(reference), keras_miou, thresholds, threads)
-    t0 = time.monotonic()
-    proc = ctx.Process(target=_child, args=(send, args), daemon=True)
-    proc.start()
-    send.close()
+    rest = (list(images), list(truths), list(reference), keras_miou, thresholds, threads)
+    rows: list[ParityRow] = []
+    proc = conn = None
     try:
-        kind, value = receive.recv()
-    except EOFError:
-        kind, value = "crash", None
+        for artifact in artifacts:
+            if proc is None:
+                conn, child_end = ctx.Pipe()
+                proc = ctx.Process(target=_child, args=(child_end, rest), daemon=True)
+                proc.start()
+                child_end.close()
+            t0 = time.monotonic()
+            try:
+                conn.send(artifact)
+                kind, value = conn.recv()
+            except (EOFError, BrokenPipeError):
+                proc.join()
+                rows.append(_failed(artifact, f"the runtime crashed ({_signal_name(proc.exitcode)}) "
+                                              f"running {artifact.path.name}; the artifact is not "
+                                              "usable on this machine", time.monotonic() - t0))
+                conn.close()
+                proc = conn = None
+                continue
+            rows.append(value if kind == "row" else _failed(artifact, value, time.monotonic() - t0))
     finally:
-        proc.join()
-        receive.close()
-    if kind == "row":
-        return value
-    if kind == "crash":
-        value = (f"the runtime crashed ({_signal_name(proc.exitcode)}) running {artifact.path.name}; "
-                 "the artifact is not usable on this machine")
-    return ParityRow(artifact.format, artifact.path.name, "?", artifact.size, 0.0, math.nan,
-                     math.nan, False, "runs", time.monotonic() - t0, error=value)
+        if proc is not None:
+            with contextlib.suppress(OSError, EOFError):
+                conn.send(None)
+            conn.close()
+            proc.join(timeout=60)
+    return rows
+
+
+def check_artifact_isolated(artifact: Artifact, images: Sequence[np.ndarray],
+                            truths: Sequence[np.ndarray], reference: Sequence[np.ndarray],
+                            keras_miou: float, thresholds: ParityThresholds,
+                            threads: int | None = None) -> ParityRow:
+    """:func:`check_artifacts_isolated` of one artifact."""
+    return check_artifacts_isolated([artifact], images, truths, reference, keras_miou, thresholds,
+                                    threads)[0]
 
 
 def keras_reference(model, metadata, images: Sequence[np.ndarray], truths: Sequence[np.ndarray]
@@ -265,12 +295,10 @@ def check_parity(artifacts: Sequence[Artifact], images: Sequence[np.ndarray],
         The report (``.ok``, ``.table()``, ``.write(path)``).
     """
     thresholds = thresholds or ParityThresholds()
-    report = ParityReport(keras_miou, [], thresholds, len(images))
-    for artifact in artifacts:
-        row = check_artifact_isolated(artifact, images, truths, reference, keras_miou, thresholds,
-                                      threads)
-        report.rows.append(row)
+    rows = check_artifacts_isolated(artifacts, images, truths, reference, keras_miou, thresholds,
+                                    threads)
+    for row in rows:
         if log:
             log(f"parity {row.format}: " + (row.error or f"agreement {100 * row.agreement:.2f} %, "
                                                         f"mIoU {row.miou:.4f}"))
-    return report
+    return ParityReport(keras_miou, rows, thresholds, len(images))

@@ -243,17 +243,18 @@ class AbortingPath(type(Path())):
 
 def test_a_crashing_runtime_fails_only_its_artifact(exported):
     from export.formats import Artifact
-    from export.parity import ParityThresholds, check_artifact_isolated
+    from export.parity import ParityThresholds, check_artifacts_isolated
 
     model = exported["out"] / "model_fp32.tflite"
     image = np.zeros((64, 64, 3), np.uint8)
     mask = np.zeros((64, 64), np.uint8)
+    fine = Artifact("tflite-fp32", [model], 0.0)
     crash = Artifact("tflite-fp32", [AbortingPath(model)], 0.0)
-    row = check_artifact_isolated(crash, [image], [mask], [mask], 1.0, ParityThresholds())
-    assert not row.passed and "the runtime crashed (signal 6, SIGABRT)" in row.error
-    fine = check_artifact_isolated(Artifact("tflite-fp32", [model], 0.0), [image], [mask], [mask],
-                                   1.0, ParityThresholds())
-    assert fine.error is None and fine.precision == "fp32"  # the row of the run in the child
+    rows = check_artifacts_isolated([fine, crash, fine], [image], [mask], [mask], 1.0,
+                                    ParityThresholds())
+    assert [r.error is None for r in rows] == [True, False, True]  # a fresh child went on
+    assert not rows[1].passed and "the runtime crashed (signal 6, SIGABRT)" in rows[1].error
+    assert rows[0].precision == rows[2].precision == "fp32"  # rows of runs in the children
 
 
 def test_quantized_parity_needs_agreement_too(exported, tmp_path, capsys):
