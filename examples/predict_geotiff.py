@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> Path:
     segmenter = Segmenter(args.model, options=SegmenterOptions(threads=2, batch=4))
     print(f"{args.model.name}: {segmenter.backend.name}, tiles {segmenter.tile}, "
           f"overlap {segmenter.overlap}, classes {', '.join(segmenter.class_names)}")
-    mask_path = predict_geotiff(segmenter, scene, args.out / f"{scene.stem}_mask.tif", block=512)
+    mask_path = predict_geotiff(segmenter, scene, args.out / f"{scene.stem}_mask.tif", block=512).mask
 
     import rasterio
 

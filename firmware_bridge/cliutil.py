@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from firmware_bridge.errors import EdgesegError
 
@@ -47,6 +49,7 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as given, for reports to record
     if getattr(args, "debug", False):
         os.environ["EDGESEG_DEBUG"] = "1"  # also shows TensorFlow's start-up messages
+    previous = _terminate_as_interrupt()
     try:
         return int(args.func(args) or 0)
     except (EdgesegError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
@@ -54,6 +57,32 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as Ctrl-C does."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM unwind like Ctrl-C: temporary files removed, children and servers stopped.
+
+    A service manager or a flight computer stops a process with SIGTERM; without this, Python
+    dies at once and leaves partial outputs. Returns the previous handler (``None`` outside
+    the main thread, where signals cannot be handled).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)

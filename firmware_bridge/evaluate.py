@@ -6,6 +6,8 @@ validation, the export's parity check and ``edgeseg bench``. Each image is predi
 tiling (:meth:`Segmenter.predict_tiled`), its mask goes into one streaming confusion matrix
 (:mod:`firmware_bridge.metrics`), and, when reference masks are given (another model's, e.g. the
 Keras model's for an exported artifact), the share of pixels where the two agree is counted.
+Pixels without data in the image (NaN, infinite: 255 in the predicted mask) are left out of the
+scores like ignore pixels of the truth, and counted in ``Scored.nodata``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.metrics import ConfusionMatrix, SegScores
 from firmware_bridge.progress import progress as progress_bar
@@ -29,12 +32,14 @@ class Scored:
         images: Images scored.
         agreement: Share of pixels whose class equals the reference's (``None`` without one).
         masks: The predicted masks, when asked to keep them.
+        nodata: Pixels without data in the images, left out of the scores.
     """
 
     scores: SegScores
     images: int
     agreement: float | None = None
     masks: list[np.ndarray] | None = None
+    nodata: int = 0
 
 
 def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -60,13 +65,17 @@ def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
             reference masks than pairs.
     """
     cm = ConfusionMatrix(segmenter.num_classes)
-    same = seen = count = 0
+    same = seen = count = nodata = 0
     masks: list[np.ndarray] = []
     for image, truth in progress_bar(pairs, total, "validate", progress, "img"):
         if truth.shape != image.shape[:2]:
             raise EdgesegError(f"image {count + 1}: its mask is {truth.shape[1]}x{truth.shape[0]} but "
                                f"the image is {image.shape[1]}x{image.shape[0]}")
-        mask = segmenter.predict_tiled(image).mask
+        result = segmenter.predict_tiled(image)
+        mask = result.mask
+        if result.nodata:
+            truth = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, truth).astype(truth.dtype)
+            nodata += result.nodata
         cm.update(truth, mask)
         if reference is not None:
             if count >= len(reference):
@@ -79,4 +88,5 @@ def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     if count == 0:
         raise EdgesegError("no images to score: check the validation pattern and the data folder")
     return Scored(cm.scores(class_names or segmenter.class_names), count,
-                  same / seen if reference is not None else None, masks if keep_masks else None)
+                  same / seen if reference is not None else None, masks if keep_masks else None,
+                  nodata)

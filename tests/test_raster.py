@@ -39,7 +39,7 @@ def write_tif(path, image, nodata=None, **extra):
 def test_geotiff_round_trip_keeps_georeference_and_equals_in_memory(seg, tmp_path, shape, block):
     image = smooth_image(*shape, seed=11)
     src = write_tif(tmp_path / "scene.tif", image)
-    out = predict_geotiff(seg, src, tmp_path / "mask.tif", block=block)
+    out = predict_geotiff(seg, src, tmp_path / "mask.tif", block=block).mask
     with rasterio.open(out) as ds:
         assert ds.crs.to_string() == CRS and ds.transform == TRANSFORM
         assert (ds.count, ds.dtypes[0], ds.nodata) == (1, "uint8", IGNORE_INDEX)
@@ -56,7 +56,7 @@ def test_nodata_pixels_become_ignore(seg, tmp_path):
     image = smooth_image(200, 200, seed=12)
     image[:20, :30] = 0
     src = write_tif(tmp_path / "nd.tif", image, nodata=0)
-    with rasterio.open(predict_geotiff(seg, src, tmp_path / "m.tif", block=128)) as ds:
+    with rasterio.open(predict_geotiff(seg, src, tmp_path / "m.tif", block=128).mask) as ds:
         mask = ds.read(1)
     assert np.all(mask[:20, :30] == IGNORE_INDEX)
     assert np.all(mask[20:, :] < 4)
@@ -70,7 +70,7 @@ def test_band_selection(seg, tmp_path):
         predict_geotiff(seg, src, tmp_path / "m.tif")
     with pytest.raises(EdgesegError, match="cannot select band"):
         predict_geotiff(seg, src, tmp_path / "m.tif", bands=[1, 2, 7])
-    out = predict_geotiff(seg, src, tmp_path / "m.tif", bands=[3, 2, 1])
+    out = predict_geotiff(seg, src, tmp_path / "m.tif", bands=[3, 2, 1]).mask
     with rasterio.open(out) as ds:
         np.testing.assert_array_equal(ds.read(1), seg.predict_tiled(image).mask)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["four.tif", "m.tif"]
@@ -106,7 +106,7 @@ def test_png_mask_and_overlay(seg, tmp_path):
     Image.fromarray(image).save(tmp_path / "photo.png")
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    written = predict_image(seg, tmp_path / "photo.png", out_dir, with_overlay=True)
+    written = predict_image(seg, tmp_path / "photo.png", out_dir, with_overlay=True).files
     assert [p.name for p in written] == ["photo_mask.png", "photo_overlay.png"]
     with Image.open(written[0]) as im:
         assert im.mode == "P"
@@ -114,5 +114,5 @@ def test_png_mask_and_overlay(seg, tmp_path):
         assert im.getpalette()[:6] == [255, 0, 0, 0, 255, 0]
     with Image.open(written[1]) as im:
         assert im.size == (130, 90) and im.mode == "RGB"
-    tif = predict_file(seg, write_tif(tmp_path / "g.tif", image), out_dir)
+    tif = predict_file(seg, write_tif(tmp_path / "g.tif", image), out_dir).files
     assert [p.name for p in tif] == ["g_mask.tif"]

@@ -59,19 +59,27 @@ def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgeseg.quantization.store import has_qat, load_qat
-    from edgeseg.training.runs import load_run, run_metadata
+    from edgeseg.training.runs import CONFIG, MODEL, is_run_dir, load_run, run_metadata
     from export import ExportContext, ExportOptions, export_formats, parse_formats
     from export.formats import CheckFailed
     from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.io.classes import ClassTable, hex_colour
 
     run = Path(args.run)
+    if not is_run_dir(run):
+        raise EdgesegError(f"{run}: not a run folder of 'edgeseg train' (needs {CONFIG} and {MODEL})")
+    with_qat = has_qat(run)
+    formats = parse_formats(args.formats, with_qat=with_qat)  # a bad name fails before loading
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EdgesegError(f"{out_dir}: exists and is not a folder: pass a folder to --out")
     if args.data is None and not args.no_parity:
         raise EdgesegError("parity needs validation images: pass --data DIR --classes FILE "
                            "(or --no-parity)")
     if (args.data is None) != (args.classes is None):
         raise EdgesegError("--data and --classes go together")
-    with_qat = has_qat(run)
-    formats = parse_formats(args.formats, with_qat=with_qat)  # a bad name fails before loading
+    if args.classes:
+        ClassTable.load(args.classes)  # a broken table fails before the model loads
     float_layers = tuple(n.strip() for n in args.float_layers.split(",") if n.strip())
     if float_layers and not any("float_layers" in f.options for f in formats):
         raise EdgesegError("--float-layers applies to the post-training formats tflite-int8 and "
@@ -83,6 +91,10 @@ def run_export(args: argparse.Namespace) -> int:
                     for f in formats)
     qat = load_qat(run, config, model.input_shape[1:3]) if with_qat and wants_qat else None
     meta = run_metadata(run)
+    if args.classes and not meta.ignore_colours:  # a run trained before ignore rows were kept
+        table = ClassTable.load(args.classes)
+        meta = dataclasses.replace(meta, ignore_names=list(table.ignore_names),
+                                   ignore_colours=[hex_colour(c) for c in table.ignore_colours])
     if size:
         meta = dataclasses.replace(meta, tile_size=edge)
     val_pattern = args.val_pattern or config.val_pattern

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a segmentation model (two-stage transfer learning)")
     p.add_argument("--data", required=True, help="dataset folder holding images/ and masks/")
     p.add_argument("--classes", required=True, help="class table CSV (name,colour,ignore)")
-    p.add_argument("--out", required=True, help="run directory to create (or continue with --resume)")
+    p.add_argument("--out", required=True,
+                   help="run folder: new or empty (or an earlier run, continued with --resume)")
     p.add_argument("--arch", default=d["arch"], help="mobileunet or deeplabv3plus")
     p.add_argument("--backbone", default=d["backbone"], help="e.g. mobilenetv2_035")
     p.add_argument("--upsampling", default=d["upsampling"], help="bilinear, nearest or transpose")
@@ -61,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "fewer leave more of --minutes for training")
     p.add_argument("--patience", type=int, default=d["patience"], help="epochs without a better val mIoU")
     p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--minutes", type=float, help="time budget for the whole run (training + validation)")
+    p.add_argument("--minutes", type=float,
+                   help="time budget for the whole run (training + validation), > 0; default: none")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
@@ -73,12 +75,13 @@ def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from edgeseg.data import load_split
-    from edgeseg.training.runs import CONFIG, read_json
+    from edgeseg.training.runs import CONFIG, check_out_dir, read_json
     from edgeseg.training.train import TrainConfig, train
-    from firmware_bridge.io.classes import ClassTable
+    from firmware_bridge.io.classes import ClassTable, hex_colour
     from firmware_bridge.io.pairs import HOLDOUT_EVERY, find_pairs, holdout_pattern
 
     table = ClassTable.load(args.classes)
+    check_out_dir(args.out, args.resume)
     val_pattern = args.val_pattern
     if val_pattern is None and not args.resume:
         val_pattern = holdout_pattern(find_pairs(args.data).pairs)
@@ -86,11 +89,11 @@ def run_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
     elif val_pattern is None:
         val_pattern = TrainConfig.from_dict(read_json(Path(args.out) / CONFIG)["config"]).val_pattern
-    train_samples, val_samples = load_split(args.data, table, val_pattern)
-    print(f"{len(train_samples)} training and {len(val_samples)} validation images", file=sys.stderr)
     config = TrainConfig(
         num_classes=table.num_classes, arch=args.arch, backbone=args.backbone,
-        class_names=list(table.names), class_colours=table.hex_colours(), upsampling=args.upsampling,
+        class_names=list(table.names), class_colours=table.hex_colours(),
+        ignore_names=list(table.ignore_names),
+        ignore_colours=[hex_colour(c) for c in table.ignore_colours], upsampling=args.upsampling,
         crop=args.crop, batch=args.batch, stage1_epochs=args.stage1_epochs,
         stage2_epochs=args.stage2_epochs, steps_per_epoch=args.steps_per_epoch, lr_head=args.lr,
         encoder_lr_factor=args.encoder_lr_factor, loss=args.loss,
@@ -98,8 +101,10 @@ def run_train(args: argparse.Namespace) -> int:
         encoder_weights=args.encoder_weights, unfreeze=args.unfreeze, balance=args.balance,
         augment=not args.no_augment, colour_jitter=args.colour_jitter, seed=args.seed, patience=args.patience,
         val_pattern=val_pattern, val_tile=args.val_tile, val_images=args.val_images,
-        time_budget_s=args.minutes * 60 if args.minutes else None,
+        time_budget_s=None if args.minutes is None else args.minutes * 60,
     )
+    train_samples, val_samples = load_split(args.data, table, val_pattern)
+    print(f"{len(train_samples)} training and {len(val_samples)} validation images", file=sys.stderr)
     result = train(config, train_samples, val_samples, args.out, resume=args.resume,
                    verbose=not args.quiet)
     on = f" on {result.val_images} of {len(val_samples)} validation images" if val_samples else ""

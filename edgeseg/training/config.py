@@ -47,6 +47,8 @@ class TrainConfig:
     backbone: str = "mobilenetv2_035"
     class_names: list[str] = field(default_factory=list)
     class_colours: list[str] = field(default_factory=list)
+    ignore_names: list[str] = field(default_factory=list)
+    ignore_colours: list[str] = field(default_factory=list)
     upsampling: str = "bilinear"
     crop: int = 256
     batch: int = 8
@@ -91,6 +93,18 @@ class TrainConfig:
             raise EdgesegError(f"val_images must be >= 0 (0: all), got {self.val_images}")
         if self.stage1_epochs < 0 or self.stage2_epochs < 0 or self.stage1_epochs + self.stage2_epochs < 1:
             raise EdgesegError("stage epochs must be >= 0 and at least one epoch in total")
+        positive = {"crop": self.crop, "batch": self.batch, "steps_per_epoch": self.steps_per_epoch,
+                    "lr": self.lr_head, "patience": self.patience, "val_tile": self.val_tile}
+        for name, value in positive.items():
+            if not value > 0:
+                raise EdgesegError(f"{name} must be positive, got {value}")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise EdgesegError(f"the time budget must be positive, got {self.time_budget_s / 60:g} "
+                               "minutes (leave --minutes out for no limit)")
+        if not 0 <= self.balance <= 1:
+            raise EdgesegError(f"balance is a share of crops, between 0 and 1, got {self.balance}")
+        if not 0 <= self.encoder_lr_factor:
+            raise EdgesegError(f"encoder_lr_factor must be >= 0, got {self.encoder_lr_factor}")
 
     def augmentation(self):
         """The crops' :class:`~edgeseg.data.pipeline.Augment` (``augment`` off: none at all)."""

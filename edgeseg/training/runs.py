@@ -112,6 +112,46 @@ def plot_confusion(path: Path, matrix: np.ndarray, names: list[str]) -> None:
     plt.close(fig)
 
 
+def _holds_run_config(path: Path) -> bool:
+    try:
+        return isinstance(read_json(path / CONFIG).get("config"), dict)
+    except (EdgesegError, OSError, ValueError, AttributeError):
+        return False
+
+
+def check_out_dir(run_dir, resume: bool) -> Path:
+    """Refuse a ``--out`` folder that training would damage, before anything is loaded.
+
+    A run goes into a new or empty folder, or into a folder of an earlier edgeseg run (its
+    ``config.json`` is ours): with ``resume`` to continue it, without when it never finished
+    an epoch. Anything else would overwrite the user's files.
+
+    Args:
+        run_dir: The ``--out`` folder.
+        resume: Whether the run continues.
+
+    Returns:
+        ``run_dir`` as a Path.
+
+    Raises:
+        EdgesegError: For a file, a non-empty folder that is not a run, ``resume`` without a
+            run, or a finished run without ``resume``.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise EdgesegError(f"{run_dir}: exists and is not a folder: pass a new folder to --out")
+    ours = run_dir.is_dir() and _holds_run_config(run_dir)
+    if resume and not ours:
+        raise EdgesegError(f"{run_dir}: no edgeseg run to resume here (no {CONFIG} written by "
+                           "edgeseg train): leave --resume out to start one")
+    if run_dir.is_dir() and not ours and any(run_dir.iterdir()):
+        raise EdgesegError(f"{run_dir}: the folder holds files that are not an edgeseg run; "
+                           "pass a new or empty folder to --out")
+    if ours and not resume and (run_dir / STATE).is_file():
+        raise EdgesegError(f"{run_dir} holds a run already: pass --resume or another --out")
+    return run_dir
+
+
 def is_run_dir(path) -> bool:
     """Whether ``path`` is a training run directory (has ``config.json`` and ``model.keras``)."""
     path = Path(path)
@@ -159,7 +199,9 @@ def config_metadata(config) -> ModelMetadata:
     from edgeseg.data.pipeline import MEAN, STD
 
     return ModelMetadata(
-        classes=list(config.class_names), colours=list(config.class_colours), mean=[MEAN], std=[STD],
+        classes=list(config.class_names), colours=list(config.class_colours),
+        ignore_names=list(config.ignore_names), ignore_colours=list(config.ignore_colours),
+        mean=[MEAN], std=[STD],
         output="sigmoid" if config.num_classes == 1 else "softmax", tile_size=config.val_tile,
         tile_overlap=config.val_overlap, arch=config.arch, backbone=config.backbone,
     )
@@ -173,7 +215,9 @@ def run_metadata(run_dir) -> ModelMetadata:
     scores = read_json(run_dir / SCORES) if (run_dir / SCORES).is_file() else {}
     norm = info["normalisation"]
     return ModelMetadata(
-        classes=cfg["class_names"], colours=cfg["class_colours"], mean=[norm["mean"]],
+        classes=cfg["class_names"], colours=cfg["class_colours"],
+        ignore_names=cfg.get("ignore_names", []), ignore_colours=cfg.get("ignore_colours", []),
+        mean=[norm["mean"]],
         std=[norm["std"]], input_size=tuple(info["input_size"]), output=info["output"],
         tile_size=cfg["val_tile"], tile_overlap=cfg["val_overlap"], arch=cfg["arch"],
         backbone=cfg["backbone"], version=info.get("version", ""),

@@ -24,7 +24,6 @@ from edgeseg.data.stats import class_pixel_counts
 from edgeseg.training import runs
 from edgeseg.training.config import WEIGHTINGS, TrainConfig, spread
 from edgeseg.training.runs import load_run, run_metadata
-from firmware_bridge.errors import EdgesegError
 
 __all__ = ["TrainConfig", "TrainResult", "class_weights", "load_run", "run_metadata", "spread", "train"]
 
@@ -52,11 +51,10 @@ def class_weights(config: TrainConfig, masks) -> list[float] | None:
 
 def _start(run_dir: Path, config: TrainConfig, resume: bool) -> tuple[TrainConfig, dict | None]:
     """Return the saved config and state when resuming, else ``(config, None)``."""
+    runs.check_out_dir(run_dir, resume)
     if resume and (run_dir / runs.STATE).is_file():
         saved = TrainConfig.from_dict(runs.read_json(run_dir / runs.CONFIG)["config"])
         return saved, runs.read_json(run_dir / runs.STATE)
-    if (run_dir / runs.STATE).is_file():
-        raise EdgesegError(f"{run_dir} holds a run already: pass --resume or another --out")
     return config, None
 
 
@@ -86,7 +84,7 @@ def train(
         val_samples: Validation samples (full images); empty: keep the last epoch's model.
         run_dir: Output directory.
         resume: Continue the run in ``run_dir`` from its last finished epoch (a fresh start
-            when it holds no state yet).
+            when that run never finished an epoch).
         verbose: One line per epoch; progress bars when stderr is a terminal.
         on_epoch_end: Called with each epoch's history row after the checkpoint is written.
 
@@ -94,7 +92,9 @@ def train(
         The result, with the per-epoch history.
 
     Raises:
-        EdgesegError: For bad settings, missing weights, or an existing run without ``resume``.
+        EdgesegError: For bad settings, missing weights, an existing run without ``resume``,
+            ``resume`` without a run, or a ``run_dir`` holding other files
+            (:func:`edgeseg.training.runs.check_out_dir`).
     """
     from edgeseg.tf_env import tf_keras
     from edgeseg.training import loop as epoch_loop

@@ -41,12 +41,15 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
         t.add_argument("--batch", type=int, default=1, help="tiles per inference call")
     f = p.add_argument_group("foreign models (override the file's metadata)")
     f.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 123.7,116.3,103.5")
-    f.add_argument("--std", type=_floats, help="per-channel std (input = (pixel - mean) / std)")
-    f.add_argument("--scale", type=float, help="multiplier instead of --std, e.g. 0.00392157")
-    f.add_argument("--layout", choices=("NHWC", "NCHW"), help="input layout")
+    f.add_argument("--std", type=_floats, help="per-channel std: input = (pixel * scale - mean) / std")
+    f.add_argument("--scale", type=float,
+                   help="multiplier applied to the pixels before --mean and --std, e.g. 0.00392157 "
+                        "for inputs in [0, 1] or 2e-5 for reflectances; with --scale, --mean and "
+                        "--std are in scaled units and default to 0 and 1")
+    f.add_argument("--layout", type=str.upper, choices=("NHWC", "NCHW"), help="input layout")
     f.add_argument("--classes", dest="class_names", metavar="NAMES|CSV",
                    help="class names, comma-separated, or a class table CSV")
-    f.add_argument("--threshold", type=float, help="sigmoid threshold")
+    f.add_argument("--threshold", type=float, help="sigmoid threshold, between 0 and 1")
     f.add_argument("--output-kind", choices=("softmax", "logits", "sigmoid"),
                    help="what the output channels hold")
 
@@ -57,36 +60,37 @@ def add_bands_arg(p: argparse.ArgumentParser) -> None:
 
 
 def class_names_arg(text: str | None) -> list[str] | None:
-    """Class names from ``--classes``: a class table CSV path or comma-separated names."""
-    if not text:
+    """Class names from ``--classes``: a class table CSV path or comma-separated names.
+
+    Raises:
+        EdgesegError: For an unreadable or malformed class table, or no name at all.
+    """
+    if text is None:
         return None
     if Path(text).suffix.lower() == ".csv":
         from firmware_bridge.io.classes import ClassTable
 
         return ClassTable.load(text).names
-    return [n.strip() for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise EdgesegError(f"--classes {text!r}: give class names, comma-separated, or a class table CSV")
+    return names
 
 
 def options_from_args(args: argparse.Namespace):
     """Build :class:`SegmenterOptions` from parsed arguments.
 
     Raises:
-        EdgesegError: When ``--std`` and ``--scale`` are both given or ``--scale`` is 0.
+        EdgesegError: For values out of range (``--tile 0``, ``--threshold 2``, ...).
     """
     from firmware_bridge.runtime.segmenter import SegmenterOptions
 
-    std = args.std
-    if args.scale is not None:
-        if std is not None:
-            raise EdgesegError("give --std or --scale, not both")
-        if args.scale == 0:
-            raise EdgesegError("--scale must not be 0")
-        std = [1.0 / args.scale]
     providers = tuple(v.strip() for v in args.providers.split(",")) if args.providers else None
     return SegmenterOptions(
         threads=args.threads, device=args.device, providers=providers, delegate=args.delegate,
         tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", None),
-        batch=getattr(args, "batch", 1), mean=args.mean, std=std, layout=args.layout,
+        batch=getattr(args, "batch", 1), mean=args.mean, std=args.std, scale=args.scale,
+        layout=args.layout,
         classes=class_names_arg(args.class_names), threshold=args.threshold,
         output=args.output_kind,
     )

@@ -32,27 +32,37 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.io.raster import predict_file
+    from firmware_bridge.io.raster import output_stems, predict_file
     from firmware_bridge.progress import progress
 
+    if args.block < 1:
+        raise EdgesegError(f"--block must be a positive number of pixels, got {args.block}")
+    stems = output_stems(args.inputs)  # two inputs never write the same file
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise EdgesegError(f"{out}: exists and is not a folder: pass a folder to --out")
+    seg = load_segmenter(args)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
-    seg = load_segmenter(args)
     if args.overlay and any(Path(s).suffix.lower() in (".tif", ".tiff") for s in args.inputs):
         print("note: --overlay applies to ordinary images; GeoTIFFs get a colour-mapped mask",
               file=sys.stderr)
     show = not args.quiet and sys.stderr.isatty()
     failed = 0
-    for src in progress(args.inputs, len(args.inputs), "predict", show and len(args.inputs) > 1):
+    jobs = list(zip(args.inputs, stems, strict=True))
+    for src, stem in progress(jobs, len(jobs), "predict", show and len(jobs) > 1):
         try:
-            written = predict_file(seg, src, out, args.bands, args.overlay, args.block, show)
+            done = predict_file(seg, src, out, args.bands, args.overlay, args.block, show, stem)
         except EdgesegError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        for path in written:
+        if done.nodata:
+            print(f"note: {src}: {done.nodata} of {done.pixels} pixels "
+                  f"({100 * done.nodata / done.pixels:.1f} %) have no data (NaN or the nodata "
+                  "value): 255 in the mask, in no class", file=sys.stderr)
+        for path in done.files:
             print(path)
     return 1 if failed else 0

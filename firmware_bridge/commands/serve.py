@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 from firmware_bridge.commands.modelargs import add_model_args
@@ -46,10 +45,6 @@ def _stdio_streams():
     return sys.stdin.buffer, out
 
 
-def _stop(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the model and serve until the stream ends (stdio) or SIGINT/SIGTERM (sockets)."""
     from firmware_bridge.commands.modelargs import load_segmenter
@@ -76,7 +71,6 @@ def run(args: argparse.Namespace) -> int:
     server = make_server(handler, unix=args.socket, tcp=tcp)
     addr = server.server_address
     where = f"unix:{addr}" if args.socket else f"tcp:{addr[0]}:{addr[1]}"
-    signal.signal(signal.SIGTERM, _stop)
     print(f"edgeseg-run serve: {desc}; listening on {where}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()

@@ -41,10 +41,12 @@ def run_validate(args: argparse.Namespace) -> int:
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
     from firmware_bridge.evaluate import score
-    from firmware_bridge.fsutil import atomic_write_bytes
+    from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
     from firmware_bridge.io.images import read_image, read_mask
     from firmware_bridge.io.pairs import find_pairs
 
+    if args.json:
+        check_output_file(args.json, "--json")  # before the work, not after it
     pairing = find_pairs(args.data)
     for problem in pairing.problems:
         print(f"warning: {problem}", file=sys.stderr)
@@ -58,6 +60,10 @@ def run_validate(args: argparse.Namespace) -> int:
     def pairs():
         for pair in pairing.pairs:
             image = read_image(pair.image)
+            try:
+                seg.check_image(image)
+            except EdgesegError as exc:
+                raise EdgesegError(f"{pair.image}: {exc}") from None
             truth = table.decode_mask(read_mask(pair.mask), str(pair.mask), args.unknown_to_ignore)
             if truth.shape != image.shape[:2]:
                 raise EdgesegError(f"{pair.mask}: mask is {truth.shape[::-1]} but the image is "
@@ -65,11 +71,15 @@ def run_validate(args: argparse.Namespace) -> int:
             yield image, truth
 
     show = not args.quiet and sys.stderr.isatty()
-    scores = score(seg, pairs(), table.names, progress=show, total=len(pairing.pairs)).scores
+    scored = score(seg, pairs(), table.names, progress=show, total=len(pairing.pairs))
+    scores = scored.scores
     print(scores.table())
+    if scored.nodata:
+        print(f"note: {scored.nodata} pixels without data in the images (NaN or infinite) are "
+              "left out of the scores", file=sys.stderr)
     if args.json:
         report = {"model": str(args.model), "backend": seg.backend.name, "data": str(args.data),
                   "images": len(pairing.pairs), "tile": list(seg.tile), "overlap": seg.overlap,
-                  "problems": pairing.problems, **scores.to_dict()}
+                  "problems": pairing.problems, "nodata_pixels": scored.nodata, **scores.to_dict()}
         atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 1 if pairing.problems else 0

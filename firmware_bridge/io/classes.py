@@ -9,11 +9,15 @@ A class table is a CSV file with the header ``name,colour,ignore``::
 Rows with ``ignore=0`` are the model's classes, indexed in file order from 0. Rows with
 ``ignore=1`` name colours whose pixels no loss or metric counts (index ``IGNORE_INDEX``).
 Colour is optional for index masks, where pixel value ``i`` is class ``i`` and 255 is ignore.
+The file is UTF-8 (a byte-order mark, as spreadsheet programs write it, is fine); the header
+may spell ``color``; ``ignore`` is ``0``/``1`` (or ``no``/``yes``, ``false``/``true``, empty
+for 0). Names and colours must be unique.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
 
 Colour = tuple[int, int, int]
+IGNORE_VALUES = {"0": False, "1": True, "": False, "no": False, "yes": True, "false": False,
+                 "true": True}
 
 
 def parse_colour(text: str) -> Colour:
@@ -83,9 +89,15 @@ class ClassTable:
             self.colours = [None] * len(self.names)
         if len(self.colours) != len(self.names):
             raise EdgesegError("class table: one colour (or none) per class")
+        names = list(self.names) + list(self.ignore_names)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise EdgesegError(f"class table: {', '.join(twice)} is named twice; every row needs "
+                               "its own name")
         known = [c for c in self.colours if c is not None] + list(self.ignore_colours)
-        if len(set(known)) != len(known):
-            raise EdgesegError("class table: the same colour is listed twice")
+        twice_c = sorted({hex_colour(c) for c in known if known.count(c) > 1})
+        if twice_c:
+            raise EdgesegError(f"class table: the colour {', '.join(twice_c)} is listed twice")
 
     @property
     def num_classes(self) -> int:
@@ -103,30 +115,46 @@ class ClassTable:
         path = Path(path)
         if not path.is_file():
             raise EdgesegError(f"{path}: class table not found")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise EdgesegError(f"{path}: not a UTF-8 text file (byte {exc.start}): save the class "
+                               "table as UTF-8 CSV") from None
+        if "\x00" in text:
+            raise EdgesegError(f"{path}: a binary file, not a class table CSV")
         names, colours, ign_c, ign_n = [], [], [], []
-        with path.open(newline="") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or "name" not in reader.fieldnames:
-                raise EdgesegError(f"{path}: the header must be 'name,colour,ignore'")
-            for line, row in enumerate(reader, start=2):
-                name = (row.get("name") or "").strip()
-                if not name:
-                    raise EdgesegError(f"{path}:{line}: empty class name")
-                text = (row.get("colour") or "").strip()
-                try:
-                    colour = parse_colour(text) if text else None
-                except EdgesegError as exc:
-                    raise EdgesegError(f"{path}:{line}: {exc}") from None
-                ignore = (row.get("ignore") or "0").strip().lower() in ("1", "true", "yes")
-                if ignore:
-                    if colour is None:
-                        raise EdgesegError(f"{path}:{line}: an ignore row needs a colour")
-                    ign_c.append(colour)
-                    ign_n.append(name)
-                else:
-                    names.append(name)
-                    colours.append(colour)
-        return cls(names, colours, ign_c, ign_n)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = [(f or "").strip().lower() for f in reader.fieldnames or []]
+        header = ["colour" if f == "color" else f for f in header]
+        unknown = [f for f in header if f not in ("name", "colour", "ignore")]
+        if "name" not in header or unknown:
+            raise EdgesegError(f"{path}: the header must be 'name,colour,ignore' (found "
+                               f"{','.join(reader.fieldnames or []) or 'nothing'})")
+        reader.fieldnames = header
+        for line, row in enumerate(reader, start=2):
+            name = (row.get("name") or "").strip()
+            if not name:
+                raise EdgesegError(f"{path}:{line}: empty class name")
+            text = (row.get("colour") or "").strip()
+            try:
+                colour = parse_colour(text) if text else None
+            except EdgesegError as exc:
+                raise EdgesegError(f"{path}:{line}: {exc}") from None
+            flag = (row.get("ignore") or "0").strip().lower()
+            if flag not in IGNORE_VALUES:
+                raise EdgesegError(f"{path}:{line}: ignore must be 0 or 1, got {flag!r}")
+            if IGNORE_VALUES[flag]:
+                if colour is None:
+                    raise EdgesegError(f"{path}:{line}: an ignore row needs a colour")
+                ign_c.append(colour)
+                ign_n.append(name)
+            else:
+                names.append(name)
+                colours.append(colour)
+        try:
+            return cls(names, colours, ign_c, ign_n)
+        except EdgesegError as exc:
+            raise EdgesegError(f"{path}: {exc}") from None
 
     def palette(self) -> list[Colour]:
         """A colour for every class (a stable made-up one where the table has none)."""

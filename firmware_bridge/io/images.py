@@ -21,6 +21,8 @@ from firmware_bridge.fsutil import atomic_path
 MAX_PIXELS = 64_000_000
 """Largest image decoded whole (about 8k x 8k); larger ones are read windowed."""
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+CONVERT_MODES = {"P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "1": "L"}
+"""Pillow modes decoded to plain bands (greyscale with alpha stays two bands)."""
 
 
 @dataclass
@@ -59,8 +61,8 @@ def _read_pil(path: Path, bands: Sequence[int] | None) -> Raster:
     try:
         with Image.open(path) as im:
             _check_size(path, im.height, im.width)
-            if im.mode in ("P", "PA", "CMYK", "YCbCr", "LA", "1"):
-                im = im.convert("RGBA" if "A" in im.mode else "RGB")
+            if im.mode in CONVERT_MODES:  # greyscale(+alpha) stays 1 (2) bands
+                im = im.convert(CONVERT_MODES[im.mode])
             arr = np.asarray(im)
     except Image.DecompressionBombError as exc:
         raise EdgesegError(f"{path}: too large to decode at once ({exc})") from exc
@@ -206,7 +208,8 @@ def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.45) -> 
     """
     rgb = image[..., :3] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, axis=2)
     if rgb.dtype != np.uint8:
+        rgb = np.nan_to_num(rgb.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
         top = float(rgb.max()) or 1.0
-        rgb = (rgb.astype(np.float32) * (255.0 / top)).astype(np.uint8)
+        rgb = (rgb.clip(0, None) * (255.0 / top)).astype(np.uint8)
     blend = (1 - alpha) * rgb.astype(np.float32) + alpha * colour_mask.astype(np.float32)
     return blend.clip(0, 255).astype(np.uint8)

@@ -8,11 +8,15 @@ memory holds one block and its context regardless of the scene's size; GDAL's bl
 capped for the same reason. The mask is a tiled, deflate-compressed GeoTIFF with the source's
 CRS and transform, written through :func:`firmware_bridge.fsutil.atomic_path`, so a failure
 leaves no partial file.
+
+Pixels without data (NaN, infinite, or the raster's nodata value in every band) are 255 in
+the mask, which is also the mask file's nodata value; :class:`Prediction` counts them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +41,69 @@ DEFAULT_BLOCK = 1024
 GDAL_CACHE_MB = 64
 
 
+@dataclass
+class Prediction:
+    """What predicting one input wrote.
+
+    Attributes:
+        files: The files written (mask first, then the overlay when asked for).
+        pixels: Pixels of the input.
+        nodata: Pixels without data (255 in the mask, in no class).
+    """
+
+    files: list[Path] = field(default_factory=list)
+    pixels: int = 0
+    nodata: int = 0
+
+    @property
+    def mask(self) -> Path:
+        """The mask file."""
+        return self.files[0]
+
+
+def output_stems(inputs: Sequence[str | Path]) -> list[str]:
+    """Output name stems for inputs predicted into one folder, never two the same.
+
+    ``a.png`` gives ``a``; when two inputs share a stem (``a.png`` and ``a.jpg``) both keep
+    their suffix (``a_png``, ``a_jpg``).
+
+    Args:
+        inputs: Input paths, in order.
+
+    Returns:
+        One stem per input.
+
+    Raises:
+        EdgesegError: When two inputs would still write the same file (the same file name
+            from two folders, or an input given twice).
+    """
+    paths = [Path(p) for p in inputs]
+    stems = [p.stem for p in paths]
+    out = [f"{p.stem}_{p.suffix.lstrip('.').lower()}" if stems.count(p.stem) > 1 and p.suffix
+           else p.stem for p in paths]
+    seen: dict[str, Path] = {}
+    for path, stem in zip(paths, out, strict=True):
+        if stem in seen:
+            raise EdgesegError(f"{path} and {seen[stem]} would write the same mask "
+                               f"({stem}_mask): predict them into different --out folders")
+        seen[stem] = path
+    return out
+
+
 def class_table(seg: Segmenter) -> ClassTable:
-    """The model's classes with the metadata's colours (made-up ones where it has none)."""
+    """The model's class table from its metadata: classes, colours and ignore rows.
+
+    Classes without colours in the metadata get made-up ones; the ignore rows are those of
+    the class table the model was trained with, so its masks validate without the CSV.
+    """
     names = seg.class_names
     colours = [parse_colour(c) for c in seg.meta.colours]
     if len(colours) == len(names) - 1 and seg.single_channel:
         colours = [(0, 0, 0), *colours]
-    return ClassTable(names, colours if len(colours) == len(names) else [])
+    ignore = [parse_colour(c) for c in seg.meta.ignore_colours]
+    ignore_names = list(seg.meta.ignore_names)[: len(ignore)]
+    ignore_names += [f"ignore_{i}" for i in range(len(ignore_names), len(ignore))]
+    return ClassTable(names, colours if len(colours) == len(names) else [], ignore, ignore_names)
 
 
 def _bands(path: Path, count: int, bands: Sequence[int] | None, channels: int) -> list[int]:
@@ -68,7 +128,7 @@ def _read(ds, bands: list[int], window, src: Path) -> np.ndarray:
 def predict_geotiff(
     seg: Segmenter, src: str | Path, dst: str | Path, bands: Sequence[int] | None = None,
     block: int = DEFAULT_BLOCK, show_progress: bool = False,
-) -> Path:
+) -> Prediction:
     """Predict a (Geo)TIFF of any size into a georeferenced uint8 mask GeoTIFF, streamed.
 
     Args:
@@ -80,7 +140,7 @@ def predict_geotiff(
         show_progress: Show a progress bar over blocks.
 
     Returns:
-        ``dst``.
+        ``dst`` and the pixel counts.
 
     Raises:
         EdgesegError: For an unreadable raster, wrong bands, a too-small scene or an
@@ -110,30 +170,33 @@ def predict_geotiff(
             boxes = tiling.tile_boxes(scene.y1, scene.x1, seg.tile, seg.overlap)
             regions = tiling.block_regions(height, width, block)
             colours = class_table(seg).palette()
+            nodata = 0
             with atomic_path(dst) as tmp, \
                     rasterio.open(tmp, "w", **mask_profile(ds.profile, height, width)) as out:
                 for region in progress(regions, len(regions), src.name, show_progress, "block"):
                     bb = tiling.bounding_box(tiling.boxes_touching(boxes, region))
                     window = Window(bb.x0, bb.y0, min(bb.x1, width) - bb.x0,
                                     min(bb.y1, height) - bb.y0)
-                    data = np.moveaxis(_read(ds, chosen, window, src), 0, -1)
+                    data, invalid = seg.clean(np.moveaxis(_read(ds, chosen, window, src), 0, -1),
+                                              ds.nodata)
                     pixels = tiling.pad_to_tile(data, (bb.height, bb.width))
                     probs = seg.predict_region(pixels, (bb.y0, bb.x0), scene[2:], region)
                     mask = seg.to_mask(probs)
-                    if ds.nodata is not None:
-                        part = data[region.y0 - bb.y0 : region.y1 - bb.y0,
-                                    region.x0 - bb.x0 : region.x1 - bb.x0]
-                        mask[np.all(part == ds.nodata, axis=-1)] = IGNORE_INDEX
+                    if invalid is not None:
+                        part = invalid[region.y0 - bb.y0 : region.y1 - bb.y0,
+                                       region.x0 - bb.x0 : region.x1 - bb.x0]
+                        mask[part] = IGNORE_INDEX
+                        nodata += int(np.count_nonzero(part))
                     out.write(mask, 1, window=Window(region.x0, region.y0, region.width,
                                                      region.height))
                 out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
-    return dst
+    return Prediction([dst], height * width, nodata)
 
 
 def predict_image(
     seg: Segmenter, src: str | Path, out_dir: str | Path, bands: Sequence[int] | None = None,
-    with_overlay: bool = False,
-) -> list[Path]:
+    with_overlay: bool = False, stem: str | None = None,
+) -> Prediction:
     """Predict an ordinary image (PNG, JPEG, ...) into ``<stem>_mask.png`` (palette PNG).
 
     Args:
@@ -142,36 +205,55 @@ def predict_image(
         out_dir: Existing output folder.
         bands: 1-based bands to feed the model.
         with_overlay: Also write ``<stem>_overlay.png``, the class colours over the image.
+        stem: Output name stem (default: the input's).
 
     Returns:
-        The files written.
+        The files written and the pixel counts.
 
     Raises:
-        EdgesegError: For unreadable input, wrong bands, or an unwritable folder.
+        EdgesegError: For unreadable input, wrong bands, or an unwritable folder; the message
+            names the file.
     """
     src, out_dir = Path(src), Path(out_dir)
-    image = read_raster(src, bands).array
-    mask = seg.predict_tiled(image).mask
+    stem = stem or src.stem
+    raster = read_raster(src, bands)
+    nodata = raster.profile.get("nodata")
+    try:
+        result = seg.predict_tiled(raster.array, nodata=nodata)
+    except EdgesegError as exc:
+        raise EdgesegError(f"{src}: {exc}") from None
     table = class_table(seg)
-    written = [out_dir / f"{src.stem}_mask.png"]
-    write_mask_png(written[0], mask, table.palette())
+    written = [out_dir / f"{stem}_mask.png"]
+    write_mask_png(written[0], result.mask, table.palette())
     if with_overlay:
-        written.append(out_dir / f"{src.stem}_overlay.png")
-        write_png(written[1], overlay(image, table.colourise(mask)))
-    return written
+        written.append(out_dir / f"{stem}_overlay.png")
+        write_png(written[1], overlay(raster.array, table.colourise(result.mask)))
+    return Prediction(written, int(result.mask.size), result.nodata)
 
 
 def predict_file(
     seg: Segmenter, src: str | Path, out_dir: str | Path, bands: Sequence[int] | None = None,
     with_overlay: bool = False, block: int = DEFAULT_BLOCK, show_progress: bool = False,
-) -> list[Path]:
+    stem: str | None = None,
+) -> Prediction:
     """Predict one input file into ``out_dir``: GeoTIFF -> ``<stem>_mask.tif``, else PNG.
 
+    Args:
+        seg: The model.
+        src: Input file.
+        out_dir: Existing output folder.
+        bands: 1-based bands to feed the model.
+        with_overlay: Also write an overlay (ordinary images only).
+        block: GeoTIFF streaming block edge.
+        show_progress: Progress bar over a GeoTIFF's blocks.
+        stem: Output name stem (default: the input's; see :func:`output_stems`).
+
     Returns:
-        The files written (an overlay is made for ordinary images only).
+        The files written and the pixel counts.
     """
     src = Path(src)
+    stem = stem or src.stem
     if src.suffix.lower() in GEOTIFF_SUFFIXES:
-        dst = Path(out_dir) / f"{src.stem}_mask.tif"
-        return [predict_geotiff(seg, src, dst, bands, block, show_progress)]
-    return predict_image(seg, src, out_dir, bands, with_overlay)
+        dst = Path(out_dir) / f"{stem}_mask.tif"
+        return predict_geotiff(seg, src, dst, bands, block, show_progress)
+    return predict_image(seg, src, out_dir, bands, with_overlay, stem)

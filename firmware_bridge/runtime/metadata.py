@@ -32,14 +32,20 @@ LAYOUTS = ("NHWC", "NCHW")
 class ModelMetadata:
     """What a runtime needs to know to feed a segmentation model and read its output.
 
-    Normalisation: the float input is ``(pixel - mean) / std`` with ``pixel`` in the image's
-    native range (0..255 for 8-bit). MobileNet preprocessing is ``mean=std=127.5``.
+    Normalisation: the float input is ``(pixel * scale - mean) / std`` with ``pixel`` in the
+    image's native range (0..255 for 8-bit). MobileNet preprocessing is ``mean=std=127.5``
+    with ``scale=1``; a satellite model trained on reflectances might use ``scale=2e-5`` with
+    ``mean`` and ``std`` in reflectance units.
 
     Attributes:
         classes: Class names, index order of the output channels (one name for sigmoid).
         colours: ``#RRGGBB`` per class, for overlays and colour masks.
-        mean: Per-channel (or single) mean subtracted from the pixel.
+        ignore_names: Names of the label colours that no metric counts (the class table's
+            ignore rows), so that the training masks validate without the CSV.
+        ignore_colours: ``#RRGGBB`` of those rows.
+        mean: Per-channel (or single) mean subtracted from the scaled pixel.
         std: Per-channel (or single) divisor.
+        scale: Multiplier of the pixel before ``mean`` and ``std``.
         input_size: ``(height, width)`` the model was exported at; ``None`` when dynamic.
         channels: Input bands.
         layout: ``"NHWC"`` or ``"NCHW"``.
@@ -57,8 +63,11 @@ class ModelMetadata:
 
     classes: list[str] = field(default_factory=lambda: ["background", "foreground"])
     colours: list[str] = field(default_factory=list)
+    ignore_names: list[str] = field(default_factory=list)
+    ignore_colours: list[str] = field(default_factory=list)
     mean: list[float] = field(default_factory=lambda: [127.5])
     std: list[float] = field(default_factory=lambda: [127.5])
+    scale: float = 1.0
     input_size: tuple[int, int] | None = None
     channels: int = 3
     layout: str = "NHWC"

@@ -33,6 +33,8 @@ def resolve_metadata(path: Path, backend: Backend, opts, given: ModelMetadata | 
     """
     meta = given or read_metadata(path)
     layout = opts.layout or (meta.layout if meta else backend.layout)
+    if opts.layout:
+        check_layout(path, backend.input.shape, opts.layout)
     k = output_channels(backend.output.shape, layout)
     base = {} if meta else {"layout": layout}
     if meta is None:
@@ -40,14 +42,24 @@ def resolve_metadata(path: Path, backend: Backend, opts, given: ModelMetadata | 
             base.update(classes=["foreground"], output="sigmoid")
         elif k:
             base.update(classes=[f"class_{i}" for i in range(k)], output="softmax")
+    if opts.scale is not None:  # --scale: --mean and --std are in scaled units, 0 and 1 unless given
+        base.update(scale=opts.scale, mean=[0.0], std=[1.0])
     overrides = {"mean": opts.mean, "std": opts.std, "layout": opts.layout,
                  "classes": opts.classes, "threshold": opts.threshold, "output": opts.output}
     base.update({key: v for key, v in overrides.items() if v is not None})
     resolved = dataclasses.replace(meta or ModelMetadata(), **base)
-    expected = 1 if resolved.output == "sigmoid" else len(resolved.classes)
-    if k is not None and k != expected and not (k == 1 and resolved.output == "logits"):
+    single = resolved.output == "sigmoid" or (k == 1 and resolved.output == "logits")
+    n = len(resolved.classes)
+    if single and n not in (1, 2):
         raise EdgesegError(
-            f"{path}: the model outputs {k} channel(s) but {len(resolved.classes)} class(es) "
+            f"{path}: the model gives one foreground probability (one output channel) but "
+            f"{n} classes are configured: give one class name (the foreground) or two "
+            "(background,foreground) with --classes"
+        )
+    expected = 1 if single else n
+    if k is not None and k != expected:
+        raise EdgesegError(
+            f"{path}: the model outputs {k} channel(s) but {n} class(es) "
             f"with output {resolved.output!r} are configured; fix --classes / --output"
         )
     channels = input_channels(backend.input.shape, resolved.layout) or resolved.channels
@@ -58,6 +70,27 @@ def resolve_metadata(path: Path, backend: Backend, opts, given: ModelMetadata | 
     if any(v == 0 for v in resolved.std):
         raise EdgesegError("std must not be 0")
     return resolved
+
+
+MAX_PLAUSIBLE_BANDS = 64
+"""More input channels than this under a layout means the layout is most likely the wrong one."""
+
+
+def check_layout(path: Path, shape: tuple[int | None, ...], layout: str) -> None:
+    """Refuse a ``--layout`` that the model's input shape contradicts.
+
+    Raises:
+        EdgesegError: When the input is not rank 4, or when the layout puts an implausible
+            number of bands on the channel axis while the other layout would not.
+    """
+    if len(shape) != 4:
+        raise EdgesegError(f"{path}: the input has shape {shape}; a layout needs a rank-4 input")
+    other = "NCHW" if layout == "NHWC" else "NHWC"
+    mine, theirs = input_channels(shape, layout), input_channels(shape, other)
+    if mine and mine > MAX_PLAUSIBLE_BANDS and theirs and theirs <= MAX_PLAUSIBLE_BANDS:
+        raise EdgesegError(f"{path}: the input shape {tuple(shape)} is {other}, not {layout} "
+                           f"({layout} would mean {mine} bands): pass --layout {other} or leave "
+                           "it out")
 
 
 def output_channels(shape: tuple[int | None, ...], layout: str) -> int | None:

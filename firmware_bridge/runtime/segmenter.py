@@ -1,10 +1,14 @@
 """``Segmenter``: any segmentation model on any backend, whole-image or tiled.
 
-The path of one batch: pixels ``(N, H, W, C)`` -> ``(x - mean) / std`` -> quantise with the
+The path of one batch: pixels ``(N, H, W, C)`` -> ``(x * scale - mean) / std`` -> quantise with the
 input's scale and zero point (integer models) -> NCHW if the model wants it -> backend ->
 dequantise -> NHWC -> probabilities (softmax of logits, sigmoid of one logit channel; softmax
 and sigmoid outputs are taken as they are) -> resized to the input size if the model outputs
 a smaller map. The mask is the argmax, or ``p >= threshold`` for one sigmoid channel.
+
+Pixels without data (NaN, infinite, or the raster's nodata value in every band) are filled
+before the model sees them and get the ignore value 255 in the mask
+(:mod:`firmware_bridge.runtime.nodata`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime import tiling
 from firmware_bridge.runtime.backends import Backend, BackendOptions, open_backend
 from firmware_bridge.runtime.metadata import ModelMetadata
 from firmware_bridge.runtime.modelspec import input_channels, output_channels, resolve_metadata
+from firmware_bridge.runtime.nodata import fill_invalid, invalid_pixels
 from firmware_bridge.runtime.postprocess import resize_bilinear, to_probabilities
 
 DEFAULT_TILE = 512
@@ -37,8 +43,10 @@ class SegmenterOptions:
         overlap: Tile overlap in pixels (``None``: the metadata's, 32 by default).
         batch: Tiles per backend call.
         min_size: Smallest image side accepted (smaller images hold too little context).
-        mean: Per-channel mean subtracted from pixels.
+        mean: Per-channel mean subtracted from the (scaled) pixels.
         std: Per-channel divisor.
+        scale: Multiplier applied to the pixels first: the input is
+            ``(pixel * scale - mean) / std``.
         layout: ``"NHWC"`` or ``"NCHW"``.
         classes: Class names in output-channel order.
         threshold: Sigmoid threshold.
@@ -55,18 +63,51 @@ class SegmenterOptions:
     min_size: int = 16
     mean: list[float] | None = None
     std: list[float] | None = None
+    scale: float | None = None
     layout: str | None = None
     classes: list[str] | None = None
     threshold: float | None = None
     output: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise EdgesegError(f"threads must be at least 1, got {self.threads} (leave it out for the "
+                      "runtime's default)")
+        if self.tile is not None and self.tile < 1:
+            raise EdgesegError(f"tile must be a positive number of pixels, got {self.tile}")
+        if self.overlap is not None and self.overlap < 0:
+            raise EdgesegError(f"overlap must be 0 or more pixels, got {self.overlap}")
+        if self.batch < 1:
+            raise EdgesegError(f"batch must be at least 1, got {self.batch}")
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise EdgesegError(f"threshold must lie between 0 and 1 (a probability), got {self.threshold}")
+        if self.scale is not None and (self.scale <= 0 or not np.isfinite(self.scale)):
+            raise EdgesegError(f"scale must be a positive number, got {self.scale}")
+        if self.layout is not None:
+            self.layout = self.layout.upper()
+            if self.layout not in ("NHWC", "NCHW"):
+                raise EdgesegError(f"layout must be NHWC or NCHW, got {self.layout!r}")
+        if self.classes is not None:
+            if not self.classes:
+                raise EdgesegError("classes: give at least one class name")
+            dupes = sorted({n for n in self.classes if self.classes.count(n) > 1})
+            if dupes:
+                raise EdgesegError(f"classes: {', '.join(dupes)} named twice; every class needs its own name")
+
 
 @dataclass
 class SegResult:
-    """A prediction: ``mask`` HxW uint8, ``probabilities`` HxWxK float32 when asked for."""
+    """A prediction.
+
+    Attributes:
+        mask: ``HxW`` uint8 classes, 255 where the image has no data.
+        probabilities: ``HxWxK`` float32 when asked for.
+        nodata: Pixels without data (NaN, infinite or the nodata value), 255 in the mask.
+    """
 
     mask: np.ndarray
     probabilities: np.ndarray | None = None
+    nodata: int = 0
 
 
 class Segmenter:
@@ -92,8 +133,6 @@ class Segmenter:
                  options: SegmenterOptions | None = None, *, runtime: Backend | None = None,
                  metadata: ModelMetadata | None = None) -> None:
         self.options = opts = options or SegmenterOptions()
-        if opts.batch < 1:
-            raise EdgesegError(f"batch must be at least 1, got {opts.batch}")
         bopts = BackendOptions(opts.threads, opts.device,
                                tuple(opts.providers) if opts.providers else None, opts.delegate)
         self.backend = runtime or open_backend(path, backend, bopts)
@@ -105,6 +144,7 @@ class Segmenter:
         self.channels = int(input_channels(shape, self.meta.layout) or self.meta.channels)
         self._mean = np.asarray(self.meta.mean, dtype=np.float32)
         self._std = np.asarray(self.meta.std, dtype=np.float32)
+        self._scale = np.float32(self.meta.scale)
         self.tile = self._tile_size()
         self.overlap = self.meta.tile_overlap if opts.overlap is None else opts.overlap
         if not 0 <= self.overlap < min(self.tile):
@@ -171,7 +211,7 @@ class Segmenter:
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """Pixels ``(N, H, W, C)`` to the model's raw input tensor."""
         spec = self.backend.input
-        x = (images.astype(np.float32) - self._mean) / self._std
+        x = (images.astype(np.float32) * self._scale - self._mean) / self._std
         if spec.quantized:
             info = np.iinfo(spec.dtype)
             x = np.clip(np.round(x / spec.scale) + spec.zero_point, info.min, info.max)
@@ -216,8 +256,13 @@ class Segmenter:
             raise EdgesegError(f"image is {image.shape[0]}x{image.shape[1]} but the model "
                                f"takes {self.input_size[0]}x{self.input_size[1]}: use "
                                "predict_tiled")
+        image, invalid = self.clean(image)
         probs = self.scores(image[None])[0]
-        return SegResult(self.to_mask(probs), probs if probabilities else None)
+        mask = self.to_mask(probs)
+        if invalid is not None:
+            mask[invalid] = IGNORE_INDEX
+        return SegResult(mask, probs if probabilities else None,
+                         0 if invalid is None else int(np.count_nonzero(invalid)))
 
     def predict_region(self, pixels: np.ndarray, origin: tuple[int, int],
                        image_size: tuple[int, int], region: tiling.Box) -> np.ndarray:
@@ -250,17 +295,48 @@ class Segmenter:
                                   (region.y0, region.x0))
         return tiling.normalise(acc, wsum)
 
-    def predict_tiled(self, image: np.ndarray, probabilities: bool = False) -> SegResult:
+    def fill_value(self) -> np.ndarray:
+        """Pixel value (per band) that the model sees as 0: where pixels without data go."""
+        return self._mean / self._scale
+
+    def clean(self, pixels: np.ndarray, nodata: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pixels ready for the model, and where they had no data.
+
+        Args:
+            pixels: ``HxWxC`` image or image part.
+            nodata: The raster's nodata value (``None``: only NaN/infinite values).
+
+        Returns:
+            ``(pixels, invalid)``: a filled copy when some pixels had no data (else the input)
+            and their ``HxW`` bool map (``None`` when every pixel holds data).
+        """
+        invalid = invalid_pixels(pixels, nodata)
+        return fill_invalid(pixels, invalid, self.fill_value()), invalid
+
+    def predict_tiled(self, image: np.ndarray, probabilities: bool = False,
+                      nodata: float | None = None) -> SegResult:
         """Predict an image of any size by blended, overlapping tiles.
 
         Images smaller than a tile are padded by reflection and the result cropped back.
+        Pixels without data get 255 in the mask (see :meth:`clean`).
+
+        Args:
+            image: ``HxWxC`` pixels.
+            probabilities: Also return the blended probabilities.
+            nodata: The raster's nodata value.
 
         Raises:
             EdgesegError: For a wrong band count or an image under ``min_size``.
         """
         self.check_image(image)
         h, w = image.shape[:2]
+        image, invalid = self.clean(image, nodata)
         padded = tiling.pad_to_tile(image, self.tile)
         ph, pw = padded.shape[:2]
         probs = self.predict_region(padded, (0, 0), (ph, pw), tiling.Box(0, 0, ph, pw))[:h, :w]
-        return SegResult(self.to_mask(probs), probs if probabilities else None)
+        mask = self.to_mask(probs)
+        if invalid is not None:
+            mask[invalid] = IGNORE_INDEX
+        return SegResult(mask, probs if probabilities else None,
+                         0 if invalid is None else int(np.count_nonzero(invalid)))

@@ -278,6 +278,10 @@ def decode_reply(header: ReplyHeader, payload: bytes) -> Reply:
 
 
 def class_fractions(mask: np.ndarray, num_classes: int) -> np.ndarray:
-    """Fraction of the mask's pixels in each class (``float32``, sums to 1 for a full mask)."""
+    """Fraction of the mask's pixels in each class (``float32``).
+
+    Pixels without data (255) are in no class: the fractions then sum to less than 1, and
+    ``1 - sum`` is the share of the frame without data.
+    """
     counts = np.bincount(mask.ravel(), minlength=num_classes)[:num_classes]
     return (counts / max(mask.size, 1)).astype(np.float32)
