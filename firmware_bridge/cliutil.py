@@ -12,6 +12,39 @@ import threading
 from firmware_bridge.errors import EdgesegError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other error."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, test, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v > 0, "a positive integer")
+"""``type=`` for options that count something: 1, 2, ..."""
+count = _number(int, lambda v: v >= 0, "an integer >= 0")
+"""``type=`` for options where 0 means none."""
+positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positive number")
+"""``type=`` for rates, sizes and time budgets."""
+non_negative_float = _number(float, lambda v: 0 <= v < float("inf"), "a number >= 0")
+"""``type=`` for tolerances and strengths where 0 means none."""
+share = _number(float, lambda v: 0 <= v <= 1, "a share between 0 and 1")
+"""``type=`` for fractions."""
+
+
 def build_cli(prog: str, description: str, modules: list[str]) -> argparse.ArgumentParser:
     """A parser with ``--debug`` and one sub-command per module's ``register(subparsers)``.
 
@@ -23,7 +56,7 @@ def build_cli(prog: str, description: str, modules: list[str]) -> argparse.Argum
     Returns:
         The parser.
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in modules:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import count, positive_int
+
 SECTION_HELP = "accuracy, latency, throughput, memory, sizes"
 
 
@@ -42,19 +44,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--formats", type=_names, help="only these export formats, e.g. tflite-int8,onnx")
     p.add_argument("--resolutions", type=_ints, default=(256, 512),
                    help="tile sizes for per-tile latency (default 256,512)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads of every runtime (default 2)")
-    p.add_argument("--batch", type=int, default=1, help="tiles per call in the throughput runs")
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
-    p.add_argument("--tile-runs", type=int, default=50, help="timed single-tile calls (default 50)")
-    p.add_argument("--raster-size", type=int, default=8192,
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads of every runtime (default 2)")
+    p.add_argument("--batch", type=positive_int, default=1, help="tiles per call in the throughput runs")
+    p.add_argument("--warmup", type=count, default=5, help="untimed calls before timing (default 5)")
+    p.add_argument("--tile-runs", type=positive_int, default=50, help="timed single-tile calls (default 50)")
+    p.add_argument("--raster-size", type=positive_int, default=8192,
                    help="edge of the generated raster for throughput (default 8192)")
-    p.add_argument("--throughput-tile", type=int,
+    p.add_argument("--throughput-tile", type=positive_int,
                    help="tile size of the throughput runs (default: the artifacts' input size)")
     p.add_argument("--sizes", type=_ints, default=(2048, 8192, 16384),
                    help="scene edges for the peak-memory runs (default 2048,8192,16384)")
     p.add_argument("--memory-format", help="format for the memory runs (default tflite-qat-int8, "
                                            "else tflite-int8)")
-    p.add_argument("--block", type=int, default=1024, help="GeoTIFF streaming block edge")
+    p.add_argument("--block", type=positive_int, default=1024, help="GeoTIFF streaming block edge")
     p.add_argument("--no-tf", action="store_true", help="no TensorFlow baseline")
     p.add_argument("--no-export", action="store_true",
                    help="never export; sizes without artifacts are reported as not measured")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import positive_float, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
@@ -17,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-pattern", help="validation stems of --data (default: edgeseg train's split)")
     p.add_argument("--weights", help="ImageNet no-top .h5 (default: Keras's cached ImageNet weights, "
                    "else denoising pretraining on the training images; 'pretrain' forces that)")
-    p.add_argument("--train-minutes", type=float, default=d.train_minutes)
-    p.add_argument("--scenes", type=int, default=d.scenes, help="generated training scenes")
-    p.add_argument("--large-size", type=int, default=d.large_size, help="edge of the tiled scene")
+    p.add_argument("--train-minutes", type=positive_float, default=d.train_minutes)
+    p.add_argument("--scenes", type=positive_int, default=d.scenes, help="generated training scenes")
+    p.add_argument("--large-size", type=positive_int, default=d.large_size, help="edge of the tiled scene")
     p.add_argument("--seed", type=int, default=d.seed)
     p.set_defaults(func=run)
 

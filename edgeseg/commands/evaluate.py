@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import count, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` command."""
@@ -14,8 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset folder holding images/ and masks/")
     p.add_argument("--classes", required=True, help="class table CSV (name,colour,ignore)")
     p.add_argument("--val-pattern", help="evaluate only stems matching this glob, e.g. 'tile7_*'")
-    p.add_argument("--tile", type=int, help="tile edge (rebuilds a run's model at this size)")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+    p.add_argument("--tile", type=positive_int, help="tile edge (rebuilds a run's model at this size)")
+    p.add_argument("--overlap", type=count, default=32, help="tile overlap in pixels")
     p.add_argument("--json", help="also write the scores as JSON to this file")
     p.set_defaults(func=run_evaluate)
 

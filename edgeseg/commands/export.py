@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from export.formats import FORMATS
+from firmware_bridge.cliutil import non_negative_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,11 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="the run's dataset folder (calibration and parity images)")
     p.add_argument("--classes", help="class table CSV (with --data)")
     p.add_argument("--val-pattern", help="validation stems (default: the run's)")
-    p.add_argument("--input-size", type=int, help="square input size to export at (default: the run's)")
-    p.add_argument("--calibration", type=int, default=64, help="calibration crops from training images")
+    p.add_argument("--input-size", type=positive_int,
+                   help="square input size to export at (default: the run's)")
+    p.add_argument("--calibration", type=positive_int, default=64,
+                   help="calibration crops from training images")
     p.add_argument("--io-type", default="int8", choices=["int8", "uint8", "float"],
                    help="input/output type of the int8 TFLite models")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset")
     p.add_argument("--c-array-source", default="auto", choices=["auto", "qat", "ptq"],
                    help="int8 model behind the C array (auto: the QAT one when there is one)")
     p.add_argument("--float-layers", default="",
@@ -38,17 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(the worst layers of a failed int8 parity); for CPUs and GPUs, not for "
                         "integer-only NPUs")
     p.add_argument("--stem", default="model", help="file name stem of the artifacts")
-    p.add_argument("--min-agreement", type=float, default=99.5,
+    p.add_argument("--min-agreement", type=non_negative_float, default=99.5,
                    help="float formats: minimum %% of pixels agreeing with Keras")
-    p.add_argument("--max-miou-drop", type=float, default=3.0,
+    p.add_argument("--max-miou-drop", type=non_negative_float, default=3.0,
                    help="quantized formats: maximum mIoU points lost against Keras")
-    p.add_argument("--min-quantized-agreement", type=float, default=90.0,
+    p.add_argument("--min-quantized-agreement", type=non_negative_float, default=90.0,
                    help="quantized formats: minimum %% of pixels agreeing with Keras")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check")
     p.add_argument("--keep-failing", action="store_true",
                    help="write the artifacts even when one fails parity (exit status still 1; "
                         "parity.json says which failed), e.g. to benchmark them")
-    p.add_argument("--threads", type=int, help="CPU threads of the runtimes in the parity check")
+    p.add_argument("--threads", type=positive_int, help="CPU threads of the runtimes in the parity check")
     p.set_defaults(func=run_export)
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``models`` command."""
     p = sub.add_parser(
         "models", help="list architectures x backbones with parameters and MACs"
     )
-    p.add_argument("--size", type=int, default=256, help="square input side (default 256)")
-    p.add_argument("--classes", type=int, default=5, help="number of classes (default 5)")
+    p.add_argument("--size", type=positive_int, default=256, help="square input side (default 256)")
+    p.add_argument("--classes", type=positive_int, default=5, help="number of classes (default 5)")
     p.add_argument("--arch", action="append", help="only this architecture (repeatable)")
     p.add_argument("--backbone", action="append", help="only this backbone (repeatable)")
     p.add_argument("--upsampling", default="bilinear",

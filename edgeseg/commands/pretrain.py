@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import non_negative_float, positive_float, positive_int, share
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``pretrain`` command."""
@@ -15,15 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default="mobilenetv2_035")
     p.add_argument("--encoder-weights", default="none",
                    help="start from these weights (no-top .h5 file or 'imagenet'), or 'none'")
-    p.add_argument("--crop", type=int, default=128, help="crop edge (multiple of 32)")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--steps-per-epoch", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--noise", type=float, default=0.2, help="Gaussian noise std (normalised range)")
-    p.add_argument("--mask-ratio", type=float, default=0.4, help="share of patches blanked")
+    p.add_argument("--crop", type=positive_int, default=128, help="crop edge (multiple of 32)")
+    p.add_argument("--batch", type=positive_int, default=16)
+    p.add_argument("--epochs", type=positive_int, default=10)
+    p.add_argument("--steps-per-epoch", type=positive_int, default=100)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--noise", type=non_negative_float, default=0.2,
+                   help="Gaussian noise std (normalised range)")
+    p.add_argument("--mask-ratio", type=share, default=0.4, help="share of patches blanked")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--minutes", type=float, help="time budget")
+    p.add_argument("--minutes", type=positive_float, help="time budget")
     p.set_defaults(func=run_pretrain)
 
 

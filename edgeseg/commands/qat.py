@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import count, non_negative_float, positive_float, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``qat`` command."""
@@ -22,11 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", help="run directory from 'edgeseg train'")
     p.add_argument("--data", required=True, help="the run's dataset folder (images/ and masks/)")
     p.add_argument("--classes", required=True, help="class table CSV (name,colour,ignore)")
-    p.add_argument("--epochs", type=int, default=2, help="QAT epochs (default 2)")
-    p.add_argument("--steps-per-epoch", type=int, help="batches per epoch (default: the run's)")
-    p.add_argument("--batch", type=int, help="crops per batch (default: the run's)")
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (cosine decay)")
-    p.add_argument("--max-drop", type=float, default=1.0,
+    p.add_argument("--epochs", type=count, default=2, help="QAT epochs (default 2)")
+    p.add_argument("--steps-per-epoch", type=positive_int, help="batches per epoch (default: the run's)")
+    p.add_argument("--batch", type=positive_int, help="crops per batch (default: the run's)")
+    p.add_argument("--lr", type=positive_float, default=1e-4, help="Adam learning rate (cosine decay)")
+    p.add_argument("--max-drop", type=non_negative_float, default=1.0,
                    help="mIoU points the QAT model may lose against the float model before the "
                         "command fails and names the worst layers (default 1)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import count, non_negative_float, positive_float, positive_int, share
+
 
 def _defaults() -> dict:
     """The command's defaults: :class:`edgeseg.training.config.TrainConfig`'s field defaults."""
@@ -31,14 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-pattern",
                    help="file stems that validate: globs, comma-separated (e.g. 'tile7_*'); default: "
                         "every 5th image by name, printed and kept in the run")
-    p.add_argument("--crop", type=int, default=d["crop"], help="training crop edge (multiple of 32)")
-    p.add_argument("--batch", type=int, default=d["batch"])
-    p.add_argument("--stage1-epochs", type=int,
+    p.add_argument("--crop", type=positive_int, default=d["crop"], help="training crop edge (multiple of 32)")
+    p.add_argument("--batch", type=positive_int, default=d["batch"])
+    p.add_argument("--stage1-epochs", type=count,
                    help="epochs with the encoder frozen (default: 1 with encoder weights, 0 without)")
-    p.add_argument("--stage2-epochs", type=int, default=d["stage2_epochs"])
-    p.add_argument("--steps-per-epoch", type=int, default=d["steps_per_epoch"])
-    p.add_argument("--lr", type=float, default=d["lr_head"], help="decoder and head learning rate")
-    p.add_argument("--encoder-lr-factor", type=float, default=d["encoder_lr_factor"],
+    p.add_argument("--stage2-epochs", type=count, default=d["stage2_epochs"])
+    p.add_argument("--steps-per-epoch", type=positive_int, default=d["steps_per_epoch"])
+    p.add_argument("--lr", type=positive_float, default=d["lr_head"], help="decoder and head learning rate")
+    p.add_argument("--encoder-lr-factor", type=non_negative_float, default=d["encoder_lr_factor"],
                    help="encoder learning rate as a fraction of --lr in stage 2")
     p.add_argument("--unfreeze",
                    help="encoder part trained in stage 2: 'top' (blocks at stride 32; default with "
@@ -49,20 +51,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="class weights of the loss from the training masks' pixel shares (default "
                         "none: the class-balanced crops already favour rare classes; on Dubai "
                         "median weights averaged 1.5 points lower)")
-    p.add_argument("--balance", type=float, default=d["balance"],
+    p.add_argument("--balance", type=share, default=d["balance"],
                    help="share of crops centred on a pixel of a rarely-seen class")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
-    p.add_argument("--colour-jitter", type=float, default=d["colour_jitter"],
+    p.add_argument("--colour-jitter", type=non_negative_float, default=d["colour_jitter"],
                    help="strength of the colour jitter (1: brightness 0.1, contrast 0.2, channel "
                         "gain 0.05, gamma 0.1; 0: none)")
-    p.add_argument("--val-tile", type=int,
+    p.add_argument("--val-tile", type=positive_int,
                    help="tile edge of the validation prediction and saved model (default: --crop)")
-    p.add_argument("--val-images", type=int, default=d["val_images"],
+    p.add_argument("--val-images", type=count, default=d["val_images"],
                    help="validation images scored after each epoch, spread over the set (0: all); "
                         "fewer leave more of --minutes for training")
-    p.add_argument("--patience", type=int, default=d["patience"], help="epochs without a better val mIoU")
+    p.add_argument("--patience", type=positive_int, default=d["patience"],
+                   help="epochs without a better val mIoU")
     p.add_argument("--seed", type=int, default=d["seed"])
-    p.add_argument("--minutes", type=float,
+    p.add_argument("--minutes", type=positive_float,
                    help="time budget for the whole run (training + validation), > 0; default: none")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

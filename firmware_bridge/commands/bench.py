@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import positive_int
 from firmware_bridge.commands.modelargs import add_model_args
 from firmware_bridge.io.synthetic_raster import synthetic_block
 
@@ -14,10 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "on a generated raster, peak memory")
     p.add_argument("model", help=".tflite, .xml (OpenVINO IR) or .onnx model")
     p.add_argument("--json", help="write the measurements to this JSON file")
-    p.add_argument("--runs", type=int, default=30, help="single-tile runs for the latency")
-    p.add_argument("--size", type=int, default=2048,
+    p.add_argument("--runs", type=positive_int, default=30, help="single-tile runs for the latency")
+    p.add_argument("--size", type=positive_int, default=2048,
                    help="edge of the generated square raster for the throughput (pixels)")
-    p.add_argument("--block", type=int, default=1024, help="GeoTIFF streaming block edge")
+    p.add_argument("--block", type=positive_int, default=1024, help="GeoTIFF streaming block edge")
     add_model_args(p)
     p.set_defaults(func=run_bench)
 

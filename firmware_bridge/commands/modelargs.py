@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from firmware_bridge.cliutil import count, positive_float, positive_int
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.backends import BACKENDS
 
@@ -30,19 +31,19 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
     """Add backend, tiling and foreign-model options to a sub-command."""
     g = p.add_argument_group("backend")
     g.add_argument("--backend", help=f"{', '.join(BACKENDS)} (default: from the model file's suffix)")
-    g.add_argument("--threads", type=int, help="CPU threads")
+    g.add_argument("--threads", type=positive_int, help="CPU threads")
     g.add_argument("--device", help="OpenVINO device: CPU, GPU, NPU, AUTO")
     g.add_argument("--providers", help="ONNX Runtime providers, comma-separated, first preferred")
     g.add_argument("--delegate", help="LiteRT external delegate library (e.g. libedgetpu.so.1)")
     if tiling:
         t = p.add_argument_group("tiling")
-        t.add_argument("--tile", type=int, help="tile edge (dynamic-size models only)")
-        t.add_argument("--overlap", type=int, help="tile overlap in pixels")
-        t.add_argument("--batch", type=int, default=1, help="tiles per inference call")
+        t.add_argument("--tile", type=positive_int, help="tile edge (dynamic-size models only)")
+        t.add_argument("--overlap", type=count, help="tile overlap in pixels")
+        t.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
     f = p.add_argument_group("foreign models (override the file's metadata)")
     f.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 123.7,116.3,103.5")
     f.add_argument("--std", type=_floats, help="per-channel std: input = (pixel * scale - mean) / std")
-    f.add_argument("--scale", type=float,
+    f.add_argument("--scale", type=positive_float,
                    help="multiplier applied to the pixels before --mean and --std, e.g. 0.00392157 "
                         "for inputs in [0, 1] or 2e-5 for reflectances; with --scale, --mean and "
                         "--std are in scaled units and default to 0 and 1")

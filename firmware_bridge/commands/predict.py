@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from firmware_bridge.cliutil import positive_int
 from firmware_bridge.commands.modelargs import add_bands_arg, add_model_args
 
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--overlay", action="store_true",
                    help="also write <stem>_overlay.png (ordinary images)")
-    p.add_argument("--block", type=int, default=1024,
+    p.add_argument("--block", type=positive_int, default=1024,
                    help="GeoTIFF streaming block edge in pixels (memory per block)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_bands_arg(p)

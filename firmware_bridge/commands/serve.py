@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from firmware_bridge.cliutil import non_negative_float, positive_float, positive_int
 from firmware_bridge.commands.modelargs import add_model_args
 
 
@@ -24,11 +25,11 @@ def register(subparsers) -> None:
                        help="listen on TCP, loopback only unless --allow-remote (port 0: any)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a non-loopback --tcp address (the protocol has no authentication)")
-    p.add_argument("--max-frame-mb", type=float, default=48.0,
+    p.add_argument("--max-frame-mb", type=positive_float, default=48.0,
                    help="largest frame payload in MiB (default 48: 4096x4096 RGB)")
-    p.add_argument("--timeout", type=float, default=30.0,
+    p.add_argument("--timeout", type=non_negative_float, default=30.0,
                    help="seconds a silent connection is kept (0: forever; default 30)")
-    p.add_argument("--max-connections", type=int, default=4,
+    p.add_argument("--max-connections", type=positive_int, default=4,
                    help="connections served at once (default 4); frames run one at a time")
     add_model_args(p)
     p.set_defaults(func=run)

@@ -15,6 +15,7 @@ the mask, which is also the mask file's nodata value; :class:`Prediction` counts
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,9 @@ def predict_geotiff(
         raise EdgesegError(f"block must be a positive number of pixels, got {block}")
     if not src.is_file():
         raise EdgesegError(f"{src}: no such file")
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), warnings.catch_warnings():
+        # a plain TIFF has no georeference; its mask then has none either, which is right
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         try:
             ds = rasterio.open(src)
         except rasterio.errors.RasterioIOError as exc:

@@ -87,10 +87,11 @@ def check_layout(path: Path, shape: tuple[int | None, ...], layout: str) -> None
         raise EdgesegError(f"{path}: the input has shape {shape}; a layout needs a rank-4 input")
     other = "NCHW" if layout == "NHWC" else "NHWC"
     mine, theirs = input_channels(shape, layout), input_channels(shape, other)
-    if mine and mine > MAX_PLAUSIBLE_BANDS and theirs and theirs <= MAX_PLAUSIBLE_BANDS:
+    implausible = mine is None or mine > MAX_PLAUSIBLE_BANDS
+    if implausible and theirs and theirs <= MAX_PLAUSIBLE_BANDS:
         raise EdgesegError(f"{path}: the input shape {tuple(shape)} is {other}, not {layout} "
-                           f"({layout} would mean {mine} bands): pass --layout {other} or leave "
-                           "it out")
+                           f"({layout} would mean {mine or 'any number of'} bands): pass "
+                           f"--layout {other} or leave it out")
 
 
 def output_channels(shape: tuple[int | None, ...], layout: str) -> int | None:
