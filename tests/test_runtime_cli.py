@@ -40,8 +40,6 @@ def test_predict_reports_bad_inputs(models, tmp_path, capsys):
                  "--out", str(tmp_path / "o"), "--quiet"])
     assert code == 1 and "4 band(s), the model takes 3" in capsys.readouterr().err
     assert list((tmp_path / "o").iterdir()) == []
-    assert main(["predict", str(models["nchw"]), "x.png", "--out", str(tmp_path / "o"),
-                 "--scale", "0"]) == 2
 
 
 def _dataset(root, seg, colours=None):
