@@ -1,13 +1,14 @@
 """Prediction over files: GeoTIFFs streamed window by window, ordinary images to PNG.
 
 A GeoTIFF is cut into output blocks (``block x block``, aligned to the 256-pixel tiles of the
-output file). For each block, the model tiles of the *whole scene's* tile grid that touch it
-are read in one window (the block plus its overlap context), predicted and blended, and only
-the block is written. The result therefore equals tiling the whole scene in memory, while
-memory holds one block and its context regardless of the scene's size; GDAL's block cache is
-capped for the same reason. The mask is a tiled, deflate-compressed GeoTIFF with the source's
-CRS and transform, written through :func:`firmware_bridge.fsutil.atomic_path`, so a failure
-leaves no partial file.
+output file); the next block is read and the previous one written while one is predicted
+(:func:`firmware_bridge.runtime.pipeline.stream`). For each block, the model tiles of the
+*whole scene's* tile grid that touch it are read in one window (the block plus its overlap
+context), predicted and blended, and only the block is written. The result therefore equals
+tiling the whole scene in memory, while memory holds one block and its context regardless of
+the scene's size; GDAL's block cache is capped for the same reason. The mask is a tiled,
+deflate-compressed GeoTIFF with the source's CRS and transform, written through
+:func:`firmware_bridge.fsutil.atomic_path`, so a failure leaves no partial file.
 
 Pixels without data (NaN, infinite, or the raster's nodata value in every band) are 255 in
 the mask, which is also the mask file's nodata value; :class:`Prediction` counts them.
@@ -36,6 +37,7 @@ from firmware_bridge.io.images import (
 )
 from firmware_bridge.progress import progress
 from firmware_bridge.runtime import tiling
+from firmware_bridge.runtime.pipeline import stream
 from firmware_bridge.runtime.segmenter import Segmenter
 
 DEFAULT_BLOCK = 1024
@@ -174,24 +176,34 @@ def predict_geotiff(
             regions = tiling.block_regions(height, width, block)
             colours = class_table(seg).palette()
             nodata = 0
+
+            def read(region: tiling.Box):
+                bb = tiling.bounding_box(tiling.boxes_touching(boxes, region))
+                window = Window(bb.x0, bb.y0, min(bb.x1, width) - bb.x0, min(bb.y1, height) - bb.y0)
+                data, invalid = seg.clean(np.moveaxis(_read(ds, chosen, window, src), 0, -1),
+                                          ds.nodata)
+                return bb, tiling.pad_to_tile(data, (bb.height, bb.width)), invalid
+
+            def compute(region: tiling.Box, block_input) -> np.ndarray:
+                nonlocal nodata
+                bb, pixels, invalid = block_input
+                mask = seg.to_mask(seg.predict_region(pixels, (bb.y0, bb.x0), scene[2:], region))
+                if invalid is not None:
+                    part = invalid[region.y0 - bb.y0 : region.y1 - bb.y0,
+                                   region.x0 - bb.x0 : region.x1 - bb.x0]
+                    mask[part] = IGNORE_INDEX
+                    nodata += int(np.count_nonzero(part))
+                return mask
+
             with atomic_path(dst) as tmp, \
                     rasterio.open(tmp, "w", **mask_profile(ds.profile, height, width)) as out:
-                for region in progress(regions, len(regions), src.name, show_progress, "block"):
-                    bb = tiling.bounding_box(tiling.boxes_touching(boxes, region))
-                    window = Window(bb.x0, bb.y0, min(bb.x1, width) - bb.x0,
-                                    min(bb.y1, height) - bb.y0)
-                    data, invalid = seg.clean(np.moveaxis(_read(ds, chosen, window, src), 0, -1),
-                                              ds.nodata)
-                    pixels = tiling.pad_to_tile(data, (bb.height, bb.width))
-                    probs = seg.predict_region(pixels, (bb.y0, bb.x0), scene[2:], region)
-                    mask = seg.to_mask(probs)
-                    if invalid is not None:
-                        part = invalid[region.y0 - bb.y0 : region.y1 - bb.y0,
-                                       region.x0 - bb.x0 : region.x1 - bb.x0]
-                        mask[part] = IGNORE_INDEX
-                        nodata += int(np.count_nonzero(part))
+
+                def write(region: tiling.Box, mask: np.ndarray) -> None:
                     out.write(mask, 1, window=Window(region.x0, region.y0, region.width,
                                                      region.height))
+
+                stream(progress(regions, len(regions), src.name, show_progress, "block"),
+                       read, compute, write, pipelined=seg.options.pipeline)
                 out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
     return Prediction([dst], height * width, nodata)
 

@@ -13,6 +13,7 @@ before the model sees them and get the ignore value 255 in the mask
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from firmware_bridge.runtime.backends import Backend, BackendOptions, open_backe
 from firmware_bridge.runtime.metadata import ModelMetadata
 from firmware_bridge.runtime.modelspec import input_channels, output_channels, resolve_metadata
 from firmware_bridge.runtime.nodata import fill_invalid, invalid_pixels
+from firmware_bridge.runtime.pipeline import run_ahead
 from firmware_bridge.runtime.postprocess import resize_bilinear, to_probabilities
 
 DEFAULT_TILE = 512
@@ -51,6 +53,9 @@ class SegmenterOptions:
         classes: Class names in output-channel order.
         threshold: Sigmoid threshold.
         output: ``"softmax"``, ``"logits"`` or ``"sigmoid"``.
+        pipeline: Run the model on its own thread, one batch ahead of the preparation and
+            blending of tiles (:mod:`firmware_bridge.runtime.pipeline`); the masks are the
+            same either way.
     """
 
     threads: int | None = None
@@ -68,6 +73,7 @@ class SegmenterOptions:
     classes: list[str] | None = None
     threshold: float | None = None
     output: str | None = None
+    pipeline: bool = True
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -133,6 +139,7 @@ class Segmenter:
                  options: SegmenterOptions | None = None, *, runtime: Backend | None = None,
                  metadata: ModelMetadata | None = None) -> None:
         self.options = opts = options or SegmenterOptions()
+        self._worker: ThreadPoolExecutor | None = None
         bopts = BackendOptions(opts.threads, opts.device,
                                tuple(opts.providers) if opts.providers else None, opts.delegate)
         self.backend = runtime or open_backend(path, backend, bopts)
@@ -228,8 +235,12 @@ class Segmenter:
         step = self.options.batch
         raw = [self.backend.run(self.preprocess(images[i : i + step]))
                for i in range(0, len(images), step)]
+        return self.to_scores(np.concatenate(raw), images.shape[1], images.shape[2])
+
+    def to_scores(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The backend's raw output of a batch to probabilities ``(N, height, width, K)``."""
         out = self.backend.output
-        y = np.concatenate(raw).astype(np.float32)
+        y = raw.astype(np.float32)
         if out.quantized:
             y = (y - np.float32(out.zero_point)) * np.float32(out.scale)
         if y.ndim == 3:
@@ -237,7 +248,7 @@ class Segmenter:
         elif self.meta.layout == "NCHW":
             y = y.transpose(0, 2, 3, 1)
         probs = to_probabilities(y, self.meta.output)
-        return resize_bilinear(probs, images.shape[1], images.shape[2])
+        return resize_bilinear(probs, height, width)
 
     def to_mask(self, probs: np.ndarray) -> np.ndarray:
         """``...xK`` probabilities to a uint8 class mask (threshold for one channel)."""
@@ -283,10 +294,15 @@ class Segmenter:
         acc = wsum = None
         oy, ox = origin
         step = max(self.options.batch, 1)
-        for i in range(0, len(boxes), step):
-            chunk = boxes[i : i + step]
-            tiles = np.stack([pixels[b.y0 - oy : b.y1 - oy, b.x0 - ox : b.x1 - ox] for b in chunk])
-            scores = self.scores(tiles)
+
+        def prepare(chunk: list[tiling.Box]) -> np.ndarray:
+            return self.preprocess(np.stack(
+                [pixels[b.y0 - oy : b.y1 - oy, b.x0 - ox : b.x1 - ox] for b in chunk]))
+
+        chunks = [boxes[i : i + step] for i in range(0, len(boxes), step)]
+        worker = self._model_thread() if len(chunks) > 1 else None
+        for chunk, raw in run_ahead(chunks, prepare, self.backend.run, worker):
+            scores = self.to_scores(raw, *self.tile)
             if acc is None:
                 acc = np.zeros((region.height, region.width, scores.shape[-1]), np.float32)
                 wsum = np.zeros((region.height, region.width), np.float32)
@@ -294,6 +310,14 @@ class Segmenter:
                 tiling.accumulate(acc, wsum, s, tiling.tile_window(box, h, w), box,
                                   (region.y0, region.x0))
         return tiling.normalise(acc, wsum)
+
+    def _model_thread(self) -> ThreadPoolExecutor | None:
+        """The thread that runs the model while this one prepares and blends tiles."""
+        if not self.options.pipeline:
+            return None
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, "edgeseg-model")
+        return self._worker
 
     def fill_value(self) -> np.ndarray:
         """Pixel value (per band) that the model sees as 0: where pixels without data go."""

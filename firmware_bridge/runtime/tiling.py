@@ -173,9 +173,18 @@ def tile_window(box: Box, height: int, width: int, floor: float = DEFAULT_FLOOR)
     """
     if not 0 < floor <= 1:
         raise ValueError(f"floor must be in (0, 1], got {floor}")
-    wy = _profile(box.height, box.y0 > 0, box.y1 < height)
-    wx = _profile(box.width, box.x0 > 0, box.x1 < width)
-    return (floor + (1.0 - floor) * np.outer(wy, wx)).astype(np.float32)
+    return _window(box.height, box.width, box.y0 > 0, box.y1 < height, box.x0 > 0,
+                   box.x1 < width, floor)
+
+
+@lru_cache(maxsize=64)
+def _window(h: int, w: int, top: bool, bottom: bool, left: bool, right: bool,
+            floor: float) -> np.ndarray:
+    """One window per tile shape and set of tapered sides (at most 9 per scene), read-only."""
+    window = (floor + (1.0 - floor) * np.outer(_profile(h, top, bottom), _profile(w, left, right))
+              ).astype(np.float32)
+    window.setflags(write=False)
+    return window
 
 
 def accumulate(
@@ -205,8 +214,14 @@ def accumulate(
 
 
 def normalise(acc: np.ndarray, wsum: np.ndarray) -> np.ndarray:
-    """Blended scores ``acc / wsum`` (pixels no tile covered stay 0)."""
-    return acc / np.maximum(wsum, np.finfo(np.float32).tiny)[..., None]
+    """Blended scores ``acc / wsum``, in place (``wsum`` is clamped above 0 in place too).
+
+    Returns:
+        ``acc``, now holding the blended scores.
+    """
+    np.maximum(wsum, np.finfo(np.float32).tiny, out=wsum)
+    acc /= wsum[..., None]
+    return acc
 
 
 def merge_tiles(
