@@ -16,16 +16,22 @@ the mask, which is also the mask file's nodata value; :class:`Prediction` counts
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.fsutil import atomic_path
+from firmware_bridge.io.blocks import (
+    BlockInput,
+    SceneGrid,
+    open_raster,
+    predict_block,
+    read_block,
+    scene_bands,
+)
 from firmware_bridge.io.classes import ClassTable, parse_colour
 from firmware_bridge.io.images import (
     GEOTIFF_SUFFIXES,
@@ -41,7 +47,6 @@ from firmware_bridge.runtime.pipeline import stream
 from firmware_bridge.runtime.segmenter import Segmenter
 
 DEFAULT_BLOCK = 1024
-GDAL_CACHE_MB = 64
 
 
 @dataclass
@@ -109,25 +114,6 @@ def class_table(seg: Segmenter) -> ClassTable:
     return ClassTable(names, colours if len(colours) == len(names) else [], ignore, ignore_names)
 
 
-def _bands(path: Path, count: int, bands: Sequence[int] | None, channels: int) -> list[int]:
-    chosen = list(bands) if bands else list(range(1, count + 1))
-    bad = [b for b in chosen if not 1 <= b <= count]
-    if bad:
-        raise EdgesegError(f"{path}: has {count} bands, cannot select band(s) {bad} (1-based)")
-    if len(chosen) != channels:
-        raise EdgesegError(f"{path}: {len(chosen)} band(s) selected but the model takes "
-                           f"{channels}: pass --bands with {channels} band numbers")
-    return chosen
-
-
-def _read(ds, bands: list[int], window, src: Path) -> np.ndarray:
-    rasterio = require("rasterio", "geo")
-    try:
-        return ds.read(bands, window=window)
-    except rasterio.errors.RasterioError as exc:
-        raise EdgesegError(f"{src}: reading window {window} failed ({exc})") from exc
-
-
 def predict_geotiff(
     seg: Segmenter, src: str | Path, dst: str | Path, bands: Sequence[int] | None = None,
     block: int = DEFAULT_BLOCK, show_progress: bool = False,
@@ -156,55 +142,31 @@ def predict_geotiff(
     src, dst = Path(src), Path(dst)
     if block < 1:
         raise EdgesegError(f"block must be a positive number of pixels, got {block}")
-    if not src.is_file():
-        raise EdgesegError(f"{src}: no such file")
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), warnings.catch_warnings():
-        # a plain TIFF has no georeference; its mask then has none either, which is right
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        try:
-            ds = rasterio.open(src)
-        except rasterio.errors.RasterioIOError as exc:
-            raise EdgesegError(f"{src}: unreadable raster ({exc})") from exc
-        with ds:
-            height, width = ds.height, ds.width
-            chosen = _bands(src, ds.count, bands, seg.channels)
-            if min(height, width) < seg.options.min_size:
-                raise EdgesegError(f"{src}: {width}x{height} is smaller than "
-                                   f"{seg.options.min_size} px, too little for the model")
-            scene = tiling.Box(0, 0, max(height, seg.tile[0]), max(width, seg.tile[1]))
-            boxes = tiling.tile_boxes(scene.y1, scene.x1, seg.tile, seg.overlap)
-            regions = tiling.block_regions(height, width, block)
-            colours = class_table(seg).palette()
-            nodata = 0
+    with open_raster(src) as ds:
+        height, width = ds.height, ds.width
+        chosen = scene_bands(src, ds, bands, seg)
+        grid = SceneGrid(height, width, seg.tile, seg.overlap)
+        boxes = grid.boxes()
+        regions = grid.regions(block)
+        colours = class_table(seg).palette()
+        nodata = 0
 
-            def read(region: tiling.Box):
-                bb = tiling.bounding_box(tiling.boxes_touching(boxes, region))
-                window = Window(bb.x0, bb.y0, min(bb.x1, width) - bb.x0, min(bb.y1, height) - bb.y0)
-                data, invalid = seg.clean(np.moveaxis(_read(ds, chosen, window, src), 0, -1),
-                                          ds.nodata)
-                return bb, tiling.pad_to_tile(data, (bb.height, bb.width)), invalid
+        def compute(region: tiling.Box, data: BlockInput) -> np.ndarray:
+            nonlocal nodata
+            mask, missing = predict_block(seg, grid, region, data)
+            nodata += missing
+            return mask
 
-            def compute(region: tiling.Box, block_input) -> np.ndarray:
-                nonlocal nodata
-                bb, pixels, invalid = block_input
-                mask = seg.to_mask(seg.predict_region(pixels, (bb.y0, bb.x0), scene[2:], region))
-                if invalid is not None:
-                    part = invalid[region.y0 - bb.y0 : region.y1 - bb.y0,
-                                   region.x0 - bb.x0 : region.x1 - bb.x0]
-                    mask[part] = IGNORE_INDEX
-                    nodata += int(np.count_nonzero(part))
-                return mask
+        with atomic_path(dst) as tmp, \
+                rasterio.open(tmp, "w", **mask_profile(ds.profile, height, width)) as out:
 
-            with atomic_path(dst) as tmp, \
-                    rasterio.open(tmp, "w", **mask_profile(ds.profile, height, width)) as out:
+            def write(region: tiling.Box, mask: np.ndarray) -> None:
+                out.write(mask, 1, window=Window(region.x0, region.y0, region.width, region.height))
 
-                def write(region: tiling.Box, mask: np.ndarray) -> None:
-                    out.write(mask, 1, window=Window(region.x0, region.y0, region.width,
-                                                     region.height))
-
-                stream(progress(regions, len(regions), src.name, show_progress, "block"),
-                       read, compute, write, pipelined=seg.options.pipeline)
-                out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
+            stream(progress(regions, len(regions), src.name, show_progress, "block"),
+                   lambda region: read_block(seg, ds, chosen, grid, region, src, boxes),
+                   compute, write, pipelined=seg.options.pipeline)
+            out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
     return Prediction([dst], height * width, nodata)
 
 
