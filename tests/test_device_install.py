@@ -27,6 +27,7 @@ def test_device_extra_installs_without_tensorflow(tmp_path):
     listed = subprocess.run([str(py), "-m", "pip", "list", "--format=freeze"],
                             capture_output=True, text=True, check=True).stdout.lower()
     assert "tensorflow" not in listed and "tf-keras" not in listed and "tf_keras" not in listed
+    assert "dask" not in listed and "distributed" not in listed  # the [cluster] extra's
     assert "ai-edge-litert" in listed
     code = (
         "import sys, pkgutil, importlib, firmware_bridge\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from firmware_bridge.cliutil import positive_int
+from firmware_bridge.cliutil import count, positive_int
 from firmware_bridge.commands.modelargs import add_model_args
 from firmware_bridge.io.synthetic_raster import synthetic_block
 
@@ -19,8 +19,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=positive_int, default=2048,
                    help="edge of the generated square raster for the throughput (pixels)")
     p.add_argument("--block", type=positive_int, default=1024, help="GeoTIFF streaming block edge")
+    c = p.add_argument_group("past one machine (pip install 'edgeseg[cluster]')")
+    c.add_argument("--workers", type=_worker_counts, metavar="N,N,...",
+                   help="instead: MPix/s of an archive of generated scenes on a local Dask cluster "
+                        "of each worker count, against the single-process path")
+    c.add_argument("--scenes", type=positive_int, default=8, help="generated scenes (with --workers)")
+    c.add_argument("--scene-size", type=positive_int, default=4096, help="their edge in pixels")
+    c.add_argument("--large-size", type=count, default=16384,
+                   help="edge of one more, large scene (0: none)")
     add_model_args(p)
     p.set_defaults(func=run_bench)
+
+
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of worker counts, e.g. 1,2")
+    return counts
 
 
 def peak_rss_mb() -> float:
@@ -81,6 +99,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.runs < 1 or args.size < 1:
         raise EdgesegError("--runs and --size must be positive")
+    if args.workers:
+        return _run_cluster_bench(args)
     t0 = time.perf_counter()
     seg = Segmenter(args.model, args.backend, options_from_args(args))
     load_s = time.perf_counter() - t0
@@ -115,4 +135,24 @@ def run_bench(args: argparse.Namespace) -> int:
           f"{report['raster']['mpix_per_s']} MPix/s, peak RSS {report['peak_rss_mb']} MiB")
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
+    return 0
+
+
+def _run_cluster_bench(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from firmware_bridge.cluster.bench import cluster_bench, markdown
+    from firmware_bridge.commands.modelargs import options_from_args
+    from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
+
+    if args.json:
+        check_output_file(args.json, "--json")
+    result = cluster_bench(args.model, args.workers, args.backend, options_from_args(args),
+                           args.scenes, args.scene_size, args.large_size, args.block,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    result["model"] = str(args.model)
+    print(markdown(result))
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
     return 0

@@ -40,6 +40,9 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
         t.add_argument("--tile", type=positive_int, help="tile edge (dynamic-size models only)")
         t.add_argument("--overlap", type=count, help="tile overlap in pixels")
         t.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
+        t.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                       help="run the model in the calling thread, not one batch ahead on its own "
+                            "(same masks; for measuring, or one core per process)")
     f = p.add_argument_group("foreign models (override the file's metadata)")
     f.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 123.7,116.3,103.5")
     f.add_argument("--std", type=_floats, help="per-channel std: input = (pixel * scale - mean) / std")
@@ -91,7 +94,7 @@ def options_from_args(args: argparse.Namespace):
         threads=args.threads, device=args.device, providers=providers, delegate=args.delegate,
         tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", None),
         batch=getattr(args, "batch", 1), mean=args.mean, std=args.std, scale=args.scale,
-        layout=args.layout,
+        layout=args.layout, pipeline=getattr(args, "pipeline", True),
         classes=class_names_arg(args.class_names), threshold=args.threshold,
         output=args.output_kind,
     )

@@ -14,13 +14,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict", help="predict masks: GeoTIFF -> streamed GeoTIFF, other images -> PNG"
     )
     p.add_argument("model", help=".tflite, .xml (OpenVINO IR) or .onnx model")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images or (Geo)TIFF rasters")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="images or (Geo)TIFF rasters: files, folders or globs ('scenes/*.tif')")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--overlay", action="store_true",
                    help="also write <stem>_overlay.png (ordinary images)")
     p.add_argument("--block", type=positive_int, default=1024,
                    help="GeoTIFF streaming block edge in pixels (memory per block)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    c = p.add_argument_group("past one machine (pip install 'edgeseg[cluster]'; (Geo)TIFF scenes)")
+    c.add_argument("--workers", type=positive_int,
+                   help="run on a local Dask cluster of this many worker processes")
+    c.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (every worker "
+                        "must read the model and the scenes at the paths given)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="predict scenes whose mask exists (default: skip them)")
+    c.add_argument("--dashboard", action="store_true", help="print the Dask dashboard's address")
     add_bands_arg(p)
     add_model_args(p)
     p.set_defaults(func=run_predict)
@@ -33,12 +43,18 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.io.images import GEOTIFF_SUFFIXES
+    from firmware_bridge.io.inputs import expand_inputs
+    from firmware_bridge.io.pairs import IMAGE_SUFFIXES
     from firmware_bridge.io.raster import output_stems, predict_file
     from firmware_bridge.progress import progress
 
-    if args.block < 1:
-        raise EdgesegError(f"--block must be a positive number of pixels, got {args.block}")
-    stems = output_stems(args.inputs)  # two inputs never write the same file
+    if args.workers or args.scheduler:
+        return _run_cluster(args)
+    if args.overwrite or args.dashboard:
+        raise EdgesegError("--overwrite and --dashboard go with --workers or --scheduler")
+    inputs = [str(p) for p in expand_inputs(args.inputs, IMAGE_SUFFIXES)]
+    stems = output_stems(inputs)  # two inputs never write the same file
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise EdgesegError(f"{out}: exists and is not a folder: pass a folder to --out")
@@ -47,12 +63,12 @@ def run_predict(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
-    if args.overlay and any(Path(s).suffix.lower() in (".tif", ".tiff") for s in args.inputs):
+    if args.overlay and any(Path(s).suffix.lower() in GEOTIFF_SUFFIXES for s in inputs):
         print("note: --overlay applies to ordinary images; GeoTIFFs get a colour-mapped mask",
               file=sys.stderr)
     show = not args.quiet and sys.stderr.isatty()
     failed = 0
-    jobs = list(zip(args.inputs, stems, strict=True))
+    jobs = list(zip(inputs, stems, strict=True))
     for src, stem in progress(jobs, len(jobs), "predict", show and len(jobs) > 1):
         try:
             done = predict_file(seg, src, out, args.bands, args.overlay, args.block, show, stem)
@@ -67,3 +83,30 @@ def run_predict(args: argparse.Namespace) -> int:
         for path in done.files:
             print(path)
     return 1 if failed else 0
+
+
+def _run_cluster(args: argparse.Namespace) -> int:
+    """Predict the scenes on a Dask cluster; 1 when some failed."""
+    import sys
+
+    from firmware_bridge.cluster import predict_many
+    from firmware_bridge.commands.modelargs import options_from_args
+    from firmware_bridge.errors import EdgesegError
+
+    if args.workers and args.scheduler:
+        raise EdgesegError("give --workers (a local cluster) or --scheduler (an existing one), not both")
+    if args.overlay:
+        raise EdgesegError("--overlay applies to ordinary images, which the cluster path does not take")
+    report = predict_many(
+        args.model, args.inputs, args.out, workers=args.workers, scheduler=args.scheduler,
+        backend=args.backend, options=options_from_args(args), bands=args.bands, block=args.block,
+        overwrite=args.overwrite, dashboard=args.dashboard,
+        show_progress=not args.quiet and sys.stderr.isatty())
+    for path in report.written:
+        print(path)
+    for path in report.skipped:
+        print(f"skipped {path}: its mask exists (--overwrite predicts it again)", file=sys.stderr)
+    print(f"{len(report.written)} scene(s), {report.pixels / 1e6:.1f} MPix in {report.seconds:.1f} s: "
+          f"{report.mpix_per_s:.2f} MPix/s on {report.workers} worker(s); "
+          f"{len(report.skipped)} skipped, {len(report.failed)} failed", file=sys.stderr)
+    return 1 if report.failed else 0

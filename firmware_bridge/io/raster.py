@@ -159,6 +159,8 @@ def predict_geotiff(
 
         with atomic_path(dst) as tmp, \
                 rasterio.open(tmp, "w", **mask_profile(ds.profile, height, width)) as out:
+            # before any pixels: GDAL cannot change the colour interpretation after them
+            out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
 
             def write(region: tiling.Box, mask: np.ndarray) -> None:
                 out.write(mask, 1, window=Window(region.x0, region.y0, region.width, region.height))
@@ -166,7 +168,6 @@ def predict_geotiff(
             stream(progress(regions, len(regions), src.name, show_progress, "block"),
                    lambda region: read_block(seg, ds, chosen, grid, region, src, boxes),
                    compute, write, pipelined=seg.options.pipeline)
-            out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
     return Prediction([dst], height * width, nodata)
 
 

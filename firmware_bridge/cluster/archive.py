@@ -1,0 +1,327 @@
+"""``predict_many``: an archive of scenes through a Dask cluster, one mask GeoTIFF per scene.
+
+The client (this process) checks every scene, cuts it into units of output blocks, and keeps
+at most a few units per worker in flight, in scene order, so that few scenes are open at a
+time and memory stays bounded whatever the archive's size. Each finished unit's masks are
+written into the scene's temporary file; a scene whose last unit arrived is renamed to its
+final name. A scene that fails is reported and removed while the others go on; a worker that
+dies has its units run again elsewhere (Dask's scheduler does this). Outputs that exist are
+skipped unless ``overwrite``. Ctrl-C or SIGTERM cancels the work, removes the temporary files
+and stops the cluster that this call started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from firmware_bridge.cluster.worker import ModelSpec, Unit, UnitResult, open_model, predict_unit
+from firmware_bridge.errors import EdgesegError, require
+from firmware_bridge.fsutil import atomic_write_bytes
+from firmware_bridge.io.blocks import SceneGrid, open_raster, scene_bands
+from firmware_bridge.io.images import GEOTIFF_SUFFIXES, mask_profile
+from firmware_bridge.io.inputs import expand_inputs
+from firmware_bridge.io.raster import DEFAULT_BLOCK, class_table, output_stems
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
+
+UNITS_PER_WORKER = 2
+"""Units in flight per worker: enough to keep it busy, few enough to bound memory."""
+BLOCKS_PER_UNIT = 4
+"""Consecutive blocks of a scene in one task: the worker reads the next while it predicts one."""
+SUMMARY = "predict_summary.json"
+
+
+@dataclass
+class ArchiveReport:
+    """What :func:`predict_many` did.
+
+    Attributes:
+        written: Masks written.
+        skipped: Inputs whose mask existed already.
+        failed: ``(input, reason)`` for every scene that could not be read or predicted.
+        pixels: Pixels predicted (written scenes).
+        nodata: Pixels without data among them.
+        seconds: Wall time of the prediction (cluster start excluded).
+        workers: Workers of the cluster.
+    """
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    pixels: int = 0
+    nodata: int = 0
+    seconds: float = 0.0
+    workers: int = 0
+
+    @property
+    def mpix_per_s(self) -> float:
+        """Megapixels predicted per second."""
+        return self.pixels / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        """A JSON-ready summary."""
+        return {"written": [str(p) for p in self.written], "skipped": [str(p) for p in self.skipped],
+                "failed": [{"input": str(p), "reason": r} for p, r in self.failed],
+                "megapixels": round(self.pixels / 1e6, 3), "nodata_pixels": self.nodata,
+                "seconds": round(self.seconds, 3), "mpix_per_s": round(self.mpix_per_s, 3),
+                "workers": self.workers}
+
+
+@dataclass
+class _Scene:
+    index: int
+    src: Path
+    dst: Path
+    grid: SceneGrid
+    bands: tuple[int, ...]
+    profile: dict
+    units: int
+    done: int = 0
+    nodata: int = 0
+    tmp: Path | None = None
+    out: object = None
+    failed: bool = False
+
+
+class _Writer:
+    """Opens, fills, finishes or removes the scenes' temporary mask files."""
+
+    def __init__(self, colours: list[tuple[int, int, int]]) -> None:
+        self.rasterio = require("rasterio", "geo")
+        self.colours = colours
+
+    def write(self, scene: _Scene, result: UnitResult) -> None:
+        from rasterio.windows import Window
+
+        if scene.out is None:
+            fd, tmp = tempfile.mkstemp(prefix=f".{scene.dst.stem}.", suffix=".part.tif",
+                                       dir=scene.dst.parent)
+            os.close(fd)
+            scene.tmp = Path(tmp)
+            g = scene.grid
+            scene.out = self.rasterio.open(tmp, "w", **mask_profile(scene.profile, g.height, g.width))
+            # before any pixels: GDAL cannot change the colour interpretation after them
+            scene.out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(self.colours)})
+        for region, mask in result.masks:
+            scene.out.write(mask, 1, window=Window(region.x0, region.y0, region.width, region.height))
+        scene.nodata += result.nodata
+        scene.done += 1
+
+    def finish(self, scene: _Scene) -> None:
+        scene.out.close()
+        scene.out = None
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(scene.tmp, 0o666 & ~umask)
+        os.replace(scene.tmp, scene.dst)
+
+    def abort(self, scene: _Scene) -> None:
+        if scene.out is not None:
+            try:
+                scene.out.close()
+            except Exception:  # noqa: BLE001, S110 - the file is removed anyway
+                pass
+            scene.out = None
+        if scene.tmp is not None:
+            scene.tmp.unlink(missing_ok=True)
+
+
+def _plan(seg: Segmenter, inputs: list[Path], out: Path, bands, block: int, overwrite: bool,
+          report: ArchiveReport, log: Callable[[str], None]) -> list[_Scene]:
+    scenes = []
+    for src, stem in zip(inputs, output_stems(inputs), strict=True):
+        dst = out / f"{stem}_mask.tif"
+        if dst.exists() and not overwrite:
+            report.skipped.append(src)
+            continue
+        try:
+            with open_raster(src) as ds:
+                chosen = tuple(scene_bands(src, ds, bands, seg))
+                grid = SceneGrid(ds.height, ds.width, seg.tile, seg.overlap)
+                profile = dict(ds.profile)
+        except EdgesegError as exc:
+            report.failed.append((src, str(exc)))
+            log(f"error: {exc}")
+            continue
+        units = -(-len(grid.regions(block)) // BLOCKS_PER_UNIT)
+        scenes.append(_Scene(len(scenes), src, dst, grid, chosen, profile, units))
+    return scenes
+
+
+def _units(scenes: list[_Scene], block: int, per_unit: int = BLOCKS_PER_UNIT):
+    for scene in scenes:
+        regions = scene.grid.regions(block)
+        for i in range(0, len(regions), per_unit):
+            yield Unit(scene.index, str(scene.src), scene.bands, tuple(regions[i : i + per_unit]),
+                       scene.grid)
+
+
+def _client(client, workers: int | None, scheduler: str | None, dashboard: bool, stack) -> tuple:
+    """The client to use, and whether this call started its cluster."""
+    distributed = require("distributed", "cluster")
+    if client is not None:
+        return client
+    if scheduler:
+        try:
+            return stack.enter_context(distributed.Client(scheduler, timeout="30s"))
+        except OSError as exc:
+            raise EdgesegError(f"cannot reach the Dask scheduler at {scheduler} ({exc}): start it "
+                               "with 'dask scheduler' or check the address") from exc
+    with warnings.catch_warnings():  # the scheduler's HTTP server takes another port quietly
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        cluster = stack.enter_context(distributed.LocalCluster(
+            n_workers=workers or 1, threads_per_worker=1, processes=True,
+            dashboard_address=":0" if dashboard else None, silence_logs=40))
+    return stack.enter_context(distributed.Client(cluster))
+
+
+def predict_many(
+    model: str | Path, inputs: Sequence[str | Path], out: str | Path, client=None, *,
+    workers: int | None = None, scheduler: str | None = None, backend: str | None = None,
+    options: SegmenterOptions | None = None, bands: Sequence[int] | None = None,
+    block: int = DEFAULT_BLOCK, overwrite: bool = False, dashboard: bool = False,
+    show_progress: bool = False, on_unit: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ArchiveReport:
+    """Predict many (Geo)TIFF scenes on a Dask cluster into ``out/<stem>_mask.tif``.
+
+    Args:
+        model: The model file; every worker must be able to read this path.
+        inputs: Scenes: files, folders or globs of ``.tif``/``.tiff``.
+        out: Output folder (created).
+        client: A ``distributed.Client`` to use (its cluster is left running).
+        workers: Without ``client`` or ``scheduler``: start a ``LocalCluster`` of this many
+            worker processes (default 1) and stop it at the end.
+        scheduler: Address of a running scheduler, e.g. ``tcp://10.0.0.5:8786``.
+        backend: Backend name (default: from the model's suffix).
+        options: Runtime options; on a local cluster ``threads`` defaults to the CPU count
+            divided by the workers.
+        bands: 1-based bands of every scene to feed the model.
+        block: Output block edge; one block is one unit of work.
+        overwrite: Predict scenes whose mask exists already (default: skip them).
+        dashboard: Print the Dask dashboard's address (needs ``bokeh`` on the scheduler).
+        show_progress: One progress bar over all blocks of all scenes.
+        on_unit: Called with ``(units done, units in all)`` after each unit is written.
+        log: Where messages go (default: stderr).
+
+    Returns:
+        The report, also written to ``out/predict_summary.json``.
+
+    Raises:
+        EdgesegError: For a bad model, inputs that are not TIFF scenes, an unreachable
+            scheduler or an unwritable output folder (before any work).
+        MissingDependencyError: Without ``distributed`` (``pip install 'edgeseg[cluster]'``).
+    """
+    import contextlib
+
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    require("distributed", "cluster")
+    if block < 1:
+        raise EdgesegError(f"block must be a positive number of pixels, got {block}")
+    files = expand_inputs(inputs, GEOTIFF_SUFFIXES)
+    others = [p for p in files if p.suffix.lower() not in GEOTIFF_SUFFIXES]
+    if others:
+        raise EdgesegError(f"{others[0]}: the cluster path takes (Geo)TIFF scenes; predict other "
+                           "images without --workers / --scheduler")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EdgesegError(f"{out}: exists and is not a folder: pass a folder to --out")
+    local = client is None and not scheduler
+    n = workers or 1
+    opts = options or SegmenterOptions()
+    if local and opts.threads is None:
+        opts = SegmenterOptions(**{**opts.__dict__, "threads": max(1, (os.cpu_count() or 1) // n)})
+    seg = Segmenter(model, backend, opts)  # a bad model fails here, before a cluster starts
+    out.mkdir(parents=True, exist_ok=True)
+    report = ArchiveReport()
+    scenes = _plan(seg, files, out, bands, block, overwrite, report, log)
+    writer = _Writer(class_table(seg).palette())
+    spec = ModelSpec(str(Path(model).resolve()), backend, opts)
+    total = sum(s.units for s in scenes)
+    if not scenes:  # everything skipped or failed: no cluster to start
+        atomic_write_bytes(out / SUMMARY, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+        return report
+    with contextlib.ExitStack() as stack:
+        dask = _client(client, workers, scheduler, dashboard, stack)
+        report.workers = len(dask.scheduler_info().get("workers", {})) or n
+        if dashboard:
+            log(f"Dask dashboard: {dask.dashboard_link}")
+        failures = {w: why for w, why in dask.run(open_model, spec).items() if why}
+        if failures:
+            worker, why = next(iter(failures.items()))
+            raise EdgesegError(f"{len(failures)} worker(s) cannot open the model, e.g. {worker}: "
+                               f"{why} (every worker must read the model at {spec.path})")
+        started = time.perf_counter()
+        try:
+            _run(dask, spec, scenes, block, writer, report, total, show_progress, on_unit, log)
+        finally:
+            for scene in scenes:
+                if scene.out is not None or (scene.tmp is not None and scene.tmp.exists()):
+                    writer.abort(scene)
+        report.seconds = time.perf_counter() - started
+    atomic_write_bytes(out / SUMMARY, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
+    return report
+
+
+def _run(dask, spec: ModelSpec, scenes: list[_Scene], block: int, writer: _Writer,
+         report: ArchiveReport, total: int, show_progress: bool, on_unit, log) -> None:
+    from distributed import as_completed
+
+    from firmware_bridge.progress import progress
+
+    pending_units = deque(_units(scenes, block))
+    limit = max(1, report.workers) * UNITS_PER_WORKER
+    blocks = sum(len(unit.regions) for unit in pending_units)
+    bar = progress(range(blocks), blocks, "predict", show_progress, "block")  # one bar, all scenes
+    done = 0
+    futures = as_completed()
+    in_flight: dict = {}
+
+    def submit() -> None:
+        while pending_units and len(in_flight) < limit:
+            unit = pending_units.popleft()
+            if scenes[unit.scene].failed:
+                continue
+            future = dask.submit(predict_unit, spec, unit, pure=False)
+            in_flight[future.key] = (future, unit)
+            futures.add(future)
+
+    submit()
+    try:
+        for future in futures:
+            _, unit = in_flight.pop(future.key)
+            scene = scenes[unit.scene]
+            done += 1
+            if hasattr(bar, "update"):
+                bar.update(len(unit.regions))
+            if not scene.failed:
+                try:
+                    writer.write(scene, future.result())
+                    if scene.done == scene.units:
+                        writer.finish(scene)
+                        report.written.append(scene.dst)
+                        report.pixels += scene.grid.height * scene.grid.width
+                        report.nodata += scene.nodata
+                except Exception as exc:  # noqa: BLE001 - one scene fails, the others go on
+                    scene.failed = True
+                    writer.abort(scene)
+                    reason = str(exc) if isinstance(exc, EdgesegError) else f"{type(exc).__name__}: {exc}"
+                    report.failed.append((scene.src, reason))
+                    log(f"error: {reason}" if str(scene.src) in reason else f"error: {scene.src}: {reason}")
+            if on_unit:
+                on_unit(done, total)
+            submit()
+    finally:
+        for future, _ in in_flight.values():
+            future.cancel()
+        close = getattr(bar, "close", None)
+        if close:
+            close()

@@ -1,0 +1,110 @@
+"""What a Dask worker runs: the masks of some blocks of one scene.
+
+A unit names the model by path (every worker must be able to read it) and the scene by path;
+the worker opens the model once per process, keyed by path, backend and options, and keeps it
+for the next units. Only the small ``uint8`` masks travel back.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.io.blocks import SceneGrid, open_raster, predict_block, read_block
+from firmware_bridge.runtime.pipeline import stream
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
+from firmware_bridge.runtime.tiling import Box
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to open the model on a worker."""
+
+    path: str
+    backend: str | None
+    options: SegmenterOptions
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Blocks of one scene, predicted by one task.
+
+    Attributes:
+        scene: Index of the scene in the run (for the writer).
+        src: The scene's path, readable by every worker.
+        bands: 1-based bands to read (checked by the client).
+        regions: The output blocks, in scene coordinates.
+        grid: The scene's tile grid.
+    """
+
+    scene: int
+    src: str
+    bands: tuple[int, ...]
+    regions: tuple[Box, ...]
+    grid: SceneGrid
+
+
+@dataclass
+class UnitResult:
+    """The masks of a unit's blocks, in the unit's order, and its pixels without data."""
+
+    scene: int
+    masks: list[tuple[Box, np.ndarray]]
+    nodata: int
+
+
+_MODELS: dict[str, Segmenter] = {}
+_LOCK = threading.Lock()
+
+
+def segmenter(spec: ModelSpec) -> Segmenter:
+    """The worker process's Segmenter for ``spec``, opened on first use and kept."""
+    key = repr(spec)  # the options hold lists: their text is the key
+    with _LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = Segmenter(spec.path, spec.backend, spec.options)
+        return _MODELS[key]
+
+
+def open_model(spec: ModelSpec) -> str:
+    """Open the model on this worker before any unit arrives (run on every worker).
+
+    Returns:
+        ``""`` when it opened, else the reason (a path this worker cannot read, a missing
+        runtime), for the client to report.
+    """
+    try:
+        segmenter(spec)
+    except Exception as exc:  # noqa: BLE001 - reported to the client
+        return f"{type(exc).__name__}: {exc}" if not isinstance(exc, EdgesegError) else str(exc)
+    return ""
+
+
+def predict_unit(model: ModelSpec, unit: Unit) -> UnitResult:
+    """Predict the blocks of ``unit`` (runs on a worker); the next block is read ahead.
+
+    Raises:
+        EdgesegError: When the scene cannot be read (names the file) or the model fails.
+    """
+    seg = segmenter(model)
+    src = Path(unit.src)
+    boxes = unit.grid.boxes()
+    masks: list[tuple[Box, np.ndarray]] = []
+    nodata = 0
+
+    def compute(region: Box, block) -> np.ndarray:
+        nonlocal nodata
+        mask, missing = predict_block(seg, unit.grid, region, block)
+        nodata += missing
+        return mask
+
+    with open_raster(src) as ds:
+        stream(unit.regions,
+               lambda region: read_block(seg, ds, list(unit.bands), unit.grid, region, src, boxes),
+               compute, lambda region, mask: masks.append((region, mask)),
+               pipelined=seg.options.pipeline and len(unit.regions) > 1)
+    return UnitResult(unit.scene, masks, nodata)
