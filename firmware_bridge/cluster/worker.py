@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.heap import fix_worker_heap
 from firmware_bridge.io.blocks import SceneGrid, open_raster, predict_block, read_block
 from firmware_bridge.runtime.pipeline import stream
 from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
@@ -66,6 +67,7 @@ def segmenter(spec: ModelSpec) -> Segmenter:
     key = repr(spec)  # the options hold lists: their text is the key
     with _LOCK:
         if key not in _MODELS:
+            fix_worker_heap()  # Dask's 64 KiB trim threshold halves the speed of the blocks
             _MODELS[key] = Segmenter(spec.path, spec.backend, spec.options)
         return _MODELS[key]
 
