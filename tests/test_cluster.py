@@ -60,18 +60,22 @@ def _single(model: Path, src: Path, out: Path) -> np.ndarray:
 
 
 def test_masks_equal_one_process_and_keep_georeference(models, scenes, client, tmp_path):
-    corrupt = tmp_path / "corrupt.tif"
+    corrupt = tmp_path / "corrupt.tif"  # cannot even be opened: found while planning
     corrupt.write_bytes((scenes / "big.tif").read_bytes()[:3000])
+    write_synthetic_raster(tmp_path / "whole.tif", 1024, 3, block=256)
+    cut = tmp_path / "cut.tif"  # opens, but its blocks fail on a worker
+    data = (tmp_path / "whole.tif").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
     lines: list[str] = []
-    report = predict_many(models["nchw"], [scenes, corrupt], out, client, options=OPTIONS,
+    report = predict_many(models["nchw"], [scenes, corrupt, cut], out, client, options=OPTIONS,
                           block=256, log=lines.append)
     assert sorted(p.name for p in report.written) == ["big_mask.tif", "small_mask.tif",
                                                       "wgs84_mask.tif"]
-    assert [p.name for p, _ in report.failed] == ["corrupt.tif"]
-    assert any("corrupt.tif" in line for line in lines)
+    assert sorted(p.name for p, _ in report.failed) == ["corrupt.tif", "cut.tif"]
+    assert any("corrupt.tif" in line for line in lines) and any("cut.tif" in line for line in lines)
     summary = json.loads((out / "predict_summary.json").read_text())
-    assert summary["failed"][0]["input"].endswith("corrupt.tif")
+    assert sorted(Path(f["input"]).name for f in summary["failed"]) == ["corrupt.tif", "cut.tif"]
     for name in ("big", "small", "wgs84"):
         with rasterio.open(out / f"{name}_mask.tif") as ds, rasterio.open(scenes / f"{name}.tif") as src:
             np.testing.assert_array_equal(ds.read(1), _single(models["nchw"], scenes / f"{name}.tif",
@@ -128,3 +132,17 @@ def test_command_line_on_a_local_cluster(models, scenes, tmp_path, capsys):
     assert main(["predict", str(models["nchw"]), str(tmp_path / "x.png"), "--out", str(out),
                  "--workers", "1"]) == 2
     assert "cluster path takes (Geo)TIFF scenes" in capsys.readouterr().err
+
+
+def test_inputs_as_folders_and_globs(scenes, tmp_path):
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.io.inputs import expand_inputs
+
+    tifs = (".tif", ".tiff")
+    assert [p.name for p in expand_inputs([scenes], tifs)] == ["big.tif", "small.tif", "wgs84.tif"]
+    assert [p.name for p in expand_inputs([f"{scenes}/s*.tif", scenes / "big.tif"], tifs)] == [
+        "small.tif", "big.tif"]
+    with pytest.raises(EdgesegError, match="matches no"):
+        expand_inputs([f"{scenes}/*.png"], tifs)
+    with pytest.raises(EdgesegError, match="holds no"):
+        expand_inputs([tmp_path], tifs)
