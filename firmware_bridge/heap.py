@@ -10,12 +10,15 @@ MiB for 8k and 16k (+11 %); with the threshold fixed at 4 MiB, 184 and 191 MiB (
 ``edgeseg-run`` fixes it at start-up; a library user can set ``MALLOC_MMAP_THRESHOLD_`` in the
 environment instead, which this module then leaves alone.
 
-The trim threshold goes with it (glibc's own rule: twice the mmap threshold). A Dask worker
-starts with ``MALLOC_TRIM_THRESHOLD_=65536``, so that the heap top is handed back to the system
-after every free; the blocks' mid-size arrays then fault their pages in again at every
-allocation, which halved the tiled path's speed in a worker (int8 MobileUNet, 4096 px scene,
-one thread: 2.6 s in one process, 5.7 s with that setting). :func:`fix_worker_heap` undoes it
-in the worker process.
+The trim threshold must go with it. Setting the mmap threshold also stops glibc from raising
+the trim threshold (normally twice the mmap threshold), which then stays at 128 KiB: the top
+of the heap is handed back to the system after almost every free, and the next tile's arrays
+(a few hundred KiB to a few MiB) fault their pages in again. That cost 75 % per tile (int8
+MobileUNet, 256 px: 2.9 ms per tile through the Segmenter, 5.2 ms with the mmap threshold
+alone), so the trim threshold is fixed at twice the mmap threshold, as glibc's own rule has
+it. A Dask worker starts with ``MALLOC_TRIM_THRESHOLD_=65536`` for the same reason it hurts
+here (2.6 s against 5.7 s for a 4096 px scene, one thread); :func:`fix_worker_heap` sets both
+thresholds whatever the environment says.
 """
 
 from __future__ import annotations
@@ -25,46 +28,48 @@ import os
 import sys
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+M_TRIM_THRESHOLD = -1
 DEFAULT_THRESHOLD = 4 << 20
 
 
+def _mallopt():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return mallopt
+
+
+def _set(nbytes: int) -> bool:
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    return (mallopt(M_MMAP_THRESHOLD, int(nbytes)) == 1
+            and mallopt(M_TRIM_THRESHOLD, 2 * int(nbytes)) == 1)
+
+
 def fix_mmap_threshold(nbytes: int = DEFAULT_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold at ``nbytes`` (which also stops its dynamic rise).
+    """Fix glibc's mmap threshold at ``nbytes`` and its trim threshold at twice that.
 
     Args:
         nbytes: Allocations at least this large get their own mapping.
 
     Returns:
         ``True`` when set; ``False`` off glibc (musl, macOS, Windows) or when the user set
-        ``MALLOC_MMAP_THRESHOLD_`` already.
+        ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` already.
     """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, int(nbytes)) == 1
-
-
-M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
+    return _set(nbytes)
 
 
 def fix_worker_heap(nbytes: int = DEFAULT_THRESHOLD) -> bool:
-    """Fix the mmap threshold at ``nbytes`` and the trim threshold at twice that (glibc only).
-
-    For worker processes whose launcher set a tiny trim threshold (Dask's nanny sets 64 KiB).
+    """:func:`fix_mmap_threshold` in a worker whose launcher set the thresholds (Dask's nanny).
 
     Returns:
         ``True`` when both were set; ``False`` off glibc.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return (mallopt(M_MMAP_THRESHOLD, int(nbytes)) == 1
-            and mallopt(M_TRIM_THRESHOLD, 2 * int(nbytes)) == 1)
+    return _set(nbytes)

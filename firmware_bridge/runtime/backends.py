@@ -117,7 +117,7 @@ class Backend(ABC):
                 "input": spec(self.input), "output": spec(self.output)}
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Run a batch of raw input; returns the raw output batch.
+        """Run a batch of raw input; returns the raw output batch, the caller's to keep or change.
 
         Raises:
             EdgesegError: For a dtype or shape the model does not take.

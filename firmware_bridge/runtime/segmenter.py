@@ -21,7 +21,7 @@ import numpy as np
 
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.runtime import tiling
+from firmware_bridge.runtime import quantize, tiling
 from firmware_bridge.runtime.backends import Backend, BackendOptions, open_backend
 from firmware_bridge.runtime.metadata import ModelMetadata
 from firmware_bridge.runtime.modelspec import input_channels, output_channels, resolve_metadata
@@ -152,6 +152,8 @@ class Segmenter:
         self._mean = np.asarray(self.meta.mean, dtype=np.float32)
         self._std = np.asarray(self.meta.std, dtype=np.float32)
         self._scale = np.float32(self.meta.scale)
+        self._in_table: np.ndarray | None = None  # normalised value of every 8-bit pixel
+        self._out_buf: np.ndarray | None = None  # dequantized scores, reused between batches
         self.tile = self._tile_size()
         self.overlap = self.meta.tile_overlap if opts.overlap is None else opts.overlap
         if not 0 <= self.overlap < min(self.tile):
@@ -218,13 +220,13 @@ class Segmenter:
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """Pixels ``(N, H, W, C)`` to the model's raw input tensor."""
         spec = self.backend.input
-        x = (images.astype(np.float32) * self._scale - self._mean) / self._std
-        if spec.quantized:
-            info = np.iinfo(spec.dtype)
-            x = np.clip(np.round(x / spec.scale) + spec.zero_point, info.min, info.max)
-        elif np.issubdtype(spec.dtype, np.integer):
-            x = images  # an integer input without scale takes the raw pixels
-        x = x.astype(spec.dtype, copy=False)
+        if images.dtype == np.uint8:  # 256 values per band: one table lookup per pixel
+            if self._in_table is None:
+                self._in_table = quantize.input_table(self._scale, self._mean, self._std, spec,
+                                                      images.shape[-1])
+            x = quantize.apply_input_table(self._in_table, images)
+        else:
+            x = quantize.normalise(images, self._scale, self._mean, self._std, spec)
         return x.transpose(0, 3, 1, 2) if self.meta.layout == "NCHW" else x
 
     def scores(self, images: np.ndarray) -> np.ndarray:
@@ -237,12 +239,27 @@ class Segmenter:
                for i in range(0, len(images), step)]
         return self.to_scores(np.concatenate(raw), images.shape[1], images.shape[2])
 
-    def to_scores(self, raw: np.ndarray, height: int, width: int) -> np.ndarray:
-        """The backend's raw output of a batch to probabilities ``(N, height, width, K)``."""
+    def to_scores(self, raw: np.ndarray, height: int, width: int, reuse: bool = False
+                  ) -> np.ndarray:
+        """The backend's raw output of a batch to probabilities ``(N, height, width, K)``.
+
+        Args:
+            raw: The backend's output.
+            height: Rows of the input (a smaller score map is resized to it).
+            width: Columns of the input.
+            reuse: Dequantize into a buffer kept for the next call (the caller is done with
+                the scores before it asks again).
+        """
         out = self.backend.output
-        y = raw.astype(np.float32)
         if out.quantized:
-            y = (y - np.float32(out.zero_point)) * np.float32(out.scale)
+            buf = None
+            if reuse:
+                if self._out_buf is None or self._out_buf.shape != raw.shape:
+                    self._out_buf = np.empty(raw.shape, np.float32)
+                buf = self._out_buf
+            y = quantize.dequantize(raw, out, buf)
+        else:
+            y = raw.astype(np.float32, copy=False)
         if y.ndim == 3:
             y = y[..., None]
         elif self.meta.layout == "NCHW":
@@ -302,13 +319,13 @@ class Segmenter:
         chunks = [boxes[i : i + step] for i in range(0, len(boxes), step)]
         worker = self._model_thread() if len(chunks) > 1 else None
         for chunk, raw in run_ahead(chunks, prepare, self.backend.run, worker):
-            scores = self.to_scores(raw, *self.tile)
+            scores = self.to_scores(raw, *self.tile, reuse=True)  # ours: backends return copies
             if acc is None:
                 acc = np.zeros((region.height, region.width, scores.shape[-1]), np.float32)
                 wsum = np.zeros((region.height, region.width), np.float32)
             for box, s in zip(chunk, scores, strict=True):
                 tiling.accumulate(acc, wsum, s, tiling.tile_window(box, h, w), box,
-                                  (region.y0, region.x0))
+                                  (region.y0, region.x0), scratch=True)
         return tiling.normalise(acc, wsum)
 
     def _model_thread(self) -> ThreadPoolExecutor | None:

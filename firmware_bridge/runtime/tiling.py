@@ -189,7 +189,7 @@ def _window(h: int, w: int, top: bool, bottom: bool, left: bool, right: bool,
 
 def accumulate(
     acc: np.ndarray, wsum: np.ndarray, scores: np.ndarray, window: np.ndarray, box: Box,
-    origin: tuple[int, int] = (0, 0),
+    origin: tuple[int, int] = (0, 0), scratch: bool = False,
 ) -> None:
     """Add one tile's weighted scores into accumulators, in place (the one impure helper).
 
@@ -200,6 +200,7 @@ def accumulate(
         window: ``box.height x box.width`` weights (:func:`tile_window`).
         box: The tile in full-image coordinates; only its part inside the accumulators counts.
         origin: Full-image ``(row, col)`` of ``acc[0, 0]``.
+        scratch: ``scores`` may be overwritten (saves a tile-sized temporary; same sums).
     """
     oy, ox = origin
     y0, x0 = max(box.y0, oy), max(box.x0, ox)
@@ -209,7 +210,11 @@ def accumulate(
     tile_part = (slice(y0 - box.y0, y1 - box.y0), slice(x0 - box.x0, x1 - box.x0))
     acc_part = (slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
     w = window[tile_part]
-    acc[acc_part] += scores[tile_part] * w[..., None]
+    part = scores[tile_part]
+    if scratch:
+        acc[acc_part] += np.multiply(part, w[..., None], out=part)
+    else:
+        acc[acc_part] += part * w[..., None]
     wsum[acc_part] += w
 
 
