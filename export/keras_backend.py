@@ -45,7 +45,7 @@ class KerasBackend(Backend):
                                input_signature=[tf.TensorSpec((None, h, w, c), tf.float32)])
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self._fn(x), dtype=np.float32)
+        return np.array(self._fn(x), dtype=np.float32)  # writable: the caller's to change
 
 
 def keras_segmenter(model, metadata: ModelMetadata, overlap: int | None = None,

@@ -28,6 +28,7 @@ def test_device_extra_installs_without_tensorflow(tmp_path):
                             capture_output=True, text=True, check=True).stdout.lower()
     assert "tensorflow" not in listed and "tf-keras" not in listed and "tf_keras" not in listed
     assert "dask" not in listed and "distributed" not in listed  # the [cluster] extra's
+    assert not any(line.startswith("av==") for line in listed.splitlines())  # [video]'s
     assert "ai-edge-litert" in listed
     code = (
         "import sys, pkgutil, importlib, firmware_bridge\n"

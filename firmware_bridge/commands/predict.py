@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from firmware_bridge.cliutil import positive_int
+from firmware_bridge.cliutil import count, positive_int
 from firmware_bridge.commands.modelargs import add_bands_arg, add_model_args
 
 
@@ -31,6 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--overwrite", action="store_true",
                    help="predict scenes whose mask exists (default: skip them)")
     c.add_argument("--dashboard", action="store_true", help="print the Dask dashboard's address")
+    v = p.add_argument_group("video: a file, a camera (/dev/video0 or 0) or a stream URL "
+                             "(pip install 'edgeseg[video]')")
+    v.add_argument("--mask-video", action="store_true",
+                   help="write <stem>_mask.mkv: class indices, lossless (FFV1 greyscale)")
+    v.add_argument("--overlay-video", action="store_true",
+                   help="write <stem>_overlay.mp4: class colours over the frames")
+    v.add_argument("--png-every", type=count, default=0, metavar="N",
+                   help="write a PNG mask of every Nth predicted frame (0: none)")
+    v.add_argument("--max-frames", type=positive_int,
+                   help="stop after this many source frames (a camera or stream runs until stopped)")
     add_bands_arg(p)
     add_model_args(p)
     p.set_defaults(func=run_predict)
@@ -48,7 +58,14 @@ def run_predict(args: argparse.Namespace) -> int:
     from firmware_bridge.io.pairs import IMAGE_SUFFIXES
     from firmware_bridge.io.raster import output_stems, predict_file
     from firmware_bridge.progress import progress
+    from firmware_bridge.video.source import is_video_source
 
+    videos = [s for s in args.inputs if is_video_source(s)]
+    if videos and len(videos) != len(args.inputs):
+        raise EdgesegError(f"{videos[0]} is a video and other inputs are not: predict videos "
+                           "and images in separate runs")
+    if videos:
+        return _run_video(args)
     if args.workers or args.scheduler:
         return _run_cluster(args)
     if args.overwrite or args.dashboard:
@@ -110,3 +127,47 @@ def _run_cluster(args: argparse.Namespace) -> int:
           f"{report.mpix_per_s:.2f} MPix/s on {report.workers} worker(s); "
           f"{len(report.skipped)} skipped, {len(report.failed)} failed", file=sys.stderr)
     return 1 if report.failed else 0
+
+
+def _run_video(args: argparse.Namespace) -> int:
+    """Predict every video source; 1 when some failed."""
+    import sys
+    from pathlib import Path
+
+    from firmware_bridge.commands.modelargs import load_segmenter
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.video import VideoOptions, VideoSource, predict_video
+
+    if args.workers or args.scheduler or args.overlay or args.bands:
+        raise EdgesegError("--workers, --scheduler, --overlay and --bands apply to images and "
+                           "rasters; videos take --overlay-video, --mask-video, --png-every")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise EdgesegError(f"{out}: exists and is not a folder: pass a folder to --out")
+    sources = [VideoSource.parse(s) for s in args.inputs]
+    stems = [s.stem for s in sources]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise EdgesegError(f"two sources would write {twice[0]}_frames.csv: predict them into "
+                           "different --out folders")
+    seg = load_segmenter(args)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
+    options = VideoOptions(args.mask_video, args.overlay_video, args.png_every)
+    show = not args.quiet and sys.stderr.isatty()
+    failed = 0
+    for source in sources:
+        try:
+            report = predict_video(seg, source, out, options, args.max_frames, show)
+        except EdgesegError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        for path in report.files:
+            print(path)
+        dropped = f", {report.skipped} skipped to keep up with the source" if source.live else ""
+        print(f"{source.spec}: {report.predicted} frames in {report.seconds:.1f} s, "
+              f"{report.fps:.1f} frames/s{dropped}", file=sys.stderr)
+    return 1 if failed else 0

@@ -211,7 +211,7 @@ def accumulate(
     acc_part = (slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
     w = window[tile_part]
     part = scores[tile_part]
-    if scratch:
+    if scratch and part.flags.writeable:
         acc[acc_part] += np.multiply(part, w[..., None], out=part)
     else:
         acc[acc_part] += part * w[..., None]
