@@ -159,3 +159,10 @@ def test_bad_sources_give_one_line_and_no_output(models, video, tmp_path, capsys
                  str(out)]) == 2
     assert "separate runs" in capsys.readouterr().err
     assert list(out.iterdir()) == []
+
+
+def test_the_video_benchmark_runs(models):
+    from firmware_bridge.video.bench import video_fps
+
+    rows = video_fps(Segmenter(models["nchw"], options=OPTIONS), [64], frames=5)
+    assert rows[0]["frames"] == 5 and rows[0]["fps"] > 0 and rows[0]["height"] == 64

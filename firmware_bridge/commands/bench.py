@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--scene-size", type=positive_int, default=4096, help="their edge in pixels")
     c.add_argument("--large-size", type=count, default=16384,
                    help="edge of one more, large scene (0: none)")
+    p.add_argument("--video", type=_worker_counts, metavar="HEIGHTS",
+                   help="instead: frames per second on generated videos of these heights, e.g. "
+                        "720,1080 (pip install 'edgeseg[video]')")
     add_model_args(p)
     p.set_defaults(func=run_bench)
 
@@ -101,6 +104,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise EdgesegError("--runs and --size must be positive")
     if args.workers:
         return _run_cluster_bench(args)
+    if args.video:
+        return _run_video_bench(args)
     t0 = time.perf_counter()
     seg = Segmenter(args.model, args.backend, options_from_args(args))
     load_s = time.perf_counter() - t0
@@ -185,4 +190,28 @@ def _run_cluster_bench(args: argparse.Namespace) -> int:
     print(markdown(result))
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(result, indent=2) + "\n").encode())
+    return 0
+
+
+def _run_video_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from firmware_bridge.commands.modelargs import load_segmenter
+    from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
+    from firmware_bridge.video.bench import video_fps
+
+    if args.json:
+        check_output_file(args.json, "--json")
+    seg = load_segmenter(args)
+    rows = video_fps(seg, args.video)
+    print(f"{args.model}: {seg.backend.name}, tile {seg.tile[0]}, batch {seg.options.batch}, "
+          f"threads {args.threads}; generated H.264 videos, frames predicted whole with tiling")
+    print("| video | frames | seconds | frames/s | ms per frame |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['width']}x{r['height']} | {r['frames']} | {r['seconds']} | {r['fps']} | "
+              f"{r['ms_per_frame']} |")
+    if args.json:
+        atomic_write_bytes(args.json, (json.dumps({"model": str(args.model), "video": rows},
+                                                  indent=2) + "\n").encode())
     return 0
