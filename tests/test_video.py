@@ -166,3 +166,18 @@ def test_the_video_benchmark_runs(models):
 
     rows = video_fps(Segmenter(models["nchw"], options=OPTIONS), [64], frames=5)
     assert rows[0]["frames"] == 5 and rows[0]["fps"] > 0 and rows[0]["height"] == 64
+
+
+def test_a_truncated_video_gives_one_line_and_no_output(models, tmp_path, capsys):
+    from firmware_bridge.video.bench import generate_video
+
+    whole = generate_video(tmp_path / "whole.mp4", 64, 10)
+    cut = tmp_path / "cut.mp4"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # the index (moov) is at the end: it is gone
+    out = tmp_path / "out"
+    assert main(["predict", str(models["nchw"]), str(cut), "--out", str(out), "--quiet",
+                 "--tile", "64", "--overlap", "16"]) == 1
+    err = capsys.readouterr().err
+    assert "cut.mp4: not a readable video" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
