@@ -30,8 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 FORMATS = "tflite-fp32,tflite-int8,onnx,openvino-fp32,openvino-int8"
-GENERATE = ("import sys; from firmware_bridge.io.synthetic_raster import write_synthetic_raster as w; "
-            "w(sys.argv[1], int(sys.argv[2]), 3)")
 
 
 def machine() -> str:
@@ -91,6 +89,7 @@ def main() -> None:
     from export import ExportContext, ExportOptions, export_formats, parse_formats
     from export.context import tensorflow
     from export.keras_backend import keras_segmenter
+    from firmware_bridge.io.synthetic_raster import write_synthetic_raster_in_child
     from firmware_bridge.runtime.metadata import ModelMetadata
     from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
@@ -108,7 +107,7 @@ def main() -> None:
         artifacts = export_formats(ctx, parse_formats(FORMATS, with_qat=False), tmp / "models",
                                    log=lambda s: print(s, file=sys.stderr))
         scene = tmp / "scene.tif"
-        subprocess.run([sys.executable, "-c", GENERATE, str(scene), str(args.size)], check=True)
+        write_synthetic_raster_in_child(scene, args.size, 3)
         rows = {}
         keras = keras_segmenter(model, meta, batch=args.batch)
         rows["tensorflow (Keras)"] = measure(keras, scene, tmp / "m.tif", args.batch)

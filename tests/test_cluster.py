@@ -146,3 +146,14 @@ def test_inputs_as_folders_and_globs(scenes, tmp_path):
         expand_inputs([f"{scenes}/*.png"], tifs)
     with pytest.raises(EdgesegError, match="holds no"):
         expand_inputs([tmp_path], tifs)
+
+
+def test_the_cluster_benchmark_runs(models):
+    from firmware_bridge.cluster.bench import cluster_bench, markdown
+
+    result = cluster_bench(models["nchw"], [1], options=OPTIONS, scenes=2, size=200, large=0,
+                           block=128, log=lambda line: None)
+    assert result["scenes"] == 2 and result["cluster"][0]["workers"] == 1
+    assert result["cluster"][0]["mpix_per_s"] > 0 and result["cluster"][0]["peak_rss_mb_per_worker"]
+    rows = 2 + len(result["single"]) + len(result["cluster"])  # header and rule, then one per run
+    assert len(markdown(result).splitlines()) == rows

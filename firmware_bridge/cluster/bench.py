@@ -10,7 +10,6 @@ start-up is excluded; each worker's peak memory is asked of the worker itself.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,10 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from firmware_bridge.errors import require
+from firmware_bridge.io.synthetic_raster import write_synthetic_raster_in_child
 from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
-
-GENERATE = ("import sys; from firmware_bridge.io.synthetic_raster import write_synthetic_raster as w; "
-            "w(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
 
 
 def _peak_rss_mb() -> float:
@@ -49,8 +46,7 @@ def generate_scenes(folder: Path, count: int, size: int, large: int, channels: i
     paths = []
     for i, edge in enumerate(sizes):
         path = folder / f"scene_{i:02d}_{edge}.tif"
-        subprocess.run([sys.executable, "-c", GENERATE, str(path), str(edge), str(channels)],
-                       check=True)
+        write_synthetic_raster_in_child(path, edge, channels)
         paths.append(path)
     return paths
 

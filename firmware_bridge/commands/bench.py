@@ -6,7 +6,7 @@ import argparse
 
 from firmware_bridge.cliutil import count, positive_int
 from firmware_bridge.commands.modelargs import add_model_args
-from firmware_bridge.io.synthetic_raster import synthetic_block
+from firmware_bridge.io.synthetic_raster import synthetic_block, write_synthetic_raster_in_child
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,13 +53,7 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-GENERATE = ("import sys; from firmware_bridge.io.synthetic_raster import write_synthetic_raster as w; "
-            "w(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
-
-
 def _throughput(seg, size: int, block: int) -> dict:
-    import subprocess
-    import sys
     import tempfile
     import time
     from pathlib import Path
@@ -79,7 +73,7 @@ def _throughput(seg, size: int, block: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
         src = Path(tmp) / "scene.tif"
         # generated in a child, so that this process's peak memory is the prediction's alone
-        subprocess.run([sys.executable, "-c", GENERATE, str(src), str(size), str(seg.channels)], check=True)
+        write_synthetic_raster_in_child(src, size, seg.channels)
         rss_before = peak_rss_mb()
         t0 = time.perf_counter()
         predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)

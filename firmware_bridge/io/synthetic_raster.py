@@ -35,3 +35,16 @@ def write_synthetic_raster(path, size: int, channels: int, block: int = 1024) ->
                 h, w = min(block, size - y), min(block, size - x)
                 dst.write(np.stack(synthetic_block(y, x, h, w, channels, np.uint8)),
                           window=Window(x, y, w, h))
+
+
+def write_synthetic_raster_in_child(path, size: int, channels: int) -> None:
+    """:func:`write_synthetic_raster` in a child process.
+
+    The caller's peak memory then stays its own (benchmarks measure it).
+    """
+    import subprocess
+    import sys
+
+    code = ("import sys; from firmware_bridge.io.synthetic_raster import write_synthetic_raster as w; "
+            "w(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))")
+    subprocess.run([sys.executable, "-c", code, str(path), str(size), str(channels)], check=True)
