@@ -194,7 +194,7 @@ def test_int8_parity_failure_names_the_layers_that_lose_most(exported, tmp_path,
     out = tmp_path / "o"
     code = main(["export", str(run), "--formats", "tflite-int8", "--out", str(out),
                  "--data", str(data), "--classes", str(data / "classes.csv"), "--calibration", "8",
-                 "--max-miou-drop", "-100"])  # must gain 100 points: cannot pass
+                 "--min-quantized-agreement", "100.5"])  # more than every pixel: cannot pass
     assert code == 1
     err = capsys.readouterr().err
     assert "post-training int8: int8 quantization error per layer" in err
