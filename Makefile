@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-train clean
+.PHONY: demo test lint bench bench-train bench-throughput clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,3 +41,7 @@ clean:
 ## bench-train: four training recipes on Dubai, same budget each (about an hour)
 bench-train: $(STAMP)
 	benchmarks/train_compare.sh
+
+## bench-throughput: every export format against TensorFlow through the same tiled path (a few minutes)
+bench-throughput: $(STAMP)
+	$(BIN)/python benchmarks/throughput.py

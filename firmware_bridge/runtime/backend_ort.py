@@ -99,6 +99,7 @@ class OnnxRuntimeBackend(Backend):
         so = ort.SessionOptions()
         if options.threads:
             so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1  # one graph at a time: the tiles are the parallel work
         try:
             self._session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own untyped errors
