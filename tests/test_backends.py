@@ -153,3 +153,12 @@ def test_truncated_and_non_model_files(models, tmp_path):
         open_backend(tmp_path / "lonely.xml")
     with pytest.raises(EdgesegError, match="no such model file"):
         open_backend(tmp_path / "missing.onnx")
+
+
+def test_tflite_macs_count_the_convolutions(tflite):
+    """conv3x3 3->8, dilated conv3x3 8->8, 1x1 8->8 on the pooled 1x1 map, 1x1 8->4, at 64x64."""
+    from firmware_bridge.runtime.compute import matmul_rate, tflite_macs
+
+    pixels = 64 * 64
+    assert tflite_macs(tflite) == pixels * 8 * 27 + pixels * 8 * 72 + 8 * 8 + pixels * 4 * 8
+    assert matmul_rate(size=128, runs=2) > 1e6

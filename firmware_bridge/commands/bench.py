@@ -146,8 +146,17 @@ def run_bench(args: argparse.Namespace) -> int:
     report["streamed_vs_runtime"] = round(report["raster"]["mpix_per_s"] / runtime_rate, 3)
     if seg.backend.name == "litert" and not args.delegate:
         from firmware_bridge.runtime.backend_litert import xnnpack_effect
+        from firmware_bridge.runtime.compute import matmul_rate, tflite_macs
 
         report["xnnpack"] = xnnpack_effect(seg.backend.path, args.threads)
+        macs = tflite_macs(seg.backend.path)
+        floor = matmul_rate()
+        achieved = macs / (report["runtime_latency_ms"]["p50"] / 1e3)
+        report["compute"] = {"gmac_per_tile": round(macs / 1e9, 3),
+                             "gmac_per_mpix": round(macs / stride_px * 1e6 / 1e9, 2),
+                             "runtime_gmac_per_s": round(achieved / 1e9, 1),
+                             "numpy_fp32_matmul_gmac_per_s": round(floor / 1e9, 1),
+                             "runtime_vs_matmul": round(achieved / floor, 2)}
     print(f"{seg.backend.name} {report['input']['dtype']} tile {th}x{tw}: load "
           f"{report['load_ms']} ms, first {report['first_inference_ms']} ms, per tile p50 "
           f"{report['tile_latency_ms']['p50']} ms p90 {report['tile_latency_ms']['p90']} ms")
@@ -158,6 +167,12 @@ def run_bench(args: argparse.Namespace) -> int:
           f"({report['runtime_latency_ms']['p50']} ms) {report['runtime_rate_mpix_per_s']} MPix/s; "
           f"streamed: {report['streamed_vs_model']:.2f} and {report['streamed_vs_runtime']:.2f} "
           "of those")
+    if "compute" in report:
+        c = report["compute"]
+        print(f"the model: {c['gmac_per_tile']} GMAC per tile, {c['gmac_per_mpix']} GMAC per "
+              f"megapixel of new pixels; the runtime alone does {c['runtime_gmac_per_s']} GMAC/s, "
+              f"{c['runtime_vs_matmul']}x this machine's float32 matrix product "
+              f"({c['numpy_fp32_matmul_gmac_per_s']} GMAC/s, numpy BLAS)")
     if "xnnpack" in report:
         x = report["xnnpack"]
         print(f"XNNPACK: {x['with_ms']} ms per inference with it, {x['without_ms']} ms without "
