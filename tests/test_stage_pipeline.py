@@ -95,3 +95,31 @@ def test_a_failing_model_call_surfaces_and_leaves_no_output(models, tmp_path):
     with pytest.raises(EdgesegError, match="the runtime failed"):
         predict_geotiff(seg, src, out / "m.tif", block=128)
     assert list(out.iterdir()) == []
+
+
+def test_blocks_of_a_row_share_their_border_tiles(models, tmp_path):
+    from firmware_bridge.io.blocks import RowShare, SceneGrid, open_raster, predict_block, read_block
+    from firmware_bridge.io.synthetic_raster import write_synthetic_raster
+
+    src = tmp_path / "scene.tif"
+    write_synthetic_raster(src, 300, 3, block=128)
+    seg = Segmenter(models["nchw"], options=SegmenterOptions(tile=64, overlap=16, batch=3))
+    tiles = {"n": 0}
+    run = seg.backend.run
+
+    def counting(x):
+        tiles["n"] += len(x)
+        return run(x)
+
+    seg.backend.run = counting
+    grid = SceneGrid(300, 300, seg.tile, seg.overlap)
+    masks, counts = [], []
+    with open_raster(src) as ds:
+        for share in (None, RowShare()):
+            tiles["n"] = 0
+            masks.append([predict_block(seg, grid, r, read_block(seg, ds, [1, 2, 3], grid, r, src),
+                                        share)[0] for r in grid.regions(100)])
+            counts.append(tiles["n"])
+    for a, b in zip(*masks, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert counts[1] < counts[0]  # the tiles on the borders between the blocks of a row, once

@@ -15,7 +15,7 @@ import numpy as np
 
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.heap import fix_worker_heap
-from firmware_bridge.io.blocks import SceneGrid, open_raster, predict_block, read_block
+from firmware_bridge.io.blocks import RowShare, SceneGrid, open_raster, predict_block, read_block
 from firmware_bridge.runtime.pipeline import stream
 from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 from firmware_bridge.runtime.tiling import Box
@@ -98,9 +98,11 @@ def predict_unit(model: ModelSpec, unit: Unit) -> UnitResult:
     masks: list[tuple[Box, np.ndarray]] = []
     nodata = 0
 
+    share = RowShare()
+
     def compute(region: Box, block) -> np.ndarray:
         nonlocal nodata
-        mask, missing = predict_block(seg, unit.grid, region, block)
+        mask, missing = predict_block(seg, unit.grid, region, block, share)
         nodata += missing
         return mask
 

@@ -131,11 +131,41 @@ def read_block(seg, ds, bands: list[int], grid: SceneGrid, region: tiling.Box, s
     return BlockInput(bb, tiling.pad_to_tile(data, (bb.height, bb.width)), invalid)
 
 
-def predict_block(seg, grid: SceneGrid, region: tiling.Box, block: BlockInput
-                  ) -> tuple[np.ndarray, int]:
-    """The mask of one block, and how many of its pixels have no data (255 in the mask)."""
+class RowShare:
+    """Tile scores shared between neighbouring blocks of one row (one per stream of blocks).
+
+    A tile that straddles the border of two blocks of a row is predicted once: the block on
+    the left keeps its scores for the block on the right (memory: one column of tiles). Blocks
+    must come in row-major order; a new row starts afresh.
+    """
+
+    def __init__(self) -> None:
+        self.row: int | None = None
+        self.tiles: dict[tiling.Box, np.ndarray] = {}
+
+    def for_region(self, region: tiling.Box) -> dict[tiling.Box, np.ndarray]:
+        """The shared scores for ``region`` (emptied when it starts a new row)."""
+        if region.y0 != self.row:
+            self.row = region.y0
+            self.tiles = {}
+        return self.tiles
+
+
+def predict_block(seg, grid: SceneGrid, region: tiling.Box, block: BlockInput,
+                  share: RowShare | None = None) -> tuple[np.ndarray, int]:
+    """The mask of one block, and how many of its pixels have no data (255 in the mask).
+
+    Args:
+        seg: The model.
+        grid: The scene's tile grid.
+        region: The block.
+        block: Its context window, from :func:`read_block`.
+        share: Tiles shared with the previous block of the row (see :class:`RowShare`).
+    """
     bb = block.context
-    mask = seg.to_mask(seg.predict_region(block.pixels, (bb.y0, bb.x0), grid.padded, region))
+    shared = share.for_region(region) if share is not None else None
+    mask = seg.to_mask(seg.predict_region(block.pixels, (bb.y0, bb.x0), grid.padded, region,
+                                          shared))
     if block.invalid is None:
         return mask, 0
     part = block.invalid[region.y0 - bb.y0 : region.y1 - bb.y0, region.x0 - bb.x0 : region.x1 - bb.x0]

@@ -26,6 +26,7 @@ from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.fsutil import atomic_path
 from firmware_bridge.io.blocks import (
     BlockInput,
+    RowShare,
     SceneGrid,
     open_raster,
     predict_block,
@@ -151,9 +152,11 @@ def predict_geotiff(
         colours = class_table(seg).palette()
         nodata = 0
 
+        share = RowShare()
+
         def compute(region: tiling.Box, data: BlockInput) -> np.ndarray:
             nonlocal nodata
-            mask, missing = predict_block(seg, grid, region, data)
+            mask, missing = predict_block(seg, grid, region, data, share)
             nodata += missing
             return mask
 

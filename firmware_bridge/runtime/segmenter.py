@@ -293,7 +293,8 @@ class Segmenter:
                          0 if invalid is None else int(np.count_nonzero(invalid)))
 
     def predict_region(self, pixels: np.ndarray, origin: tuple[int, int],
-                       image_size: tuple[int, int], region: tiling.Box) -> np.ndarray:
+                       image_size: tuple[int, int], region: tiling.Box,
+                       shared: dict[tiling.Box, np.ndarray] | None = None) -> np.ndarray:
         """Blended probabilities of ``region`` of an image of ``image_size``.
 
         Args:
@@ -301,14 +302,48 @@ class Segmenter:
             origin: Full-image ``(row, col)`` of ``pixels[0, 0]``.
             image_size: Full image ``(height, width)``, at least one tile in both axes.
             region: Part to predict, in full-image coordinates.
+            shared: Scores of tiles that the previous region of the same row predicted
+                (box -> scores), read and then refilled with this region's tiles that reach
+                past its right edge, so that the next region does not predict them again.
+                ``None``: nothing kept. Give a new dict for each row of regions.
 
         Returns:
             ``region.height x region.width x K`` float32 probabilities, the same values that
-            tiling the whole image gives there.
+            tiling the whole image gives there (tiles are added in the same order either way).
         """
         h, w = image_size
         boxes = tiling.boxes_touching(tiling.tile_boxes(h, w, self.tile, self.overlap), region)
+        known = shared if shared is not None else {}
+        todo = [b for b in boxes if b not in known]
+        computed = self._scored(todo, pixels, origin)
+        keep: dict[tiling.Box, np.ndarray] = {}
         acc = wsum = None
+        try:
+            for box in boxes:
+                if box in known:
+                    s, scratch = known[box], False
+                else:
+                    _, s = next(computed)  # ``todo`` keeps the order of ``boxes``
+                    scratch = True
+                    if shared is not None and box.x1 > region.x1:
+                        keep[box] = s.copy()
+                if acc is None:
+                    acc = np.zeros((region.height, region.width, s.shape[-1]), np.float32)
+                    wsum = np.zeros((region.height, region.width), np.float32)
+                tiling.accumulate(acc, wsum, s, tiling.tile_window(box, h, w), box,
+                                  (region.y0, region.x0), scratch=scratch)
+        finally:
+            computed.close()
+        if shared is not None:
+            shared.clear()
+            shared.update(keep)
+        return tiling.normalise(acc, wsum)
+
+    def _scored(self, boxes: list[tiling.Box], pixels: np.ndarray, origin: tuple[int, int]):
+        """``(box, scores)`` for each box in order, the model one batch ahead on its thread.
+
+        The scores live in a buffer reused by the next batch: use them before asking for more.
+        """
         oy, ox = origin
         step = max(self.options.batch, 1)
 
@@ -319,14 +354,7 @@ class Segmenter:
         chunks = [boxes[i : i + step] for i in range(0, len(boxes), step)]
         worker = self._model_thread() if len(chunks) > 1 else None
         for chunk, raw in run_ahead(chunks, prepare, self.backend.run, worker):
-            scores = self.to_scores(raw, *self.tile, reuse=True)  # ours: backends return copies
-            if acc is None:
-                acc = np.zeros((region.height, region.width, scores.shape[-1]), np.float32)
-                wsum = np.zeros((region.height, region.width), np.float32)
-            for box, s in zip(chunk, scores, strict=True):
-                tiling.accumulate(acc, wsum, s, tiling.tile_window(box, h, w), box,
-                                  (region.y0, region.x0), scratch=True)
-        return tiling.normalise(acc, wsum)
+            yield from zip(chunk, self.to_scores(raw, *self.tile, reuse=True), strict=True)
 
     def _model_thread(self) -> ThreadPoolExecutor | None:
         """The thread that runs the model while this one prepares and blends tiles."""
