@@ -194,3 +194,17 @@ def test_postprocess_by_hand():
     small = np.array([0.0, 1.0], np.float32).reshape(1, 1, 2, 1)
     # half-pixel centres: outputs at 0.25 spacing clamp at the ends -> 0, .25, .75, 1
     np.testing.assert_allclose(resize_bilinear(small, 1, 4)[0, 0, :, 0], [0, 0.25, 0.75, 1])
+
+
+def test_tta_flips_average_the_mirrored_predictions(models):
+    image = smooth_image(64, 64, seed=21)
+    plain = Segmenter(models["nchw"], options=SegmenterOptions(tile=64))
+    views = [plain.predict(image).probabilities,
+             plain.predict(np.ascontiguousarray(image[:, ::-1])).probabilities[:, ::-1],
+             plain.predict(np.ascontiguousarray(image[::-1])).probabilities[::-1]]
+    tta = Segmenter(models["nchw"], options=SegmenterOptions(tile=64, tta="flips"))
+    got = tta.predict_tiled(image, probabilities=True).probabilities
+    np.testing.assert_allclose(got, sum(views) / 3, atol=1e-6)
+    assert not np.allclose(got, views[0], atol=1e-4)  # the mirrors did change something
+    with pytest.raises(EdgesegError, match="tta must be one of"):
+        SegmenterOptions(tta="rotations")

@@ -40,6 +40,9 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
         t.add_argument("--tile", type=positive_int, help="tile edge (dynamic-size models only)")
         t.add_argument("--overlap", type=count, help="tile overlap in pixels")
         t.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
+        t.add_argument("--tta", choices=("none", "flips"), default="none",
+                       help="test-time augmentation: 'flips' averages each tile with its left-right "
+                            "and top-bottom mirror images (3x the inference)")
         t.add_argument("--no-pipeline", dest="pipeline", action="store_false",
                        help="run the model in the calling thread, not one batch ahead on its own "
                             "(same masks; for measuring, or one core per process)")
@@ -95,6 +98,7 @@ def options_from_args(args: argparse.Namespace):
         tile=getattr(args, "tile", None), overlap=getattr(args, "overlap", None),
         batch=getattr(args, "batch", 1), mean=args.mean, std=args.std, scale=args.scale,
         layout=args.layout, pipeline=getattr(args, "pipeline", True),
+        tta=None if getattr(args, "tta", "none") == "none" else args.tta,
         classes=class_names_arg(args.class_names), threshold=args.threshold,
         output=args.output_kind,
     )

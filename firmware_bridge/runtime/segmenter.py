@@ -30,6 +30,8 @@ from firmware_bridge.runtime.pipeline import run_ahead
 from firmware_bridge.runtime.postprocess import resize_bilinear, to_probabilities
 
 DEFAULT_TILE = 512
+TTA_FLIPS = {"none": [(1, 1)], "flips": [(1, 1), (1, -1), (-1, 1)]}
+"""Test-time augmentation: (row step, column step) of each view of a tile (-1 mirrors)."""
 
 
 @dataclass
@@ -56,6 +58,8 @@ class SegmenterOptions:
         pipeline: Run the model on its own thread, one batch ahead of the preparation and
             blending of tiles (:mod:`firmware_bridge.runtime.pipeline`); the masks are the
             same either way.
+        tta: Test-time augmentation: ``"flips"`` also predicts every tile mirrored left-right
+            and top-bottom and averages the three (3x the inference); ``None``: none.
     """
 
     threads: int | None = None
@@ -74,6 +78,7 @@ class SegmenterOptions:
     threshold: float | None = None
     output: str | None = None
     pipeline: bool = True
+    tta: str | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -89,6 +94,8 @@ class SegmenterOptions:
             raise EdgesegError(f"threshold must lie between 0 and 1 (a probability), got {self.threshold}")
         if self.scale is not None and (self.scale <= 0 or not np.isfinite(self.scale)):
             raise EdgesegError(f"scale must be a positive number, got {self.scale}")
+        if self.tta is not None and self.tta not in TTA_FLIPS:
+            raise EdgesegError(f"tta must be one of {', '.join(TTA_FLIPS)}, got {self.tta!r}")
         if self.layout is not None:
             self.layout = self.layout.upper()
             if self.layout not in ("NHWC", "NCHW"):
@@ -343,18 +350,29 @@ class Segmenter:
         """``(box, scores)`` for each box in order, the model one batch ahead on its thread.
 
         The scores live in a buffer reused by the next batch: use them before asking for more.
+        With ``options.tta == "flips"`` each batch also runs mirrored left-right and top-bottom,
+        and the scores, mirrored back, are averaged.
         """
         oy, ox = origin
         step = max(self.options.batch, 1)
+        flips = TTA_FLIPS[self.options.tta or "none"]
 
-        def prepare(chunk: list[tiling.Box]) -> np.ndarray:
-            return self.preprocess(np.stack(
-                [pixels[b.y0 - oy : b.y1 - oy, b.x0 - ox : b.x1 - ox] for b in chunk]))
+        def prepare(chunk: list[tiling.Box]) -> list[np.ndarray]:
+            tiles = np.stack([pixels[b.y0 - oy : b.y1 - oy, b.x0 - ox : b.x1 - ox] for b in chunk])
+            return [self.preprocess(np.ascontiguousarray(tiles[:, ::fy, ::fx])) for fy, fx in flips]
+
+        def run(batches: list[np.ndarray]) -> list[np.ndarray]:
+            return [self.backend.run(x) for x in batches]
 
         chunks = [boxes[i : i + step] for i in range(0, len(boxes), step)]
         worker = self._model_thread() if len(chunks) > 1 else None
-        for chunk, raw in run_ahead(chunks, prepare, self.backend.run, worker):
-            yield from zip(chunk, self.to_scores(raw, *self.tile, reuse=True), strict=True)
+        for chunk, raws in run_ahead(chunks, prepare, run, worker):
+            if len(raws) == 1:
+                scores = self.to_scores(raws[0], *self.tile, reuse=True)
+            else:
+                scores = sum(self.to_scores(raw, *self.tile)[:, ::fy, ::fx]
+                             for raw, (fy, fx) in zip(raws, flips, strict=True)) / len(raws)
+            yield from zip(chunk, scores, strict=True)
 
     def _model_thread(self) -> ThreadPoolExecutor | None:
         """The thread that runs the model while this one prepares and blends tiles."""
