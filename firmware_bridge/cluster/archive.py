@@ -253,7 +253,12 @@ def predict_many(
         dask = _client(client, workers, scheduler, dashboard, stack)
         report.workers = len(dask.scheduler_info().get("workers", {})) or n
         if dashboard:
-            log(f"Dask dashboard: {dask.dashboard_link}")
+            try:
+                import bokeh  # noqa: F401 - the dashboard's pages need it
+                log(f"Dask dashboard: {dask.dashboard_link}")
+            except ImportError:
+                log(f"Dask dashboard: {dask.dashboard_link} (its pages need bokeh: pip install "
+                    "'bokeh>=3.1')")
         failures = {w: why for w, why in dask.run(open_model, spec).items() if why}
         if failures:
             worker, why = next(iter(failures.items()))
