@@ -11,11 +11,13 @@ from firmware_bridge.commands.modelargs import add_bands_arg, add_model_args
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``predict`` command."""
     p = sub.add_parser(
-        "predict", help="predict masks: GeoTIFF -> streamed GeoTIFF, other images -> PNG"
+        "predict", help="predict masks: GeoTIFF -> streamed GeoTIFF, other images -> PNG, "
+                        "video -> per-frame CSV (and mask / overlay videos)"
     )
     p.add_argument("model", help=".tflite, .xml (OpenVINO IR) or .onnx model")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="images or (Geo)TIFF rasters: files, folders or globs ('scenes/*.tif')")
+                   help="images or (Geo)TIFF rasters (files, folders or globs: 'scenes/*.tif'), "
+                        "or videos, a camera or a stream URL")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--overlay", action="store_true",
                    help="also write <stem>_overlay.png (ordinary images)")
