@@ -56,7 +56,7 @@ def build_cli(prog: str, description: str, modules: list[str]) -> argparse.Argum
     Returns:
         The parser.
     """
-    parser = OneLineParser(prog=prog, description=description)
+    parser = OneLineParser(prog=prog, description=description.replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in modules:
