@@ -6,8 +6,9 @@ validation, the export's parity check and ``edgeseg bench``. Each image is predi
 tiling (:meth:`Segmenter.predict_tiled`), its mask goes into one streaming confusion matrix
 (:mod:`firmware_bridge.metrics`), and, when reference masks are given (another model's, e.g. the
 Keras model's for an exported artifact), the share of pixels where the two agree is counted.
-Pixels without data in the image (NaN, infinite: 255 in the predicted mask) are left out of the
-scores like ignore pixels of the truth, and counted in ``Scored.nodata``.
+Pixels without data in the image (NaN, infinite, or the raster's nodata value: 255 in the
+predicted mask) are left out of the scores like ignore pixels of the truth, and counted in
+``Scored.nodata``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     Args:
         segmenter: Any :class:`~firmware_bridge.runtime.segmenter.Segmenter` (a device model, or the
             Keras model behind the same interface).
-        pairs: ``(image HxWxC, truth HxW)`` pairs; truth holds class indices, 255 = ignore.
+        pairs: ``(image HxWxC, truth HxW)`` pairs, or ``(image, truth, nodata)`` with the
+            image's nodata value; truth holds class indices, 255 = ignore.
         class_names: Names for the score table (default: the segmenter's).
         reference: Masks of another model, one per pair, to count agreement with.
         keep_masks: Keep the predicted masks in the result.
@@ -67,11 +69,14 @@ def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     cm = ConfusionMatrix(segmenter.num_classes)
     same = seen = count = nodata = 0
     masks: list[np.ndarray] = []
-    for image, truth in progress_bar(pairs, total, "validate", progress, "img"):
+    for item in progress_bar(pairs, total, "validate", progress, "img"):
+        image, truth = item[0], item[1]
+        nodata_value = item[2] if len(item) > 2 else None
         if truth.shape != image.shape[:2]:
             raise EdgesegError(f"image {count + 1}: its mask is {truth.shape[1]}x{truth.shape[0]} but "
                                f"the image is {image.shape[1]}x{image.shape[0]}")
-        result = segmenter.predict_tiled(image)
+        result = (segmenter.predict_tiled(image) if nodata_value is None
+                  else segmenter.predict_tiled(image, nodata=nodata_value))
         mask = result.mask
         if result.nodata:
             truth = np.where(mask == IGNORE_INDEX, IGNORE_INDEX, truth).astype(truth.dtype)

@@ -400,6 +400,13 @@ CASES: list[Case] = [
         csv_file(d / "c.csv", CLASSES_CSV + f"void,{VOID},1\n"), o.mkdir(),
         ["validate", str(m["nchw"]), "--data", str(d / "data"), "--classes", str(d / "c.csv"),
          "--quiet", "--json", str(o / "v.json")])[-1], 0, check=_nan_excluded, keeps=("v.json",)),
+    Case("validate-nodata-value-images", lambda d, m, o: (
+        dataset(d / "data", image_maker=lambda f, s: tif(f / f"{s}.tif", np.where(
+            np.arange(80)[:, None, None] < 20, 0, smooth_image(80, 100) | 1).astype(np.uint8),
+            nodata=0)),
+        csv_file(d / "c.csv", CLASSES_CSV + f"void,{VOID},1\n"), o.mkdir(),
+        ["validate", str(m["nchw"]), "--data", str(d / "data"), "--classes", str(d / "c.csv"),
+         "--quiet", "--json", str(o / "v.json")])[-1], 0, check=_nan_excluded, keeps=("v.json",)),
     Case("validate-ignore-rows-from-metadata", lambda d, m, o: (
         dataset(d / "data"),
         ["validate", str(_meta_model(d, ignore_names=["void"], ignore_colours=[VOID])),

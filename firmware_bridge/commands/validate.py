@@ -42,7 +42,7 @@ def run_validate(args: argparse.Namespace) -> int:
     from firmware_bridge.errors import EdgesegError
     from firmware_bridge.evaluate import score
     from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
-    from firmware_bridge.io.images import read_image, read_mask
+    from firmware_bridge.io.images import read_mask, read_raster
     from firmware_bridge.io.pairs import find_pairs
 
     if args.json:
@@ -59,7 +59,8 @@ def run_validate(args: argparse.Namespace) -> int:
                            f"predicts {seg.num_classes}: pass the model's class table")
     def pairs():
         for pair in pairing.pairs:
-            image = read_image(pair.image)
+            raster = read_raster(pair.image)
+            image = raster.array
             try:
                 seg.check_image(image)
             except EdgesegError as exc:
@@ -68,15 +69,15 @@ def run_validate(args: argparse.Namespace) -> int:
             if truth.shape != image.shape[:2]:
                 raise EdgesegError(f"{pair.mask}: mask is {truth.shape[::-1]} but the image is "
                                    f"{image.shape[1::-1]}")
-            yield image, truth
+            yield image, truth, raster.profile.get("nodata")
 
     show = not args.quiet and sys.stderr.isatty()
     scored = score(seg, pairs(), table.names, progress=show, total=len(pairing.pairs))
     scores = scored.scores
     print(scores.table())
     if scored.nodata:
-        print(f"note: {scored.nodata} pixels without data in the images (NaN or infinite) are "
-              "left out of the scores", file=sys.stderr)
+        print(f"note: {scored.nodata} pixels without data in the images (NaN, infinite or the "
+              "nodata value) are left out of the scores", file=sys.stderr)
     if args.json:
         report = {"model": str(args.model), "backend": seg.backend.name, "data": str(args.data),
                   "images": len(pairing.pairs), "tile": list(seg.tile), "overlap": seg.overlap,
