@@ -67,7 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--minutes", type=positive_float,
                    help="time budget for the whole run (training + validation), > 0; default: none")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
+                   help="default: one device; mirrored: every GPU of this machine; multiworker: "
+                        "several processes or machines described by TF_CONFIG, each running this "
+                        "same command (docs/cluster.md). --batch is the global batch, split over "
+                        "the replicas; --lr is not rescaled. Only the chief writes --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out where it stopped (every worker of a "
+                        "multiworker run must see --out)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
 
@@ -84,7 +91,16 @@ def run_train(args: argparse.Namespace) -> int:
     from firmware_bridge.io.pairs import HOLDOUT_EVERY, find_pairs, holdout_pattern
 
     table = ClassTable.load(args.classes)
-    check_out_dir(args.out, args.resume)
+    if args.strategy == "multiworker":  # a bad TF_CONFIG fails before any data loads
+        import os
+
+        from edgeseg.training.distribute import read_tf_config
+
+        chief = read_tf_config(os.environ.get("TF_CONFIG")).chief
+    else:
+        chief = True
+    if chief:
+        check_out_dir(args.out, args.resume)
     val_pattern = args.val_pattern
     if val_pattern is None and not args.resume:
         val_pattern = holdout_pattern(find_pairs(args.data).pairs)
@@ -109,7 +125,10 @@ def run_train(args: argparse.Namespace) -> int:
     train_samples, val_samples = load_split(args.data, table, val_pattern)
     print(f"{len(train_samples)} training and {len(val_samples)} validation images", file=sys.stderr)
     result = train(config, train_samples, val_samples, args.out, resume=args.resume,
-                   verbose=not args.quiet)
+                   verbose=not args.quiet, strategy=args.strategy)
+    if not result.chief:
+        print(f"done (stopped by {result.stopped}); the chief wrote the run")
+        return 0
     on = f" on {result.val_images} of {len(val_samples)} validation images" if val_samples else ""
     print(f"best val mIoU {result.best_miou:.4f}{on} at epoch {result.best_epoch} "
           f"({result.epochs} epochs, stopped by {result.stopped}, {result.elapsed_s:.0f} s); "

@@ -1,9 +1,10 @@
 """The training input pipeline: random (optionally class-balanced) crops from large images.
 
 Crops are drawn in NumPy from in-memory samples and fed through ``tf.data`` (a generator,
-batched and prefetched). Every random choice comes from ``numpy.random.default_rng([seed,
-epoch])``: the same seed gives the same batches, and a run resumed at epoch ``e`` sees what an
-uninterrupted run would have seen.
+batched and prefetched). Every random choice of crop ``i`` comes from ``numpy.random.default_rng([seed,
+epoch, i])``: the same seed gives the same batches, a run resumed at epoch ``e`` sees what an
+uninterrupted run would have seen, and workers of a distributed run that split each global
+batch between them see together what one process sees.
 
 Per crop:
 
@@ -22,7 +23,7 @@ Validation does not use crops: it predicts full images tile by tile (``firmware_
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -231,22 +232,49 @@ class CropSampler:
         window = (slice(y0, y0 + self.crop), slice(x0, x0 + self.crop))
         return augment(image[window], mask[window], rng, self.aug)
 
+    def crops(self, seed: int, epoch: int, indices: Iterable[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield the crops of an epoch with the given indices.
+
+        Crop ``i`` of ``(seed, epoch)`` is drawn from its own generator seeded with
+        ``(seed, epoch, i)``, so it is the same crop whichever process draws it: workers that
+        split an epoch's indices between them together see what one process sees.
+        """
+        for i in indices:
+            yield self.draw(np.random.default_rng([int(seed), int(epoch), int(i)]))
+
     def epoch(self, seed: int, epoch: int, count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``count`` crops of one epoch; the same ``(seed, epoch)`` gives the same crops."""
-        rng = np.random.default_rng([int(seed), int(epoch)])
-        for _ in range(count):
-            yield self.draw(rng)
+        return self.crops(seed, epoch, range(count))
 
-    def dataset(self, seed: int, epoch: int, steps: int, batch: int):
-        """A ``tf.data.Dataset`` of ``steps`` batches ``(images NxHxWx3, masks NxHxW uint8)``."""
+    def dataset(self, seed: int, epoch: int, steps: int, batch: int, shard: tuple[int, int] = (0, 1),
+                replica_batch: int | None = None):
+        """A ``tf.data.Dataset`` of batches ``(images NxHxWx3, masks NxHxW uint8)``.
+
+        Args:
+            seed: Run seed.
+            epoch: Epoch index.
+            steps: Global batches in the epoch.
+            batch: Global batch size.
+            shard: ``(index, count)``: this input pipeline takes, of every global batch, the
+                crops ``index * batch / count`` up to ``(index + 1) * batch / count``.
+            replica_batch: Size of the batches yielded (default ``batch / count``): the
+                pipeline's share of a step split into per-replica batches, in replica order.
+
+        Returns:
+            The dataset (``steps * batch / (count * replica_batch)`` batches).
+        """
         from edgeseg.tf_env import tf_keras
 
         tf, _ = tf_keras()
+        index, count = shard
+        share = batch // count
+        replica_batch = replica_batch or share
+        indices = [b * batch + index * share + j for b in range(steps) for j in range(share)]
         c = self.crop
         ds = tf.data.Dataset.from_generator(
-            lambda: self.epoch(seed, epoch, steps * batch),
+            lambda: self.crops(seed, epoch, indices),
             output_signature=(
                 tf.TensorSpec((c, c, 3), tf.float32), tf.TensorSpec((c, c), tf.uint8),
             ),
         )
-        return ds.batch(batch, drop_remainder=True).prefetch(2)
+        return ds.batch(replica_batch, drop_remainder=True).prefetch(2)

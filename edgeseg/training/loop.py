@@ -4,8 +4,13 @@ State that must survive a kill lives in the JSON ``state`` dict (next epoch, bes
 epochs without improvement, elapsed seconds, checkpoint prefix, history); the weights and
 both optimizers live in a ``tf.train.Checkpoint`` written after every epoch. The
 checkpoint is written first and ``state.json`` last, so a kill at any moment leaves a
-consistent resume point. Crops depend only on ``(seed, epoch)``, so a resumed run trains on
-what the uninterrupted run would have.
+consistent resume point. Crops depend only on ``(seed, epoch, index)``, so a resumed run
+trains on what the uninterrupted run would have.
+
+Under a ``tf.distribute`` strategy (:mod:`edgeseg.training.distribute`) every worker runs this
+loop: each takes its share of every global batch, every worker re-estimates batch-norm
+statistics on the same crops, only the chief validates and writes the run folder, and the
+chief's learning rate, stop and next-epoch decisions reach the others through a collective.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import numpy as np
 
 from edgeseg.data.pipeline import CropSampler
 from edgeseg.training import runs
+from edgeseg.training.distribute import Replicas, ScratchDir, host_copy, local_batchnorm
 from edgeseg.training.stages import (
     cosine_factor,
     make_optimizers,
@@ -31,6 +37,10 @@ from firmware_bridge.evaluate import score
 
 clock = time.monotonic
 """The loop's clock (seconds); tests replace it to check the time budget without waiting."""
+
+
+STOPS = (None, "early stopping", "time budget", "epochs")
+"""Values of ``state["stopped"]``, by the code the chief sends to the other workers."""
 
 
 def new_state() -> dict:
@@ -53,15 +63,24 @@ class TrainingLoop:
         state: :func:`new_state` or the saved state of the run being resumed.
         verbose: One line per epoch; progress bars when stderr is a terminal.
         started: :func:`clock` when the run (re)started; setup counts against the budget.
+        replicas: The strategy (:func:`edgeseg.training.distribute.make_replicas`); ``None``:
+            one process on one device. ``model`` must then be placed under it.
+        host: The same model outside the strategy
+            (:func:`edgeseg.training.distribute.place_model`); ``None``: ``model``.
 
     """
 
     def __init__(self, config, model, loss_fn, train_samples, val_samples, run_dir: Path,
-                 state: dict, verbose: bool = True, started: float | None = None) -> None:
+                 state: dict, verbose: bool = True, started: float | None = None,
+                 replicas: Replicas | None = None, host=None) -> None:
         from edgeseg.models import build_model
         from edgeseg.training.config import spread
 
         self.config, self.model, self.loss_fn, self.state = config, model, loss_fn, state
+        self.replicas = replicas or Replicas("default", None)
+        self.host = model if host is None else host
+        self.chief = self.replicas.chief
+        verbose = verbose and self.chief
         all_val = list(val_samples)
         self.val_samples, self.run_dir = spread(all_val, config.val_images), Path(run_dir)
         scored = len(self.val_samples)
@@ -72,9 +91,14 @@ class TrainingLoop:
         self.names = config.class_names if config.num_classes > 1 else ["0", "1"]
         self.sampler = CropSampler(train_samples, k, config.crop, config.balance,
                                    config.augmentation())
-        self.val_model = build_model(config.arch, config.backbone, config.num_classes,
-                                     input_size=(config.val_tile,) * 2, upsampling=config.upsampling)
-        self.val_segmenter = keras_segmenter(self.val_model, runs.config_metadata(config))
+        if not self.chief:  # validation and the saved model are the chief's
+            self.val_samples = []
+        self.val_model = self.val_segmenter = None
+        if self.chief:
+            self.val_model = build_model(config.arch, config.backbone, config.num_classes,
+                                         input_size=(config.val_tile,) * 2, upsampling=config.upsampling)
+            self.val_segmenter = keras_segmenter(self.val_model, runs.config_metadata(config))
+        self.scratch = None if self.chief else ScratchDir()
         self.freeze_bn = (config.pretrained if config.freeze_encoder_bn is None
                           else config.freeze_encoder_bn)
         self.val_cost = self._estimate_val_cost()
@@ -117,9 +141,12 @@ class TrainingLoop:
         c, state = self.config, self.state
         block = top_block(c.backbone) if c.unfreeze == "top" else c.unfreeze
         enc_vars, head_vars = set_stage(self.model, stage, block, self.freeze_bn)
-        self.enc_opt, self.head_opt = make_optimizers(enc_vars, head_vars, c.lr_head, c.encoder_lr_factor)
+        with self.replicas.scope():
+            self.enc_opt, self.head_opt = make_optimizers(enc_vars, head_vars, c.lr_head,
+                                                          c.encoder_lr_factor)
+        strategy = self.replicas.strategy if self.replicas.distributed else None
         self.step = make_train_step(self.model, self.loss_fn, enc_vars, head_vars, self.enc_opt,
-                                    self.head_opt)
+                                    self.head_opt, strategy)
         parts = {"head_opt": self.head_opt, **({"enc_opt": self.enc_opt} if self.enc_opt else {})}
         self.ckpt = tf.train.Checkpoint(model=self.model, **parts)
         if self.stage == 0 and state["checkpoint"]:
@@ -129,14 +156,19 @@ class TrainingLoop:
             state["stage2_start_s"] = self.elapsed()
         self.stage = stage
 
-    def _set_lr(self, epoch: int, i: int) -> None:
-        """Cosine decay over stage 2, by steps or by the time budget, whichever is further."""
+    def _progress(self, epoch: int, i: int) -> float:
+        """Stage 2's progress at step ``i`` of ``epoch``: by steps or by the budget, the further."""
         c = self.config
         progress = ((epoch - c.stage1_epochs) * c.steps_per_epoch + i) / (c.stage2_epochs * c.steps_per_epoch)
         if c.time_budget_s:
             t2 = self.state["stage2_start_s"]
             span = max(c.time_budget_s - self.reserve - t2, 1.0)
             progress = max(progress, (self.elapsed() - t2) / span)
+        return progress
+
+    def _set_lr(self, progress: float) -> None:
+        """Cosine decay over stage 2."""
+        c = self.config
         f = cosine_factor(progress)
         self.head_opt.learning_rate = c.lr_head * f
         if self.enc_opt:
@@ -144,7 +176,7 @@ class TrainingLoop:
 
     def _train_epoch(self, epoch: int) -> list[float]:
         c, deadline = self.config, self._deadline(self.stage)
-        batches = self.sampler.dataset(c.seed, epoch, c.steps_per_epoch, c.batch)
+        batches = self._batches(epoch)
         if self.bars:
             from tqdm import tqdm
 
@@ -154,26 +186,46 @@ class TrainingLoop:
         t0 = last = clock()
         self.slowest_step_s = 0.0
         for i, (images, masks) in enumerate(batches):
+            # the chief's clock decides for every worker: the same learning rate, the same steps
+            progress = self._progress(epoch, i) if self.stage == 2 else 0.0
+            past = i > 0 and self.elapsed() + self.reserve >= deadline
+            progress, past = self.replicas.from_chief([progress, past])
+            if past:
+                break
             if self.stage == 2:
-                self._set_lr(epoch, i)
+                self._set_lr(progress)
             losses.append(float(self.step(images, masks)))
             if self.bars:
                 batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
             now = clock()
             self.slowest_step_s, last = max(self.slowest_step_s, now - last), now
-            if self.elapsed() + self.reserve >= deadline:
-                break
         self.train_s = clock() - t0
         return losses
+
+    def _batches(self, epoch: int):
+        """The epoch's batches: this worker's share of each global batch, per replica."""
+        c, r = self.config, self.replicas
+        if not r.distributed:
+            return self.sampler.dataset(c.seed, epoch, c.steps_per_epoch, c.batch)
+
+        def shard(ctx):
+            return self.sampler.dataset(c.seed, epoch, c.steps_per_epoch, c.batch,
+                                        shard=(ctx.input_pipeline_id, ctx.num_input_pipelines),
+                                        replica_batch=ctx.get_per_replica_batch_size(c.batch))
+
+        return r.strategy.distribute_datasets_from_function(shard)
 
     def _validate(self, epoch: int):
         """Re-estimate batch-norm statistics, copy weights to the tile-sized model, score it."""
         c = self.config
         t0 = clock()
         recal = self.sampler.dataset(c.seed + 1, epoch, c.bn_batches, c.batch)
-        recalibrate_batchnorm(self.model, (images for images, _ in recal))
-        runs.copy_weights(self.model, self.val_model)
+        with local_batchnorm(self.model, self.replicas):  # the same crops on every worker
+            recalibrate_batchnorm(self.model, (images for images, _ in recal))
         scores = None
+        host = host_copy(self.model, self.host)
+        if self.chief:
+            runs.copy_weights(host, self.val_model)
         if self.val_samples:
             scores = score(self.val_segmenter, ((v.image, v.mask) for v in self.val_samples),
                            self.names, progress=self.bars, total=len(self.val_samples)).scores
@@ -228,9 +280,22 @@ class TrainingLoop:
             state["stopped"] = "epochs"
         return epoch
 
+    def _agree(self, epoch: int) -> int:
+        """The chief's next epoch, stop and best score, on every worker."""
+        state = self.state
+        values = [epoch, STOPS.index(state["stopped"]), state["best_miou"], state["best_epoch"]]
+        epoch, stop, best, best_epoch = self.replicas.from_chief(values)
+        state.update(stopped=STOPS[int(stop)], best_miou=best, best_epoch=int(best_epoch))
+        return int(epoch)
+
     def _save_state(self, epoch: int) -> None:
-        state, previous = self.state, self.state["checkpoint"]
-        prefix = self.ckpt.write(str(self.run_dir / runs.CHECKPOINTS / f"epoch_{epoch:03d}"))
+        state, previous = self.state, self.state.get("own_checkpoint", self.state["checkpoint"])
+        # every worker writes (saving may take part in collectives); only the chief's is the run's
+        folder = self.run_dir / runs.CHECKPOINTS if self.chief else Path(self.scratch.path)
+        prefix = self.ckpt.write(str(folder / f"epoch_{epoch:03d}"))
+        if not self.chief:
+            state.update(next_epoch=epoch, stage=self.stage, own_checkpoint=prefix)
+            return
         state.update(next_epoch=epoch, stage=self.stage, elapsed_s=self.elapsed(), checkpoint=prefix)
         runs.write_json(self.run_dir / runs.STATE, state)
         if previous and previous != prefix:
@@ -239,8 +304,16 @@ class TrainingLoop:
 
     def run(self, on_epoch_end=None) -> dict:
         """Train until the epochs, the patience or the time budget run out; return the state."""
+        try:
+            return self._run(on_epoch_end)
+        finally:
+            if self.scratch is not None:
+                self.scratch.close()
+
+    def _run(self, on_epoch_end) -> dict:
         c, state = self.config, self.state
-        (self.run_dir / runs.CHECKPOINTS).mkdir(exist_ok=True)
+        if self.chief:
+            (self.run_dir / runs.CHECKPOINTS).mkdir(exist_ok=True)
         epoch, total = state["next_epoch"], c.stage1_epochs + c.stage2_epochs
         while state["stopped"] is None and epoch < total:
             stage = 1 if epoch < c.stage1_epochs else 2
@@ -248,8 +321,9 @@ class TrainingLoop:
                 self._enter_stage(stage)
             losses = self._train_epoch(epoch)
             t0 = clock()
-            row = self._record(epoch, losses, self._validate(epoch))
-            epoch = self._next_epoch(epoch)
+            scores = self._validate(epoch)
+            row = self._record(epoch, losses, scores) if self.chief else None
+            epoch = self._agree(self._next_epoch(epoch))
             self._save_state(epoch)
             step_s = self.train_s / max(len(losses), 1)
             self.reserve = max(self.reserve, 1.25 * (clock() - t0) + step_s)
@@ -257,6 +331,6 @@ class TrainingLoop:
                 print(f"epoch {row['epoch']}/{total} stage {stage}: loss {row['loss']:.4f}, "
                       f"val mIoU {row['val_miou']:.4f} (best {state['best_miou']:.4f} at "
                       f"{state['best_epoch']}), {row['elapsed_s']:.0f} s", flush=True)
-            if on_epoch_end is not None:
+            if on_epoch_end is not None and row is not None:
                 on_epoch_end(row)
         return state

@@ -109,26 +109,47 @@ def make_optimizers(enc_vars, head_vars, lr_head: float, encoder_lr_factor: floa
     return enc_opt, head_opt
 
 
-def make_train_step(model, loss_fn, enc_vars, head_vars, enc_opt, head_opt):
+def make_train_step(model, loss_fn, enc_vars, head_vars, enc_opt, head_opt, strategy=None):
     """A compiled step: one forward/backward pass, each part updated by its own optimizer.
 
+    Under a ``tf.distribute`` strategy each replica's loss is divided by the replica count and
+    the optimizers sum the gradients over the replicas: the step is the step of one process on
+    the global batch.
+
+    Args:
+        model: The training model (variables created in the strategy's scope).
+        loss_fn: ``loss(y_true, y_pred)``, a mean over the replica's batch.
+        enc_vars: Encoder variables trained by ``enc_opt`` (may be empty).
+        head_vars: Decoder and head variables trained by ``head_opt``.
+        enc_opt: Encoder optimizer, or ``None`` when ``enc_vars`` is empty.
+        head_opt: Decoder and head optimizer.
+        strategy: The strategy the batches are distributed by (``None``: no strategy).
+
     Returns:
-        ``step(images, masks) -> loss`` (a ``tf.function``).
+        ``step(images, masks) -> loss`` (a ``tf.function``; the loss of the global batch).
     """
     from edgeseg.tf_env import tf_keras
 
     tf, _ = tf_keras()
     n = len(enc_vars)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
 
-    @tf.function(autograph=False)
-    def step(images, masks):
+    def replica_step(images, masks):
         with tf.GradientTape() as tape:
-            loss = loss_fn(masks, model(images, training=True))
+            loss = loss_fn(masks, model(images, training=True)) / replicas
         grads = tape.gradient(loss, enc_vars + head_vars)
         if n:
             enc_opt.apply_gradients(zip(grads[:n], enc_vars, strict=True))
         head_opt.apply_gradients(zip(grads[n:], head_vars, strict=True))
         return loss
+
+    if strategy is None:
+        return tf.function(replica_step, autograph=False)
+
+    @tf.function(autograph=False)
+    def step(images, masks):
+        losses = strategy.run(replica_step, args=(images, masks))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
     return step
 

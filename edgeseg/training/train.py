@@ -12,6 +12,7 @@ time for everything (setup, training, validations): stage 1 stops at half of it 
 stage 2 at the budget less the time of one validation, and stage 2's cosine learning-rate decay
 follows the time left when that ends the stage sooner than its epochs. The run directory is
 described in :mod:`edgeseg.training.runs`; ``resume=True`` continues from the last finished epoch.
+``strategy`` runs the same loop on several devices or machines (:mod:`edgeseg.training.distribute`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TrainResult:
     elapsed_s: float
     history: list[dict]
     val_images: int = 0
+    chief: bool = True
 
 
 def class_weights(config: TrainConfig, masks) -> list[float] | None:
@@ -74,7 +76,7 @@ def _write_config(run_dir: Path, config: TrainConfig, weights, note: str) -> Non
 
 def train(
     config: TrainConfig, train_samples, val_samples, run_dir, resume: bool = False,
-    verbose: bool = True, on_epoch_end=None,
+    verbose: bool = True, on_epoch_end=None, strategy: str = "default",
 ) -> TrainResult:
     """Train a model and fill a run directory (see the module docstring).
 
@@ -86,7 +88,12 @@ def train(
         resume: Continue the run in ``run_dir`` from its last finished epoch (a fresh start
             when that run never finished an epoch).
         verbose: One line per epoch; progress bars when stderr is a terminal.
-        on_epoch_end: Called with each epoch's history row after the checkpoint is written.
+        on_epoch_end: Called with each epoch's history row after the checkpoint is written
+            (on the chief only).
+        strategy: ``"default"``, ``"mirrored"`` or ``"multiworker"``
+            (:mod:`edgeseg.training.distribute`); ``config.batch`` is the global batch. Other
+            workers than the chief write nothing in ``run_dir``; with ``resume`` they read the
+            chief's state and checkpoint from it, so it must be a folder they all see.
 
     Returns:
         The result, with the per-epoch history.
@@ -94,28 +101,43 @@ def train(
     Raises:
         EdgesegError: For bad settings, missing weights, an existing run without ``resume``,
             ``resume`` without a run, or a ``run_dir`` holding other files
-            (:func:`edgeseg.training.runs.check_out_dir`).
+            (:func:`edgeseg.training.runs.check_out_dir`), a bad ``TF_CONFIG``, or a batch
+            that does not split over the replicas.
     """
     from edgeseg.tf_env import tf_keras
     from edgeseg.training import loop as epoch_loop
+    from edgeseg.training.distribute import make_replicas, place_model, weights_digest
     from edgeseg.training.losses import get_loss
 
     started = epoch_loop.clock()
     _, keras = tf_keras()
+    replicas = make_replicas(strategy)  # before TensorFlow runs anything else
     run_dir = Path(run_dir)
-    config, state = _start(run_dir, config, resume)
+    if replicas.chief or resume:
+        config, state = _start(run_dir, config, resume)
+    else:
+        state = None
+    per_replica = replicas.per_replica_batch(config.batch)
+    if replicas.distributed:
+        print(f"strategy {strategy} ({replicas.task}): {replicas.num_replicas} replicas in sync, "
+              f"global batch {config.batch} = {per_replica} per replica; learning rate "
+              f"{config.lr_head:g} as given (not rescaled)", flush=True)
     weights = class_weights(config, [s.mask for s in train_samples])
     keras.utils.set_random_seed(config.seed)
-    model, note = runs.initial_model(config, (config.crop, config.crop))
+    template, note = runs.initial_model(config, (config.crop, config.crop))
+    model, host = place_model(replicas, template)
     if state is None:
-        _write_config(run_dir, config, weights, note)
+        if replicas.chief:
+            _write_config(run_dir, config, weights, note)
         state = epoch_loop.new_state()
-    elif verbose:
+    elif verbose and replicas.chief:
         print(f"resuming {run_dir} at epoch {state['next_epoch'] + 1}", flush=True)
     loss_fn = get_loss(config.loss, config.num_classes, weights)
     loop = epoch_loop.TrainingLoop(config, model, loss_fn, train_samples, val_samples, run_dir,
-                                   state, verbose, started)
+                                   state, verbose, started, replicas, host)
     state = loop.run(on_epoch_end)
+    if replicas.num_workers > 1:  # every worker reads the weights (a collective)
+        print(f"{replicas.task}: finished, weights sha256 {weights_digest(model)}", flush=True)
     return TrainResult(str(run_dir), state["best_miou"], state["best_epoch"], len(state["history"]),
                        state["stopped"] or "epochs", state["elapsed_s"], state["history"],
-                       len(loop.val_samples))
+                       len(loop.val_samples), replicas.chief)
