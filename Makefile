@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-train bench-throughput clean
+.PHONY: demo test lint bench bench-train bench-throughput bench-multiworker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,3 +45,7 @@ bench-train: $(STAMP)
 ## bench-throughput: every export format against TensorFlow through the same tiled path (a few minutes)
 bench-throughput: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+
+## bench-multiworker: two training workers on localhost against one process, same steps (a few minutes)
+bench-multiworker: $(STAMP)
+	$(BIN)/python benchmarks/multiworker_train.py
