@@ -24,9 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "qat", help="quantization-aware fine-tuning of a trained run (for int8 export)",
         description="Quantization-aware fine-tuning of a trained run, in one process on one "
                     "device: models under quantization-aware training give results that depend "
-                    "on the replica count under tf.distribute (tensorflow/model-optimization "
-                    "issue 1068). A run trained with --strategy mirrored or multiworker is "
-                    "fine-tuned here unchanged.")
+                    "on the replica count under tf.distribute "
+                    "(github.com/tensorflow/model-optimization/issues/1068). A run trained "
+                    "with --strategy mirrored or multiworker is fine-tuned here unchanged.")
     p.add_argument("run", help="run directory from 'edgeseg train'")
     p.add_argument("--data", required=True, help="the run's dataset folder (images/ and masks/)")
     p.add_argument("--classes", required=True, help="class table CSV (name,colour,ignore)")
