@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-train bench-throughput bench-multiworker clean
+.PHONY: demo test lint bench bench-train bench-recipes bench-throughput bench-multiworker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,13 @@ bench: $(STAMP)
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
 
-## bench-train: four training recipes on Dubai, same budget each (about an hour)
+## bench-train: edgeseg train against a plain tf-keras script, both at the same time, on Dubai
+## (EDGESEG_DATA, EDGESEG_WEIGHTS): budgets of 5 and 15 minutes, seeds 0 and 1 (about 45 minutes)
 bench-train: $(STAMP)
+	$(BIN)/python benchmarks/train_vs_peer.py
+
+## bench-recipes: four training recipes on Dubai, same budget each (about an hour)
+bench-recipes: $(STAMP)
 	benchmarks/train_compare.sh
 
 ## bench-throughput: every export format against TensorFlow through the same tiled path (a few minutes)

@@ -1,7 +1,7 @@
 """A plain tf-keras segmentation recipe, written as a user would write it in an afternoon.
 
-The peer that ``edgeseg train`` is measured against (``benchmarks/peer_compare.sh``): no edgeseg
-imports. MobileNetV2-0.35 ImageNet encoder, U-Net decoder, cross-entropy + soft Dice, random
+The peer that ``edgeseg train`` is measured against (``benchmarks/train_vs_peer.py``): no
+edgeseg imports. MobileNetV2-0.35 ImageNet encoder, U-Net decoder, cross-entropy + soft Dice, random
 256 px crops with flips in batches of 16, Adam 1e-3 with the encoder frozen for the first 40 %
 of the time budget, then 1e-4 with the encoder trainable (its batch-norm layers frozen);
 validation every two epochs on every validation image (whole, padded to a multiple of 32);

@@ -11,7 +11,7 @@
 # then 'edgeseg evaluate' scores all nine for each and a markdown table (OUT/table.md).
 # The data and the ImageNet no-top weights come from EDGESEG_DATA (the Dubai aerial set: images/,
 # masks/) and EDGESEG_WEIGHTS (mobilenet_v2_0.35_224_no_top.h5).
-# Usage: make bench-train   (or MINUTES=5 benchmarks/train_compare.sh for a quick look)
+# Usage: make bench-recipes   (or MINUTES=5 benchmarks/train_compare.sh for a quick look)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${EDGESEG_DATA:?set EDGESEG_DATA to the Dubai aerial dataset folder}

@@ -49,7 +49,7 @@ class KerasBackend(Backend):
 
 
 def keras_segmenter(model, metadata: ModelMetadata, overlap: int | None = None,
-                    batch: int = KERAS_BATCH):
+                    batch: int = KERAS_BATCH, tta: str | None = None):
     """A :class:`~firmware_bridge.runtime.segmenter.Segmenter` running ``model`` in TensorFlow.
 
     Args:
@@ -59,6 +59,7 @@ def keras_segmenter(model, metadata: ModelMetadata, overlap: int | None = None,
             tile come from the model.
         overlap: Tile overlap (``None``: the metadata's).
         batch: Tiles per call.
+        tta: Test-time augmentation (``"flips"``; ``None``: none).
 
     Returns:
         The Segmenter.
@@ -68,4 +69,4 @@ def keras_segmenter(model, metadata: ModelMetadata, overlap: int | None = None,
     backend = KerasBackend(model)
     h, w, c = (int(v) for v in model.input_shape[1:4])
     meta = dataclasses.replace(metadata, input_size=(h, w), channels=c, layout="NHWC", tile_size=h)
-    return Segmenter.of(backend, meta, SegmenterOptions(overlap=overlap, batch=batch))
+    return Segmenter.of(backend, meta, SegmenterOptions(overlap=overlap, batch=batch, tta=tta))

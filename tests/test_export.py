@@ -321,3 +321,29 @@ def test_qat_summary_compares_with_float_on_every_validation_image(exported):
     assert seg.tile == (config.val_tile,) * 2 and seg.overlap == config.val_overlap
     full = score(seg, [(s.image, s.mask) for s in val]).scores.miou
     assert summary["float_miou"] == pytest.approx(full, abs=1e-6)
+
+
+def test_tile_auto_measures_the_candidates_and_writes_the_choice(exported, tmp_path):
+    from export.tile_choice import TileTrial, choose_tile
+    from firmware_bridge.runtime.metadata import read_metadata
+    from firmware_bridge.runtime.segmenter import Segmenter
+
+    data, out = exported["data"], tmp_path / "auto"
+    assert main(["export", str(exported["run"]), "--data", str(data), "--classes",
+                 str(data / "classes.csv"), "--formats", "tflite-fp32", "--tile", "auto",
+                 "--out", str(out)]) == 0
+    choice = json.loads((out / "tile_choice.json").read_text())
+    trials = [TileTrial(**t) for t in choice["trials"]]
+    assert [(t.tile, t.overlap) for t in trials] == [(64, 8), (64, 16), (96, 8), (96, 16),
+                                                     (128, 8), (128, 16)]
+    assert all(0 < t.miou <= 1 and t.mpix_s > 0 for t in trials)
+    chosen = choose_tile(trials)
+    assert choice["chosen"] == chosen.to_dict()
+    meta = read_metadata(str(out / "model_fp32.tflite"))
+    assert (meta.tile_size, meta.tile_overlap) == (chosen.tile, chosen.overlap)
+    seg = Segmenter(out / "model_fp32.tflite")  # predict's defaults come from the metadata
+    assert seg.tile == (chosen.tile, chosen.tile) and seg.overlap == chosen.overlap
+    assert main(["export", str(exported["run"]), "--data", str(data), "--classes",
+                 str(data / "classes.csv"), "--formats", "tflite-fp32", "--tile", "auto",
+                 "--input-size", "96", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

@@ -10,6 +10,7 @@ from edgeseg.data.pipeline import (
     class_pixel_index,
     crop_window,
     normalise,
+    zoom_size,
 )
 from firmware_bridge.errors import EdgesegError
 
@@ -128,3 +129,36 @@ def test_sampler_rejects_16_bit():
     s = Sample("x", np.zeros((8, 8, 3), np.uint16), np.zeros((8, 8), np.uint8))
     with pytest.raises(EdgesegError, match="8-bit RGB"):
         CropSampler([s], 2, 8)
+
+
+def test_zoom_size_is_log_uniform_between_the_bounds():
+    assert zoom_size(256, 0.25, 1.0) == 320 and zoom_size(256, 0.25, -1.0) == 205
+    assert zoom_size(256, 0.25, 0.0) == 256 and zoom_size(256, 0.0, 0.7) == 256
+
+
+def test_scale_jitter_keeps_image_and_mask_aligned():
+    """Blocks of 8 px whose red channel codes the class: after zooming by up to 1.5x either way,
+    every pixel whose 3x3 neighbourhood is one class still has that class's red value."""
+    i, j = np.mgrid[:12, :12]
+    blocks = (i + 2 * j) % 5  # every block differs from its four neighbours
+    mask = np.kron(blocks, np.ones((8, 8), int)).astype(np.uint8)
+    image = np.stack([mask * 50, np.full_like(mask, 100), np.full_like(mask, 100)], -1).astype(np.uint8)
+    assert _zoomed_crops(image, mask, 0.0) == 0
+    assert _zoomed_crops(image, mask, 0.5) > 4
+
+
+def _zoomed_crops(image, mask, scale):
+    aug = Augment(False, False, 0.0, 0.0, 0.0, 0.0, scale=scale)
+    sampler = CropSampler([Sample("b", image, mask)], 5, 32, aug=aug)
+    zoomed = 0
+    for img, m in sampler.epoch(seed=0, epoch=0, count=16):
+        assert img.shape == (32, 32, 3) and m.shape == (32, 32) and set(np.unique(m)) <= set(range(5))
+        red = img[..., 0] * 127.5 + 127.5
+        pad = np.pad(m, 1, mode="edge").astype(int)
+        views = [pad[dy:dy + 32, dx:dx + 32] for dy in range(3) for dx in range(3)]
+        inner = np.all([v == m for v in views], axis=0)
+        np.testing.assert_allclose(red[inner], m[inner] * 50.0, atol=1.0)
+        # a 32 px crop of 8 px blocks has 4-5 blocks across; zoomed out it has more, in it fewer
+        edges = int((np.diff(m.astype(int), axis=1) != 0).any(axis=0).sum())
+        zoomed += edges not in (3, 4)
+    return zoomed

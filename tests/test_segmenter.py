@@ -196,15 +196,43 @@ def test_postprocess_by_hand():
     np.testing.assert_allclose(resize_bilinear(small, 1, 4)[0, 0, :, 0], [0, 0.25, 0.75, 1])
 
 
-def test_tta_flips_average_the_mirrored_predictions(models):
+def _tiny_keras_segmenter(tta=None):
+    from tiny_models import metadata
+
+    from edgeseg.tf_env import tf_keras
+    from export.keras_backend import keras_segmenter
+
+    _, keras = tf_keras()
+    keras.utils.set_random_seed(2)
+    inp = keras.Input((64, 64, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(8, 5, strides=2, padding="same", activation="relu")(x)
+    x = keras.layers.UpSampling2D(interpolation="bilinear")(x)
+    out = keras.layers.Conv2D(4, 3, padding="same", activation="softmax")(x)
+    return keras_segmenter(keras.Model(inp, out), metadata(layout="NHWC"), overlap=16, tta=tta)
+
+
+@pytest.mark.parametrize("backend", ["litert", "onnxruntime", "openvino", "tensorflow"])
+def test_tta_flips_average_the_mirrored_predictions(models, tflite, backend):
+    """On every backend: the flips option gives the mean of the three predictions mirrored back
+    (checked on one 64 px tile, where the mirrored image is the mirrored tile)."""
     image = smooth_image(64, 64, seed=21)
-    plain = Segmenter(models["nchw"], options=SegmenterOptions(tile=64))
+    if backend == "tensorflow":
+        plain, tta = _tiny_keras_segmenter(), _tiny_keras_segmenter("flips")
+    else:
+        path = {"litert": tflite, "onnxruntime": models["nchw"], "openvino": models["nchw_xml"]}[backend]
+        plain = Segmenter(path, options=SegmenterOptions(tile=64))
+        tta = Segmenter(path, options=SegmenterOptions(tile=64, tta="flips"))
+    assert plain.backend.name == backend
     views = [plain.predict(image).probabilities,
              plain.predict(np.ascontiguousarray(image[:, ::-1])).probabilities[:, ::-1],
              plain.predict(np.ascontiguousarray(image[::-1])).probabilities[::-1]]
-    tta = Segmenter(models["nchw"], options=SegmenterOptions(tile=64, tta="flips"))
-    got = tta.predict_tiled(image, probabilities=True).probabilities
-    np.testing.assert_allclose(got, sum(views) / 3, atol=1e-6)
-    assert not np.allclose(got, views[0], atol=1e-4)  # the mirrors did change something
+    got = tta.predict_tiled(image, probabilities=True)
+    np.testing.assert_allclose(got.probabilities, sum(views) / 3, atol=1e-5)
+    np.testing.assert_array_equal(got.mask, (sum(views) / 3).argmax(-1))
+    assert not np.allclose(got.probabilities, views[0], atol=1e-4)  # the mirrors did change something
+
+
+def test_tta_rejects_unknown_names():
     with pytest.raises(EdgesegError, match="tta must be one of"):
         SegmenterOptions(tta="rotations")

@@ -314,3 +314,68 @@ def test_time_budget_is_kept_on_a_fake_clock(tiny_data, tmp_path, monkeypatch):
     assert [r["slowest_step_s"] for r in rows] == [10.0] * 5
     assert rows[1]["stage"] == 1 and rows[2]["stage"] == 2
     assert rows[-1]["lr_head"] == pytest.approx(config.lr_head * 0.02, rel=0.05)
+
+
+def _fake_clock(monkeypatch, scores=None):
+    """Steps cost 10 s and validations 15 s of a fake clock; ``scores`` replaces the val mIoUs."""
+    import edgeseg.training.loop as epoch_loop
+
+    now, seen = [0.0], []
+    monkeypatch.setattr(epoch_loop, "clock", lambda: now[0])
+    real_score, real_enter = epoch_loop.score, epoch_loop.TrainingLoop._enter_stage
+
+    def evaluate(*args, **kw):
+        now[0] += 15.0
+        result = real_score(*args, **kw)
+        if scores is not None:
+            result.scores.miou = scores[len(seen)]
+        seen.append(result.scores.miou)
+        return result
+
+    def enter(self, stage):
+        real_enter(self, stage)
+        step = self.step
+
+        def timed_step(images, masks):
+            now[0] += 10.0
+            return step(images, masks)
+
+        self.step = timed_step
+
+    monkeypatch.setattr(epoch_loop, "score", evaluate)
+    monkeypatch.setattr(epoch_loop.TrainingLoop, "_enter_stage", enter)
+
+
+def test_default_schedule_spans_the_whole_budget(tiny_data, tmp_path, monkeypatch):
+    """With a budget and no epoch cap the run trains until the budget is spent, whatever the
+    validation scores do (no early stop), and the cosine decay reaches its floor at the end."""
+    _fake_clock(monkeypatch, scores=[0.9] + [0.1] * 40)  # never better after the first epoch
+    config = tiny_config(stage1_epochs=1, stage2_epochs=None, steps_per_epoch=5, patience=1,
+                         time_budget_s=1000.0)
+    result = train(config, tiny_data[1], tiny_data[2], tmp_path / "run", verbose=False)
+    rows = result.history
+    assert result.stopped == "time budget"
+    assert len(rows) >= 14  # 65 s per epoch: 15 epochs fit in 1000 s, the old cap was 1 + 4
+    assert 1000.0 - 65.0 <= rows[-1]["elapsed_s"] <= 1000.0
+    lrs = [r["lr_head"] for r in rows if r["stage"] == 2]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] > 0.8 * config.lr_head
+    assert lrs[-1] <= 0.03 * config.lr_head  # the floor is 0.02
+    assert result.best_epoch == 1
+
+
+def test_without_budget_or_cap_training_stops_when_validation_stops_improving(
+        tiny_data, tmp_path, monkeypatch):
+    """No budget, no epoch cap: the rate halves after each epoch without a better score and
+    ``patience`` such epochs in a row end the run."""
+    _fake_clock(monkeypatch, scores=[0.2, 0.3, 0.25, 0.4, 0.35, 0.33, 0.3, 0.1, 0.1])
+    config = tiny_config(stage1_epochs=1, stage2_epochs=None, steps_per_epoch=2, patience=3)
+    result = train(config, tiny_data[1], tiny_data[2], tmp_path / "run", verbose=False)
+    rows = result.history
+    assert result.stopped == "early stopping"
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]
+    assert result.best_epoch == 4
+    # the rate each epoch trained at: halved after epochs 3, 5, 6 (no better score)
+    factors = [r["lr_head"] / config.lr_head for r in rows[1:]]
+    assert factors == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.125])
+    with pytest.raises(EdgesegError, match="needs an end"):
+        train(config, tiny_data[1], [], tmp_path / "run2", verbose=False)

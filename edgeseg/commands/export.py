@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-pattern", help="validation stems (default: the run's)")
     p.add_argument("--input-size", type=positive_int,
                    help="square input size to export at (default: the run's)")
+    p.add_argument("--tile", choices=["run", "auto"], default="run",
+                   help="tile recommended in the artifacts' metadata, which edgeseg-run predict uses: "
+                        "'run': the run's validation tile and overlap; 'auto': the float model "
+                        "measured on the validation images at 1x, 1.5x and 2x the run's tile and "
+                        "two overlaps, the fastest within 0.3 mIoU points of the best (exported at "
+                        "that input size; the table goes to tile_choice.json)")
     p.add_argument("--calibration", type=positive_int, default=64,
                    help="calibration crops from training images")
     p.add_argument("--io-type", default="int8", choices=["int8", "uint8", "float"],
@@ -88,6 +94,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise EdgesegError("--float-layers applies to the post-training formats tflite-int8 and "
                            "openvino-int8 (a QAT model quantizes every layer)")
     size = (args.input_size, args.input_size) if args.input_size else None
+    choice, trials = _choose_tile(args, run) if args.tile == "auto" else (None, [])
+    if choice is not None:
+        size = (choice.tile, choice.tile)
     model, config = load_run(run, size)
     edge = int(model.input_shape[1])
     wants_qat = any(f.needs_qat or (f.name == "c-array" and args.c_array_source != "ptq")
@@ -100,6 +109,8 @@ def run_export(args: argparse.Namespace) -> int:
                                    ignore_colours=[hex_colour(c) for c in table.ignore_colours])
     if size:
         meta = dataclasses.replace(meta, tile_size=edge)
+    if choice is not None:
+        meta = dataclasses.replace(meta, tile_overlap=choice.overlap)
     val_pattern = args.val_pattern or config.val_pattern
     calib = _calibration(args, val_pattern, edge) if args.data else _no_images(edge)
     ctx = ExportContext(model, meta, calib, qat, ExportOptions(
@@ -131,7 +142,42 @@ def run_export(args: argparse.Namespace) -> int:
         return 1
     for a in artifacts:
         print(f"{a.format:<16} {a.size / 1e6:8.2f} MB  {', '.join(str(f) for f in a.files)}")
+    if choice is not None:
+        from edgeseg.training.runs import write_json
+
+        write_json(Path(args.out) / "tile_choice.json",
+                   {"chosen": choice.to_dict(), "trials": [t.to_dict() for t in trials],
+                    "measured_with": "the float Keras model, TensorFlow on this machine"})
+        print(f"recommended tile {choice.tile} px, overlap {choice.overlap} px "
+              f"({Path(args.out) / 'tile_choice.json'})")
     return 1 if failed else 0
+
+
+def _choose_tile(args, run):
+    """Measure the tile candidates on the validation images; return ``(chosen, every trial)``."""
+    import sys
+
+    from edgeseg.data import load_split
+    from edgeseg.training.runs import load_run, run_metadata
+    from export.tile_choice import candidates, choose_tile, sweep_tiles
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.io.classes import ClassTable
+
+    if args.input_size:
+        raise EdgesegError("--tile auto chooses the input size: leave --input-size out")
+    if not args.data:
+        raise EdgesegError("--tile auto measures the candidates on the validation images: "
+                           "pass --data DIR --classes FILE")
+    _, config = load_run(run)
+    _, val = load_split(args.data, ClassTable.load(args.classes), args.val_pattern or config.val_pattern)
+    if not val:
+        raise EdgesegError(f"no validation images in {args.data} to choose the tile on")
+    print(f"choosing the tile on {len(val)} validation images (float model)", file=sys.stderr)
+    trials = sweep_tiles(lambda e: load_run(run, (e, e))[0], run_metadata(run),
+                                   [v.image for v in val], [v.mask for v in val],
+                                   candidates(int(config.val_tile)),
+                                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    return choose_tile(trials), trials
 
 
 def _explain_int8_loss(report, model, qat, calib, out) -> None:

@@ -37,7 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=positive_int, default=d["batch"])
     p.add_argument("--stage1-epochs", type=count,
                    help="epochs with the encoder frozen (default: 1 with encoder weights, 0 without)")
-    p.add_argument("--stage2-epochs", type=count, default=d["stage2_epochs"])
+    p.add_argument("--stage2-epochs", type=count, default=d["stage2_epochs"],
+                   help="a cap on the fine-tuning epochs, which the learning-rate decay then spans "
+                        "(default: none; with --minutes the decay spans the budget and the run "
+                        "uses all of it, without --minutes it trains until the validation score "
+                        "stops improving: the rate halves after each epoch without a better score, "
+                        "--patience such epochs end it)")
     p.add_argument("--steps-per-epoch", type=positive_int, default=d["steps_per_epoch"])
     p.add_argument("--lr", type=positive_float, default=d["lr_head"], help="decoder and head learning rate")
     p.add_argument("--encoder-lr-factor", type=non_negative_float, default=d["encoder_lr_factor"],
@@ -57,13 +62,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--colour-jitter", type=non_negative_float, default=d["colour_jitter"],
                    help="strength of the colour jitter (1: brightness 0.1, contrast 0.2, channel "
                         "gain 0.05, gamma 0.1; 0: none)")
+    p.add_argument("--scale-jitter", type=non_negative_float, default=d["scale_jitter"],
+                   help="crops zoomed by a factor between 1/(1+s) and 1+s (0: none)")
+    p.add_argument("--ema", type=share, default=d["ema"],
+                   help="decay per step of the moving average of the weights that is validated "
+                        "and saved (0: the raw weights)")
     p.add_argument("--val-tile", type=positive_int,
                    help="tile edge of the validation prediction and saved model (default: --crop)")
     p.add_argument("--val-images", type=count, default=d["val_images"],
                    help="validation images scored after each epoch, spread over the set (0: all); "
                         "fewer leave more of --minutes for training")
     p.add_argument("--patience", type=positive_int, default=d["patience"],
-                   help="epochs without a better val mIoU")
+                   help="epochs without a better val mIoU that end stage 1, and stage 2 when "
+                        "it has neither --minutes nor --stage2-epochs")
     p.add_argument("--seed", type=int, default=d["seed"])
     p.add_argument("--minutes", type=positive_float,
                    help="time budget for the whole run (training + validation), > 0; default: none")
@@ -118,7 +129,8 @@ def run_train(args: argparse.Namespace) -> int:
         encoder_lr_factor=args.encoder_lr_factor, loss=args.loss,
         class_weighting=None if args.class_weighting == "none" else args.class_weighting,
         encoder_weights=args.encoder_weights, unfreeze=args.unfreeze, balance=args.balance,
-        augment=not args.no_augment, colour_jitter=args.colour_jitter, seed=args.seed, patience=args.patience,
+        augment=not args.no_augment, colour_jitter=args.colour_jitter,
+        scale_jitter=args.scale_jitter, ema=args.ema, seed=args.seed, patience=args.patience,
         val_pattern=val_pattern, val_tile=args.val_tile, val_images=args.val_images,
         time_budget_s=None if args.minutes is None else args.minutes * 60,
     )

@@ -11,8 +11,11 @@ Per crop:
 1. centre: with probability ``balance`` a pixel of one class, the class drawn with weights
    ``1 / sqrt(share)`` (rare classes more often) from a per-image index of class pixels;
    otherwise uniform over the image;
-2. a ``crop x crop`` window around it, shifted inward at the image edge; images smaller than
-   the crop are padded by reflection and their padded mask pixels are ignore (255);
+2. a square window around it, shifted inward at the image edge: ``crop`` pixels, or with scale
+   jitter ``crop * z`` for a zoom ``z`` drawn log-uniformly in ``[1 / (1 + s), 1 + s]`` and
+   resized to ``crop`` (image bilinear, mask nearest), so the model sees objects at more than
+   one size; images smaller than the window are padded by reflection and their padded mask
+   pixels are ignore (255);
 3. augmentation: horizontal / vertical flips, a 90-degree rotation (k in 0..3), and colour
    jitter: gamma, per-channel gain, contrast (scaled about the crop's mean) and brightness
    (added, fraction of 255) -- scenes from different passes differ in all four;
@@ -53,6 +56,8 @@ class Augment:
         contrast: Maximum relative contrast change, e.g. 0.2 for factors in [0.8, 1.2].
         channel_gain: Maximum relative gain per band, drawn per band (a colour cast).
         gamma: Maximum gamma exponent change in octaves: ``(x / 255) ** 2**u``, ``|u| <= gamma``.
+        scale: Scale jitter ``s``: windows of ``crop * z`` pixels, ``z`` log-uniform in
+            ``[1 / (1 + s), 1 + s]``, resized to the crop (0: none).
 
     """
 
@@ -62,22 +67,23 @@ class Augment:
     contrast: float = 0.2
     channel_gain: float = 0.05
     gamma: float = 0.1
+    scale: float = 0.0
 
     @classmethod
-    def with_colour(cls, strength: float) -> Augment:
-        """Flips and rotations with the default colour jitter scaled by ``strength``.
+    def with_colour(cls, strength: float, scale: float = 0.0) -> Augment:
+        """Flips and rotations with the default colour jitter scaled by ``strength``, and ``scale`` jitter.
 
         ``strength`` 1 is the defaults above (brightness 0.1, contrast 0.2, channel gain 0.05,
         gamma 0.1); 0 turns colour jitter off.
 
         Raises:
-            EdgesegError: For a negative strength.
+            EdgesegError: For a negative strength or scale.
         """
-        if strength < 0:
-            raise EdgesegError(f"colour jitter strength must be >= 0, got {strength}")
+        if strength < 0 or scale < 0:
+            raise EdgesegError(f"colour jitter and scale jitter must be >= 0, got {strength}, {scale}")
         base = cls()
         return cls(True, True, base.brightness * strength, base.contrast * strength,
-                   base.channel_gain * strength, base.gamma * strength)
+                   base.channel_gain * strength, base.gamma * strength, scale)
 
     @classmethod
     def off(cls) -> Augment:
@@ -141,6 +147,31 @@ def _pad(image: np.ndarray, mask: np.ndarray, crop: int) -> tuple[np.ndarray, np
     image = np.pad(image, [(0, ph), (0, pw), (0, 0)], mode="reflect")
     mask = np.pad(mask, [(0, ph), (0, pw)], constant_values=IGNORE_INDEX)
     return image, mask
+
+
+def zoom_size(crop: int, scale: float, u: float) -> int:
+    """Edge of the window that scale jitter resizes to ``crop``.
+
+    Args:
+        crop: Crop edge.
+        scale: Scale jitter ``s`` (0: none).
+        u: A uniform draw in ``[-1, 1]``; the zoom is ``(1 + s) ** u``.
+
+    Returns:
+        ``round(crop * (1 + s) ** u)``, at least 1.
+    """
+    return max(1, round(crop * (1.0 + scale) ** u)) if scale else crop
+
+
+def resize_crop(image: np.ndarray, mask: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a square window to ``crop x crop``: the image bilinear, the mask nearest."""
+    from PIL import Image
+
+    if image.shape[0] == crop and image.shape[1] == crop:
+        return image, mask
+    img = Image.fromarray(np.ascontiguousarray(image)).resize((crop, crop), Image.BILINEAR)
+    msk = Image.fromarray(np.ascontiguousarray(mask)).resize((crop, crop), Image.NEAREST)
+    return np.asarray(img), np.asarray(msk)
 
 
 def augment(
@@ -220,6 +251,7 @@ class CropSampler:
 
     def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One augmented crop: ``(crop x crop x 3 float32, crop x crop uint8)``."""
+        size = zoom_size(self.crop, self.aug.scale, float(rng.uniform(-1.0, 1.0)))
         if self.index is not None and rng.random() < self.balance:
             c = int(rng.choice(len(self.class_probs), p=self.class_probs))
             i, cy, cx = self.index[c][int(rng.integers(len(self.index[c])))]
@@ -227,10 +259,10 @@ class CropSampler:
             i = int(rng.choice(len(self.samples), p=self.image_probs))
             h, w = self.samples[i].mask.shape
             cy, cx = int(rng.integers(h)), int(rng.integers(w))
-        image, mask = _pad(self.samples[i].image, self.samples[i].mask, self.crop)
-        y0, x0 = crop_window(image.shape[0], image.shape[1], self.crop, int(cy), int(cx))
-        window = (slice(y0, y0 + self.crop), slice(x0, x0 + self.crop))
-        return augment(image[window], mask[window], rng, self.aug)
+        image, mask = _pad(self.samples[i].image, self.samples[i].mask, size)
+        y0, x0 = crop_window(image.shape[0], image.shape[1], size, int(cy), int(cx))
+        window = (slice(y0, y0 + size), slice(x0, x0 + size))
+        return augment(*resize_crop(image[window], mask[window], self.crop), rng, self.aug)
 
     def crops(self, seed: int, epoch: int, indices: Iterable[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield the crops of an epoch with the given indices.

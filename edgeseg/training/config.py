@@ -31,6 +31,16 @@ class TrainConfig:
     classes, and on Dubai's tile 7 seven unweighted runs averaged 0.582 mIoU against 0.567 for
     four median-weighted ones).
     ``stage1_epochs`` ``None``: 1 for a pretrained encoder, 0 (no frozen stage) for a random one.
+    ``stage2_epochs``: a cap on the fine-tuning epochs; the cosine learning-rate decay spans
+    them (or the time budget, when that ends stage 2 sooner). ``None`` (the default): no cap.
+    With a time budget the cosine decay then spans the budget and the run trains until it is
+    spent; without one it trains until the validation score stops improving: the learning rate
+    halves after every epoch without a better score, and ``patience`` such epochs in a row end
+    the run.
+    ``ema``: decay per step of the exponential moving average of the weights that is validated
+    and saved (:class:`edgeseg.training.averaging.WeightAverage`); 0: the raw weights.
+    ``scale_jitter``: crops are zoomed by a factor drawn log-uniformly in
+    ``[1 / (1 + s), 1 + s]`` (0: no zoom).
     ``freeze_encoder_bn`` ``None`` means: frozen in stage 2 when the encoder was pretrained.
     ``bn_batches``: batches used to re-estimate batch-norm statistics before each validation.
     ``val_pattern``: the validation file stems (comma-separated globs), as ``edgeseg train``
@@ -53,7 +63,7 @@ class TrainConfig:
     crop: int = 256
     batch: int = 8
     stage1_epochs: int | None = None
-    stage2_epochs: int = 4
+    stage2_epochs: int | None = None
     steps_per_epoch: int = 150
     lr_head: float = 2e-3
     encoder_lr_factor: float = 0.1
@@ -65,6 +75,8 @@ class TrainConfig:
     balance: float = 0.5
     augment: bool = True
     colour_jitter: float = 1.0
+    scale_jitter: float = 0.0
+    ema: float = 0.995
     seed: int = 0
     patience: int = 3
     val_pattern: str | None = None
@@ -91,8 +103,13 @@ class TrainConfig:
             raise EdgesegError(f"colour_jitter must be >= 0 (0: none), got {self.colour_jitter}")
         if self.val_images is not None and self.val_images < 0:
             raise EdgesegError(f"val_images must be >= 0 (0: all), got {self.val_images}")
-        if self.stage1_epochs < 0 or self.stage2_epochs < 0 or self.stage1_epochs + self.stage2_epochs < 1:
+        stage2 = 1 if self.stage2_epochs is None else self.stage2_epochs
+        if self.stage1_epochs < 0 or stage2 < 0 or self.stage1_epochs + stage2 < 1:
             raise EdgesegError("stage epochs must be >= 0 and at least one epoch in total")
+        if not 0 <= self.ema < 1:
+            raise EdgesegError(f"ema is a decay per step in [0, 1) (0: off), got {self.ema}")
+        if self.scale_jitter < 0:
+            raise EdgesegError(f"scale_jitter must be >= 0 (0: no zoom), got {self.scale_jitter}")
         positive = {"crop": self.crop, "batch": self.batch, "steps_per_epoch": self.steps_per_epoch,
                     "lr": self.lr_head, "patience": self.patience, "val_tile": self.val_tile}
         for name, value in positive.items():
@@ -110,13 +127,18 @@ class TrainConfig:
         """The crops' :class:`~edgeseg.data.pipeline.Augment` (``augment`` off: none at all)."""
         from edgeseg.data.pipeline import Augment
 
-        return Augment.with_colour(self.colour_jitter) if self.augment else Augment.off()
+        return Augment.with_colour(self.colour_jitter, self.scale_jitter) if self.augment else Augment.off()
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         """Build from a dict, ignoring unknown keys (older or newer config files)."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def epoch_cap(self) -> float:
+        """Epochs in all (``inf`` when stage 2 has no cap)."""
+        return self.stage1_epochs + (float("inf") if self.stage2_epochs is None else self.stage2_epochs)
 
     @property
     def pretrained(self) -> bool:

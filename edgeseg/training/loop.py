@@ -23,6 +23,7 @@ import numpy as np
 
 from edgeseg.data.pipeline import CropSampler
 from edgeseg.training import runs
+from edgeseg.training.averaging import WeightAverage
 from edgeseg.training.distribute import Replicas, ScratchDir, host_copy, local_batchnorm
 from edgeseg.training.stages import (
     cosine_factor,
@@ -33,6 +34,7 @@ from edgeseg.training.stages import (
     top_block,
 )
 from export.keras_backend import keras_segmenter
+from firmware_bridge.errors import EdgesegError
 from firmware_bridge.evaluate import score
 
 clock = time.monotonic
@@ -47,7 +49,7 @@ def new_state() -> dict:
     """The state of a run that has not trained yet."""
     return {"next_epoch": 0, "best_miou": -1.0, "best_epoch": -1, "bad_epochs": 0,
             "elapsed_s": 0.0, "checkpoint": None, "stage": 0, "stage2_start_s": None,
-            "stopped": None, "history": []}
+            "stopped": None, "plateaus": 0, "history": []}
 
 
 class TrainingLoop:
@@ -82,6 +84,9 @@ class TrainingLoop:
         self.chief = self.replicas.chief
         verbose = verbose and self.chief
         all_val = list(val_samples)
+        if config.stage2_epochs is None and not config.time_budget_s and not all_val:
+            raise EdgesegError("without validation images, training needs an end: give a time "
+                               "budget (--minutes) or --stage2-epochs")
         self.val_samples, self.run_dir = spread(all_val, config.val_images), Path(run_dir)
         scored = len(self.val_samples)
         self.val_label = ("val mIoU" if scored == len(all_val)
@@ -105,6 +110,9 @@ class TrainingLoop:
         self.reserve = self.val_cost + 5.0  # time after training: validation, saving, plots
         self.clock = (started or clock()) - state["elapsed_s"]
         self.stage = 0
+        self.average: WeightAverage | None = None
+        # with a budget and no epoch cap, stage 2's schedule is the budget: no early stop
+        self.time_scheduled = bool(config.time_budget_s) and config.stage2_epochs is None
 
     def elapsed(self) -> float:
         """Seconds of this run so far (across resumes)."""
@@ -144,32 +152,53 @@ class TrainingLoop:
         with self.replicas.scope():
             self.enc_opt, self.head_opt = make_optimizers(enc_vars, head_vars, c.lr_head,
                                                           c.encoder_lr_factor)
+            self.average = WeightAverage(enc_vars + head_vars, c.ema) if c.ema else None
         strategy = self.replicas.strategy if self.replicas.distributed else None
         self.step = make_train_step(self.model, self.loss_fn, enc_vars, head_vars, self.enc_opt,
-                                    self.head_opt, strategy)
+                                    self.head_opt, strategy, self.average)
         parts = {"head_opt": self.head_opt, **({"enc_opt": self.enc_opt} if self.enc_opt else {})}
+        if self.average is not None:
+            parts["average"] = self.average.trackables()
         self.ckpt = tf.train.Checkpoint(model=self.model, **parts)
         if self.stage == 0 and state["checkpoint"]:
             target = self.ckpt if state["stage"] == stage else tf.train.Checkpoint(model=self.model)
             target.read(state["checkpoint"]).assert_existing_objects_matched()
+            if target is not self.ckpt and self.average is not None:
+                self.average.reset()
         if stage == 2 and state["stage2_start_s"] is None:
             state["stage2_start_s"] = self.elapsed()
         self.stage = stage
 
-    def _progress(self, epoch: int, i: int) -> float:
-        """Stage 2's progress at step ``i`` of ``epoch``: by steps or by the budget, the further."""
+    def _progress(self, epoch: int, i: int) -> float | None:
+        """Stage 2's progress at step ``i`` of ``epoch``: by steps or by the budget, the further.
+
+        ``None`` when neither bounds it (no epoch cap, no budget): the rate then halves on plateaus.
+        """
         c = self.config
-        progress = ((epoch - c.stage1_epochs) * c.steps_per_epoch + i) / (c.stage2_epochs * c.steps_per_epoch)
+        progress = 0.0
+        if c.stage2_epochs is not None:
+            done = (epoch - c.stage1_epochs) * c.steps_per_epoch + i
+            progress = done / (c.stage2_epochs * c.steps_per_epoch)
+        elif not c.time_budget_s:
+            return None
         if c.time_budget_s:
             t2 = self.state["stage2_start_s"]
             span = max(c.time_budget_s - self.reserve - t2, 1.0)
             progress = max(progress, (self.elapsed() - t2) / span)
         return progress
 
-    def _set_lr(self, progress: float) -> None:
-        """Cosine decay over stage 2."""
+    def _lr_factor(self, epoch: int, i: int) -> float:
+        """Stage 2's learning rate as a fraction of the start's.
+
+        Cosine decay over the progress, or halved once per epoch without a better score when
+        nothing bounds the stage.
+        """
+        progress = self._progress(epoch, i)
+        return 0.5 ** self.state.get("plateaus", 0) if progress is None else cosine_factor(progress)
+
+    def _set_lr(self, f: float) -> None:
+        """Both optimizers' learning rates at ``f`` times their stage-2 start."""
         c = self.config
-        f = cosine_factor(progress)
         self.head_opt.learning_rate = c.lr_head * f
         if self.enc_opt:
             self.enc_opt.learning_rate = c.lr_head * c.encoder_lr_factor * f
@@ -180,20 +209,20 @@ class TrainingLoop:
         if self.bars:
             from tqdm import tqdm
 
-            total = c.stage1_epochs + c.stage2_epochs
-            batches = tqdm(batches, total=c.steps_per_epoch, desc=f"epoch {epoch + 1}/{total}", leave=False)
+            batches = tqdm(batches, total=c.steps_per_epoch, desc=f"epoch {epoch + 1}{self._of()}",
+                           leave=False)
         losses: list[float] = []
         t0 = last = clock()
         self.slowest_step_s = 0.0
         for i, (images, masks) in enumerate(batches):
             # the chief's clock decides for every worker: the same learning rate, the same steps
-            progress = self._progress(epoch, i) if self.stage == 2 else 0.0
+            factor = self._lr_factor(epoch, i) if self.stage == 2 else 1.0
             past = i > 0 and self.elapsed() + self.reserve >= deadline
-            progress, past = self.replicas.from_chief([progress, past])
+            factor, past = self.replicas.from_chief([factor, past])
             if past:
                 break
             if self.stage == 2:
-                self._set_lr(progress)
+                self._set_lr(factor)
             losses.append(float(self.step(images, masks)))
             if self.bars:
                 batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
@@ -215,17 +244,25 @@ class TrainingLoop:
 
         return r.strategy.distribute_datasets_from_function(shard)
 
+    def _of(self) -> str:
+        """``"/N"``: the epochs in all, when capped."""
+        cap = self.config.epoch_cap
+        return "" if cap == float("inf") else f"/{int(cap)}"
+
     def _validate(self, epoch: int):
-        """Re-estimate batch-norm statistics, copy weights to the tile-sized model, score it."""
+        """Re-estimate batch-norm statistics, copy the (averaged) weights to the tile model, score it."""
+        from contextlib import nullcontext
+
         c = self.config
         t0 = clock()
         recal = self.sampler.dataset(c.seed + 1, epoch, c.bn_batches, c.batch)
-        with local_batchnorm(self.model, self.replicas):  # the same crops on every worker
-            recalibrate_batchnorm(self.model, (images for images, _ in recal))
+        with self.average.swapped() if self.average is not None else nullcontext():
+            with local_batchnorm(self.model, self.replicas):  # the same crops on every worker
+                recalibrate_batchnorm(self.model, (images for images, _ in recal))
+            host = host_copy(self.model, self.host)
+            if self.chief:
+                runs.copy_weights(host, self.val_model)
         scores = None
-        host = host_copy(self.model, self.host)
-        if self.chief:
-            runs.copy_weights(host, self.val_model)
         if self.val_samples:
             scores = score(self.val_segmenter, ((v.image, v.mask) for v in self.val_samples),
                            self.names, progress=self.bars, total=len(self.val_samples)).scores
@@ -267,12 +304,14 @@ class TrainingLoop:
     def _next_epoch(self, epoch: int) -> int:
         """The epoch to run next; sets ``state["stopped"]`` when training ends."""
         c, state = self.config, self.state
-        total, done = c.stage1_epochs + c.stage2_epochs, self.elapsed() + self.reserve
+        total, done = c.epoch_cap, self.elapsed() + self.reserve
         epoch += 1
         if self.stage == 1 and (state["bad_epochs"] >= c.patience or done >= self._deadline(1)):
             epoch, state["bad_epochs"] = max(epoch, c.stage1_epochs), 0
-        elif self.stage == 2 and state["bad_epochs"] >= c.patience:
+        elif self.stage == 2 and state["bad_epochs"] >= c.patience and not self.time_scheduled:
             state["stopped"] = "early stopping"
+        if self.stage == 2 and state["bad_epochs"] > 0:
+            state["plateaus"] = state.get("plateaus", 0) + 1
         # no new epoch for a few steps only: its validation would cost more than it brings
         if c.time_budget_s and done + 0.25 * self.train_s >= c.time_budget_s:
             state["stopped"] = "time budget"
@@ -314,7 +353,7 @@ class TrainingLoop:
         c, state = self.config, self.state
         if self.chief:
             (self.run_dir / runs.CHECKPOINTS).mkdir(exist_ok=True)
-        epoch, total = state["next_epoch"], c.stage1_epochs + c.stage2_epochs
+        epoch, total = state["next_epoch"], c.epoch_cap
         while state["stopped"] is None and epoch < total:
             stage = 1 if epoch < c.stage1_epochs else 2
             if stage != self.stage:
@@ -328,7 +367,7 @@ class TrainingLoop:
             step_s = self.train_s / max(len(losses), 1)
             self.reserve = max(self.reserve, 1.25 * (clock() - t0) + step_s)
             if self.verbose:
-                print(f"epoch {row['epoch']}/{total} stage {stage}: loss {row['loss']:.4f}, "
+                print(f"epoch {row['epoch']}{self._of()} stage {stage}: loss {row['loss']:.4f}, "
                       f"val mIoU {row['val_miou']:.4f} (best {state['best_miou']:.4f} at "
                       f"{state['best_epoch']}), {row['elapsed_s']:.0f} s", flush=True)
             if on_epoch_end is not None and row is not None:

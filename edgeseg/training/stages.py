@@ -109,7 +109,8 @@ def make_optimizers(enc_vars, head_vars, lr_head: float, encoder_lr_factor: floa
     return enc_opt, head_opt
 
 
-def make_train_step(model, loss_fn, enc_vars, head_vars, enc_opt, head_opt, strategy=None):
+def make_train_step(model, loss_fn, enc_vars, head_vars, enc_opt, head_opt, strategy=None,
+                    average=None):
     """A compiled step: one forward/backward pass, each part updated by its own optimizer.
 
     Under a ``tf.distribute`` strategy each replica's loss is divided by the replica count and
@@ -124,6 +125,8 @@ def make_train_step(model, loss_fn, enc_vars, head_vars, enc_opt, head_opt, stra
         enc_opt: Encoder optimizer, or ``None`` when ``enc_vars`` is empty.
         head_opt: Decoder and head optimizer.
         strategy: The strategy the batches are distributed by (``None``: no strategy).
+        average: A :class:`edgeseg.training.averaging.WeightAverage` updated after each step
+            (``None``: none).
 
     Returns:
         ``step(images, masks) -> loss`` (a ``tf.function``; the loss of the global batch).
@@ -144,14 +147,24 @@ def make_train_step(model, loss_fn, enc_vars, head_vars, enc_opt, head_opt, stra
         return loss
 
     if strategy is None:
-        return tf.function(replica_step, autograph=False)
+        step = tf.function(replica_step, autograph=False)
+    else:
+        @tf.function(autograph=False)
+        def step(images, masks):
+            losses = strategy.run(replica_step, args=(images, masks))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    @tf.function(autograph=False)
-    def step(images, masks):
-        losses = strategy.run(replica_step, args=(images, masks))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+    if average is None:
+        return step
+    # a function of its own: inside the step's graph the same update made a step ~25 % slower
+    update = tf.function(average.update, autograph=False)
 
-    return step
+    def step_and_average(images, masks):
+        loss = step(images, masks)
+        update()  # every replica holds the same weights after the step
+        return loss
+
+    return step_and_average
 
 
 def cosine_factor(progress: float, floor: float = 0.02) -> float:

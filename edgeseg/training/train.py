@@ -6,12 +6,15 @@ or from a named block) with its own optimizer at ``encoder_lr_factor`` times the
 (:mod:`edgeseg.data.pipeline`), then a validation on full validation images (all, or
 ``val_images`` of them): the Keras model behind the device's ``Segmenter``, scored by the
 device's scoring loop (:mod:`firmware_bridge.evaluate`). The best validation mIoU
-is kept as the run's model; ``patience`` epochs without improvement end stage 1 early (stage 2
-starts) or stage 2 (training ends). A time budget is wall-clock
-time for everything (setup, training, validations): stage 1 stops at half of it at the latest,
-stage 2 at the budget less the time of one validation, and stage 2's cosine learning-rate decay
-follows the time left when that ends the stage sooner than its epochs. The run directory is
-described in :mod:`edgeseg.training.runs`; ``resume=True`` continues from the last finished epoch.
+is kept as the run's model (the moving average of the weights, ``ema``, is what is validated and
+kept); ``patience`` epochs without improvement end stage 1 early (stage 2 starts). A time budget
+is wall-clock time for everything (setup, training, validations): stage 1 stops at half of it at
+the latest, stage 2 at the budget less the time of one validation, and stage 2's cosine
+learning-rate decay spans the time left (or ``stage2_epochs`` when they end the stage sooner).
+Without a budget or ``stage2_epochs``, stage 2 trains until the validation score stops improving
+(the rate halves after each epoch without a better score; ``patience`` of them end the run).
+The run directory is described in :mod:`edgeseg.training.runs`; ``resume=True`` continues from
+the last finished epoch.
 ``strategy`` runs the same loop on several devices or machines (:mod:`edgeseg.training.distribute`).
 """
 
