@@ -39,7 +39,7 @@ clean:
 	rm -rf runs .pytest_cache .ruff_cache
 
 ## bench-train: edgeseg train against a plain tf-keras script, both at the same time, on Dubai
-## (EDGESEG_DATA, EDGESEG_WEIGHTS): budgets of 5 and 15 minutes, seeds 0 and 1 (about 45 minutes)
+## (EDGESEG_DATA, EDGESEG_WEIGHTS): budgets of 5 and 15 minutes, seeds 0 and 1 (about 50 minutes)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/train_vs_peer.py
 
@@ -47,9 +47,11 @@ bench-train: $(STAMP)
 bench-recipes: $(STAMP)
 	benchmarks/train_compare.sh
 
-## bench-throughput: every export format against TensorFlow through the same tiled path (a few minutes)
+## bench-throughput: every export format against TensorFlow through the same tiled path, and
+## OpenVINO's float32 and int8 time by operation type (a few minutes)
 bench-throughput: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/openvino_ops.py
 
 ## bench-multiworker: two training workers on localhost against one process, same steps (a few minutes)
 bench-multiworker: $(STAMP)

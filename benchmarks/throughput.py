@@ -1,6 +1,6 @@
 """Device throughput of every format against TensorFlow, through the same tiled path, in one run.
 
-Builds the README recipe's network (MobileUNet on MobileNetV2-0.35, 256 px input, 6 classes;
+Builds the README recipe's network (MobileUNet on MobileNetV2-0.35, 256 px input or ``--tile``, 6 classes;
 random weights, seed 0: speed does not depend on the values), exports it with the same
 functions as ``edgeseg export`` (int8 formats calibrated on random inputs), generates one
 GeoTIFF, and for each artifact and for the Keras model in TensorFlow measures:
@@ -11,7 +11,8 @@ GeoTIFF, and for each artifact and for the Keras model in TensorFlow measures:
   tile);
 * speed-ups against TensorFlow through the same tiling, and int8 against fp32 on one backend.
 
-Usage: ``.venv/bin/python benchmarks/throughput.py [--size 8192] [--threads 2] [--batch 4]``
+Usage: ``.venv/bin/python benchmarks/throughput.py [--size 8192] [--threads 2] [--batch 4]
+[--tile 256] [--overlap 32]``
 (prints the machine, then a markdown table; about five minutes on a 2-core CPU).
 """
 
@@ -81,7 +82,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=8192, help="edge of the generated scene")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=4, help="tiles per call")
+    parser.add_argument("--tile", type=int, default=256, help="tile edge: the exported input size")
+    parser.add_argument("--overlap", type=int, default=32, help="overlap between tiles, pixels")
     args = parser.parse_args()
+    t = args.tile
 
     import numpy as np
 
@@ -97,10 +101,10 @@ def main() -> None:
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     tf.keras.utils.set_random_seed(0)
-    model = build_model("mobileunet", "mobilenetv2_035", 6, input_size=(256, 256))
-    meta = ModelMetadata(classes=[f"c{i}" for i in range(6)], input_size=(256, 256),
-                         tile_size=256, tile_overlap=32, arch="mobileunet", backbone="mobilenetv2_035")
-    calib = np.random.default_rng(0).uniform(-1, 1, (16, 256, 256, 3)).astype(np.float32)
+    model = build_model("mobileunet", "mobilenetv2_035", 6, input_size=(t, t))
+    meta = ModelMetadata(classes=[f"c{i}" for i in range(6)], input_size=(t, t), tile_size=t,
+                         tile_overlap=args.overlap, arch="mobileunet", backbone="mobilenetv2_035")
+    calib = np.random.default_rng(0).uniform(-1, 1, (16, t, t, 3)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="edgeseg-throughput-") as tmp:
         tmp = Path(tmp)
         ctx = ExportContext(model, meta, calib, None, ExportOptions())
@@ -116,7 +120,7 @@ def main() -> None:
             rows[a.format] = measure(seg, scene, tmp / "m.tif", args.batch)
             print(f"{a.format}: {rows[a.format]}", file=sys.stderr)
     tf_rate = rows["tensorflow (Keras)"]["streamed"]
-    print(f"machine: {machine()}; {args.size} x {args.size} scene, 256 px tiles, 32 px overlap, "
+    print(f"machine: {machine()}; {args.size} x {args.size} scene, {t} px tiles, {args.overlap} px overlap, "
           f"batch {args.batch}, {args.threads} threads")
     print("| format | runtime alone, ms per tile | streamed MPix/s | streamed / runtime's own rate "
           "| streamed vs TensorFlow | int8 vs fp32 per tile |")
