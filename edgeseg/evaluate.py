@@ -106,7 +106,7 @@ def evaluate(
         raise EdgesegError(
             f"the model outputs {k} channel(s) but the class table has {table.num_classes} classes"
         )
-    train, val = load_split(data, table, val_pattern)
+    train, val = load_split(data, table, val_pattern, need_train=False)
     samples = val if val_pattern else train
     if not samples:
         raise EdgesegError(f"no images in {data} match {val_pattern!r}")

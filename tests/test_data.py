@@ -38,6 +38,10 @@ def test_default_split_is_every_fifth_stem_and_reproducible():
         holdout_pattern(pairs[:1])
     train, val = split_by_pattern(pairs, "scene_0*, scene_11")  # globs, comma-separated
     assert len(val) == 11 and [p.stem for p in train] == ["scene_10"]
+    with pytest.raises(EdgesegError, match="nothing to train on"):
+        split_by_pattern(pairs, "scene_*")
+    train, val = split_by_pattern(pairs, "scene_*", need_train=False)  # evaluation, export
+    assert train == [] and len(val) == 12
 
 
 @pytest.mark.shared

@@ -206,6 +206,26 @@ def test_evaluate_cli_matches_training_validation(tiny_run, tiny_data, tmp_path)
     assert set(scores["per_class"]) == set(synthetic.CLASSES)
 
 
+def test_evaluate_a_folder_of_test_images_only(tiny_run, tiny_data, tmp_path):
+    """A pattern that matches every file is fine for evaluation (training needs the rest)."""
+    from edgeseg.evaluate import evaluate
+    from firmware_bridge.io.classes import ClassTable
+
+    result, run = tiny_run
+    root, _, _ = tiny_data
+    test = tmp_path / "test"
+    for kind in ("images", "masks"):
+        (test / kind).mkdir(parents=True)
+        for f in (root / kind).glob("val_*"):
+            (test / kind / f.name).symlink_to(f)
+    table = ClassTable.load(root / "classes.csv")
+    with pytest.raises(EdgesegError, match="nothing to train on"):
+        load_split(str(test), table, "val_*")
+    scores = evaluate(run, str(test), table, "val_*")
+    assert scores.images == 2
+    assert scores.scores.miou == pytest.approx(result.best_miou, abs=1e-6)
+
+
 def test_encoder_and_decoder_from_a_previous_run_with_a_new_head(tiny_run):
     from edgeseg.models import decoder_layers, encoder_layers
     from edgeseg.training.runs import initial_model, load_run

@@ -71,7 +71,7 @@ def validation_pairs(data: Path, pattern: str) -> list:
     pairing = find_pairs(data)
     if pairing.problems:
         raise EdgesegError(f"{data}: {pairing.problems[0]} (run 'edgeseg data check {data}')")
-    val = split_by_pattern(pairing.pairs, pattern)[1]
+    val = split_by_pattern(pairing.pairs, pattern, need_train=False)[1]
     if not val:
         raise EdgesegError(f"{data}: no image matches the validation pattern {pattern!r}")
     return val

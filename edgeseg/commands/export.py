@@ -169,7 +169,8 @@ def _choose_tile(args, run):
         raise EdgesegError("--tile auto measures the candidates on the validation images: "
                            "pass --data DIR --classes FILE")
     _, config = load_run(run)
-    _, val = load_split(args.data, ClassTable.load(args.classes), args.val_pattern or config.val_pattern)
+    _, val = load_split(args.data, ClassTable.load(args.classes), args.val_pattern or config.val_pattern,
+                        need_train=False)
     if not val:
         raise EdgesegError(f"no validation images in {args.data} to choose the tile on")
     print(f"choosing the tile on {len(val)} validation images (float model)", file=sys.stderr)
@@ -237,7 +238,7 @@ def _parity(args, model, meta, artifacts, val_pattern):
     from firmware_bridge.io.classes import ClassTable
 
     table = ClassTable.load(args.classes)
-    _, val = load_split(args.data, table, val_pattern)
+    _, val = load_split(args.data, table, val_pattern, need_train=False)
     if not val:
         raise EdgesegError(f"no validation images match {val_pattern!r} in {args.data}")
     images, truths = [s.image for s in val], [s.mask for s in val]

@@ -54,7 +54,7 @@ def load_sample(
 
 def load_split(
     root: str, table: ClassTable, val_pattern: str | None = None,
-    bands: Sequence[int] | None = None, unknown_to_ignore: bool = False,
+    bands: Sequence[int] | None = None, unknown_to_ignore: bool = False, need_train: bool = True,
 ) -> tuple[list[Sample], list[Sample]]:
     """Load a dataset folder, split into (train, validation) by a stem pattern.
 
@@ -64,6 +64,8 @@ def load_split(
         val_pattern: Glob on stems for validation (e.g. ``"tile7_*"``); ``None``: no validation.
         bands: 1-based image bands to keep.
         unknown_to_ignore: See :func:`load_sample`.
+        need_train: ``False`` where only the validation samples are used (evaluation, export):
+            the pattern may then match every pair, and the training samples are not decoded.
 
     Returns:
         ``(train, val)`` lists of samples.
@@ -81,7 +83,9 @@ def load_split(
     if not pairing.pairs:
         raise EdgesegError(f"{root}: no image/mask pairs found")
     if val_pattern:
-        train, val = split_by_pattern(pairing.pairs, val_pattern)
+        train, val = split_by_pattern(pairing.pairs, val_pattern, need_train)
+        if not need_train:
+            train = []
     else:
         train, val = pairing.pairs, []
 

@@ -104,24 +104,28 @@ def holdout_pattern(pairs: list[Pair], every: int = HOLDOUT_EVERY) -> str:
     return ",".join(held)
 
 
-def split_by_pattern(pairs: list[Pair], pattern: str) -> tuple[list[Pair], list[Pair]]:
+def split_by_pattern(
+    pairs: list[Pair], pattern: str, need_train: bool = True
+) -> tuple[list[Pair], list[Pair]]:
     """Split pairs into (train, validation) by globs on the stem, e.g. ``"tile7_*"`` or ``"a,b*"``.
 
     Args:
         pairs: Pairs to split.
         pattern: ``fnmatch`` patterns, comma-separated; stems that match one go to validation.
+        need_train: ``False`` where only the validation pairs are used (evaluation, export):
+            the pattern may then match every pair.
 
     Returns:
         ``(train, val)``.
 
     Raises:
-        EdgesegError: When the pattern selects no pair or every pair.
+        EdgesegError: When the pattern selects no pair, or every pair while ``need_train``.
 
     """
     val = [p for p in pairs if matches(p.stem, pattern)]
     train = [p for p in pairs if not matches(p.stem, pattern)]
     if not val:
         raise EdgesegError(f"validation pattern {pattern!r} matches no file stem")
-    if not train:
+    if not train and need_train:
         raise EdgesegError(f"validation pattern {pattern!r} matches every file: nothing to train on")
     return train, val
