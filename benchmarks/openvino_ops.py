@@ -35,7 +35,8 @@ def profile(xml: Path, batch: int, threads: int, runs: int) -> tuple[dict, dict,
 
     core = ov.Core()
     model = core.read_model(xml)
-    shape = list(model.input(0).get_partial_shape().to_shape())
+    dims = model.input(0).get_partial_shape()  # batch is dynamic in the exported model
+    shape = [1, *(dims[i].get_length() for i in range(1, len(dims)))]
     model.reshape({model.input(0).get_any_name(): [batch, *shape[1:]]})
     compiled = core.compile_model(model, "CPU", {"PERF_COUNT": "YES", "INFERENCE_NUM_THREADS": threads,
                                                  "PERFORMANCE_HINT": "LATENCY"})
