@@ -3,7 +3,8 @@
 Run as a script (the two logical CPUs must be set before TensorFlow starts). Prints one JSON
 line: ``{"loss_default": ..., "loss_mirrored": ..., "distance": ...}`` where ``distance`` is
 the norm of the difference of the two runs' weight updates over the norm of the update.
-Arguments: the optimizer (``sgd`` or ``adam``) and the number of steps.
+Arguments: the optimizer (``sgd`` or ``adam``), the number of steps and the float type of the
+layers (``float32`` or ``float64``; the head's softmax and the loss stay float32).
 """
 
 import json
@@ -26,6 +27,7 @@ from edgeseg.training.losses import get_loss  # noqa: E402
 from edgeseg.training.stages import make_optimizers, make_train_step, set_stage  # noqa: E402
 
 OPTIMIZER, STEPS = sys.argv[1], int(sys.argv[2])
+keras.backend.set_floatx(sys.argv[3] if len(sys.argv) > 3 else "float32")
 rng = np.random.default_rng(0)
 images = rng.uniform(-1, 1, (STEPS, 4, 64, 64, 3)).astype(np.float32)
 masks = rng.integers(0, 5, (STEPS, 4, 64, 64)).astype(np.uint8)
