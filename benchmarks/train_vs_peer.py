@@ -97,8 +97,9 @@ def train_pair(folders: dict[str, Path], weights: str, minutes: float, seed: int
 
 def score_pair(run: str, peer: str, test: Path) -> dict:
     """The mIoU of edgeseg's model (without and with flips) and of the peer's on the test images."""
+    from edgeseg.spec import run_spec
     from edgeseg.tf_env import tf_keras
-    from edgeseg.training.runs import load_run, run_metadata
+    from edgeseg.training.runs import load_run
     from export.keras_backend import keras_segmenter
     from firmware_bridge.evaluate import score
     from firmware_bridge.io.classes import ClassTable
@@ -109,7 +110,7 @@ def score_pair(run: str, peer: str, test: Path) -> dict:
     table = ClassTable.load(CLASSES)
     data = [(read_image(p.image), table.decode_mask(read_mask(p.mask), str(p.mask)))
             for p in find_pairs(test).pairs]
-    meta = run_metadata(run)
+    meta = run_spec(run)
     ours, _ = load_run(run, (256, 256))
     theirs = keras.models.load_model(peer, compile=False)
     inp = keras.Input((256, 256, 3))

@@ -1,7 +1,8 @@
 """The end-to-end demo: train -> QAT -> export -> tiled device inference -> validation.
 
-It runs the same commands a user would (``edgeseg train``, ``edgeseg qat``, ``edgeseg export``,
-``edgeseg-run predict``, ``edgeseg-run validate``), printing each before it runs, on a built-in
+It drives the engine the commands drive (:class:`edgeseg.Run`: train, QAT, export with
+parity) and the device library (``firmware_bridge``: a Segmenter, tiled prediction,
+validation), printing before each step the command that does the same by hand, on a built-in
 default that needs no download: scenes from :mod:`edgeseg.data.synthetic`. With ``data`` and
 ``classes`` it runs on a real dataset instead.
 
@@ -22,8 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.quantization.run import QatOptions
+from edgeseg.run import Run
+from edgeseg.training.pretrain import PretrainConfig, pretrain_folder
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.evaluate import validate_folder
+from firmware_bridge.io.classes import ClassTable
 from firmware_bridge.io.pairs import matches
+from firmware_bridge.io.raster import predict_file
+from firmware_bridge.runtime.backends import model_suffixes
+from firmware_bridge.runtime.segmenter import Segmenter
 
 BACKBONE = "mobilenetv2_035"
 
@@ -92,16 +101,9 @@ class DemoResult:
     seconds: float
 
 
-def _run(argv: list[str], device: bool = False) -> None:
-    """Run one ``edgeseg`` / ``edgeseg-run`` command in-process, printing it first."""
-    from edgeseg import cli as train_cli
-    from firmware_bridge import cli as run_cli
-
-    prog = "edgeseg-run" if device else "edgeseg"
+def _show(prog: str, argv: list[str]) -> None:
+    """Print the command that does the next step by hand."""
     print(f"\n$ {prog} {shlex.join(argv)}", flush=True)
-    code = (run_cli if device else train_cli).main(argv)
-    if code != 0:
-        raise EdgesegError(f"'{prog} {argv[0]}' failed with exit status {code} (see above)")
 
 
 def _find_weights(opts: DemoOptions) -> str | None:
@@ -171,44 +173,63 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     if weights is None:
         print("no ImageNet weights file found: pretraining the encoder as a denoising autoencoder "
               "on the training images", flush=True)
-        _run(["pretrain", "--images", str(data / "images"), "--out", str(root / "pretrain"),
-              "--crop", str(opts.crop), "--minutes", str(opts.pretrain_minutes), "--seed", str(opts.seed)])
+        config = PretrainConfig(backbone=BACKBONE, crop=opts.crop, seed=opts.seed,
+                                time_budget_s=opts.pretrain_minutes * 60)
+        _show("edgeseg", ["pretrain", "--images", str(data / "images"), "--out", str(root / "pretrain"),
+                          "--crop", str(opts.crop), "--minutes", str(opts.pretrain_minutes),
+                          "--seed", str(opts.seed)])
+        pretrain_folder(data / "images", root / "pretrain", config)
         weights = str(root / "pretrain")
-    run = root / "run"
-    _run(["train", "--data", str(data), "--classes", str(classes), "--out", str(run),
-          "--arch", "mobileunet", "--backbone", BACKBONE, "--encoder-weights", weights,
-          *(["--val-pattern", val_pattern] if val_pattern else []),
-          "--crop", str(opts.crop), "--batch", str(opts.batch),
-          "--steps-per-epoch", str(opts.steps_per_epoch), "--stage1-epochs", str(opts.stage1_epochs),
-          "--stage2-epochs", str(opts.stage2_epochs), "--seed", str(opts.seed), "--val-tile", str(opts.crop),
-          "--val-images", "0",  # the float mIoU in the final table: every validation image
-          *(["--minutes", str(opts.train_minutes)] if opts.train_minutes else [])])
-    val_pattern = json.loads((run / "config.json").read_text())["config"]["val_pattern"]
-    _run(["qat", str(run), "--data", str(data), "--classes", str(classes),
-          "--epochs", str(opts.qat_epochs), "--steps-per-epoch", str(opts.qat_steps),
-          "--max-drop", str(opts.qat_max_drop)])
+    options = dict(arch="mobileunet", backbone=BACKBONE, encoder_weights=weights, crop=opts.crop,
+                   batch=opts.batch, steps_per_epoch=opts.steps_per_epoch,
+                   stage1_epochs=opts.stage1_epochs, stage2_epochs=opts.stage2_epochs,
+                   seed=opts.seed, val_tile=opts.crop,
+                   val_images=0)  # the float mIoU in the final table: every validation image
+    _show("edgeseg", ["train", "--data", str(data), "--classes", str(classes), "--out", str(root / "run"),
+                      *(["--val-pattern", val_pattern] if val_pattern else []),
+                      *[a for k, v in options.items() for a in (f"--{k.replace('_', '-')}", str(v))],
+                      *(["--minutes", str(opts.train_minutes)] if opts.train_minutes else [])])
+    run = Run.train(data, classes, root / "run", val_pattern=val_pattern, minutes=opts.train_minutes,
+                    log=lambda line: print(line, flush=True), **options)
+    print(f"best val mIoU {run.result.best_miou:.4f} at epoch {run.result.best_epoch}", flush=True)
+    val_pattern = run.config.val_pattern
+    _show("edgeseg", ["qat", str(run.path), "--data", str(data), "--epochs", str(opts.qat_epochs),
+                      "--steps-per-epoch", str(opts.qat_steps), "--max-drop", str(opts.qat_max_drop)])
+    qat = run.qat(data, classes, QatOptions(opts.qat_epochs, opts.qat_steps, max_drop=opts.qat_max_drop))
+    if not qat.passed:
+        raise EdgesegError(f"the QAT model loses {qat.drop:.2f} mIoU points against the float model "
+                           f"(more than {opts.qat_max_drop:g}):\n{qat.report.text()}")
     export_dir = root / "export"
-    _run(["export", str(run), "--formats", ",".join(opts.formats), "--out", str(export_dir),
-          "--data", str(data), "--classes", str(classes), "--input-size", str(opts.crop)])
-    parity = json.loads((export_dir / "parity.json").read_text())
-    models = _device_models(export_dir)
+    _show("edgeseg", ["export", str(run.path), "--formats", ",".join(opts.formats), "--out",
+                      str(export_dir), "--data", str(data), "--input-size", str(opts.crop)])
+    outcome = run.export(export_dir, formats=opts.formats, data=data, classes=classes,
+                         input_size=opts.crop, log=lambda line: print(line, flush=True))
+    if outcome.parity is not None:
+        print(outcome.parity.table(), flush=True)
+    if not outcome.ok:
+        raise EdgesegError(outcome.refused or "; ".join(outcome.parity.failures()))
+    models = {a.path.name: a.path for a in outcome.artifacts if a.path.suffix in model_suffixes()}
+    if not models:
+        raise EdgesegError(f"{export_dir}: the export wrote no model a runtime opens")
     device_model = next(iter(models.values()))
     target = large if large is not None else data
     pattern = "*" if large is not None else val_pattern
     images = sorted(p for p in (target / "images").iterdir() if matches(p.stem, pattern))
     pred_dir = root / "predict"
-    _run(["predict", str(device_model), *[str(p) for p in images[:1]], "--out", str(pred_dir),
-          "--overlay"], device=True)
-    scores_json = root / "validate.json"
+    pred_dir.mkdir()
+    _show("edgeseg-run", ["predict", str(device_model), str(images[0]), "--out", str(pred_dir), "--overlay"])
+    segmenter = Segmenter(device_model)
+    for path in predict_file(segmenter, images[0], pred_dir, with_overlay=True).files:
+        print(path)
     val_root = target if large is not None else _val_subset(data, val_pattern, root / "val_subset")
-    _run(["validate", str(device_model), "--data", str(val_root), "--classes", str(classes),
-          "--json", str(scores_json)], device=True)
-    device_miou = json.loads(scores_json.read_text()).get("miou")
+    _show("edgeseg-run", ["validate", str(device_model), "--data", str(val_root)])
+    scored, _ = validate_folder(segmenter, val_root, ClassTable.load(classes))
+    print(scored.scores.table())
     result = DemoResult(
-        float_miou=_read(run / "scores.json", "miou"),
-        qat_miou=_read(run / "qat" / "qat.json", "qat_miou"),
-        parity=parity["artifacts"],
-        device_miou=device_miou,
+        float_miou=_read(run.path / "scores.json", "miou"),
+        qat_miou=qat.qat_miou,
+        parity=outcome.parity.to_dict()["artifacts"],
+        device_miou=scored.scores.miou,
         latency_ms=_latency(models),
         overlay=str(next(pred_dir.glob("*_overlay.png"), "")),
         seconds=round(time.monotonic() - t0, 1),
@@ -216,16 +237,6 @@ def run_demo(opts: DemoOptions) -> DemoResult:
     (root / "summary.json").write_text(json.dumps(asdict(result), indent=2))
     print("\n" + summary_table(result, device_model.name, images[0].name))
     return result
-
-
-def _device_models(export_dir: Path) -> dict[str, Path]:
-    found = {}
-    for pattern in ("*qat_int8.tflite", "*int8.tflite", "*int8.xml", "*.tflite", "*.xml", "*.onnx"):
-        for path in sorted(export_dir.glob(pattern)):
-            found.setdefault(path.name, path)
-    if not found:
-        raise EdgesegError(f"{export_dir}: the export wrote no model file")
-    return found
 
 
 def _val_subset(data: Path, pattern: str, dest: Path) -> Path:

@@ -1,23 +1,29 @@
 """Score a trained model on full images: tiled prediction and the device's metric core.
 
-``edgeseg evaluate RUN_OR_MODEL --data DIR --classes FILE`` prints per-class IoU / Dice. The
-Keras model runs behind the device's ``Segmenter`` (:mod:`export.keras_backend`) and is scored
-by the device's scoring loop (:mod:`firmware_bridge.evaluate`): the numbers are computed exactly
-as during training's validation and as ``edgeseg-run validate`` computes them on the device.
+``edgeseg evaluate RUN_OR_MODEL --data DIR`` prints per-class IoU / Dice. The Keras model runs
+behind the device's ``Segmenter`` (:mod:`export.keras_backend`) with the run's own run-time
+spec (:func:`edgeseg.spec.run_spec`: normalisation, tile, overlap) and is scored by the
+device's scoring loop (:mod:`firmware_bridge.evaluate`): on the run's validation images the
+numbers are training's validation numbers, and ``edgeseg-run validate`` computes them the same
+way on the device.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeseg.data import load_split
-from edgeseg.training.runs import is_run_dir, load_run
+from edgeseg.data.pipeline import MEAN, STD
+from edgeseg.spec import output_kind, run_spec
+from edgeseg.training.runs import is_run_dir, load_config, load_run
+from export.keras_backend import keras_segmenter
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.evaluate import score
 from firmware_bridge.io.classes import ClassTable
 from firmware_bridge.metrics import SegScores
-
-DEFAULT_OVERLAP = 32
+from firmware_bridge.runtime.metadata import ModelMetadata
 
 
 @dataclass
@@ -53,7 +59,7 @@ def load_model(path, tile: int | None = None):
 
     Args:
         path: Run directory, or a ``.keras`` / ``.h5`` model file.
-        tile: Rebuild a run's model at this square input size (``None``: as saved).
+        tile: Rebuild a run's model at this square input size (``None``: the run's tile).
 
     Returns:
         The Keras model.
@@ -65,7 +71,8 @@ def load_model(path, tile: int | None = None):
 
     path = Path(path)
     if is_run_dir(path):
-        return load_run(path, (tile, tile) if tile else None)[0]
+        edge = tile or run_spec(path).tile_size
+        return load_run(path, (edge, edge))[0]
     if path.is_file() and path.suffix in (".keras", ".h5"):
         if tile:
             raise EdgesegError("--tile needs a run directory (a bare model file keeps its input size)")
@@ -74,19 +81,41 @@ def load_model(path, tile: int | None = None):
     raise EdgesegError(f"{path}: neither an edgeseg run directory nor a .keras / .h5 model file")
 
 
+def score_model(model, spec: ModelMetadata, samples, label: str = "", progress: bool = False) -> Evaluation:
+    """Score a Keras model on full images with a run-time spec (its overlap and normalisation).
+
+    Args:
+        model: A fixed-size Keras model (its input is the tile).
+        spec: Classes, normalisation, output kind and overlap.
+        samples: :class:`edgeseg.data.Sample` list (full images with masks).
+        label: What was evaluated, for the result.
+        progress: Show a progress bar.
+
+    Returns:
+        The evaluation.
+    """
+    k = int(model.output_shape[-1])
+    names = list(spec.classes) if k > 1 else ["background", spec.classes[-1]]
+    seg = keras_segmenter(model, spec)
+    scored = score(seg, ((s.image, s.mask) for s in samples), names, progress=progress,
+                   total=len(samples)).scores
+    return Evaluation(label, len(samples), model_tile(model), spec.tile_overlap, scored)
+
+
 def evaluate(
-    model_path, data: str, table: ClassTable, val_pattern: str | None = None,
-    tile: int | None = None, overlap: int = DEFAULT_OVERLAP, progress: bool = False,
+    model_path, data: str, table: ClassTable | None = None, val_pattern: str | None = None,
+    tile: int | None = None, overlap: int | None = None, progress: bool = False,
 ) -> Evaluation:
-    """Evaluate a model on a dataset folder.
+    """Evaluate a run or a Keras model file on a dataset folder.
 
     Args:
         model_path: Run directory or model file.
         data: Dataset folder (``images/`` + ``masks/``).
-        table: Class table; its classes must match the model's outputs.
-        val_pattern: Evaluate only stems matching this glob (e.g. ``"tile7_*"``); ``None``: all.
-        tile: Tile edge (a run's model is rebuilt at this size); ``None``: the model's input.
-        overlap: Tile overlap in pixels.
+        table: Class table of ``data``; ``None``: the run's own classes (a run only).
+        val_pattern: Evaluate only stems matching these globs; ``None``: a run's validation
+            pattern, every image for a model file.
+        tile: Tile edge (a run's model is rebuilt at this size); ``None``: the run's tile.
+        overlap: Tile overlap in pixels; ``None``: the run's (or the default for a file).
         progress: Show a progress bar.
 
     Returns:
@@ -95,26 +124,28 @@ def evaluate(
     Raises:
         EdgesegError: Class count mismatch, no images, unreadable model or data.
     """
-    from edgeseg.data.pipeline import MEAN, STD
-    from export.keras_backend import keras_segmenter
-    from firmware_bridge.evaluate import score
-    from firmware_bridge.runtime.metadata import ModelMetadata
+    from edgeseg.spec import spec_table
 
-    model = load_model(model_path, tile)
+    path = Path(model_path)
+    run = is_run_dir(path)
+    model = load_model(path, tile)
     k = int(model.output_shape[-1])
+    if run:
+        spec = run_spec(path)
+        val_pattern = val_pattern or load_config(path).val_pattern
+    else:
+        if table is None:
+            raise EdgesegError(f"{path}: a bare model file needs the class table (--classes)")
+        spec = ModelMetadata(classes=list(table.names), mean=[MEAN], std=[STD], output=output_kind(k))
+    table = table or spec_table(spec)
     if max(k, 2) != max(table.num_classes, 2) or (k == 1) != (table.num_classes == 1):
         raise EdgesegError(
             f"the model outputs {k} channel(s) but the class table has {table.num_classes} classes"
         )
+    if overlap is not None:
+        spec = dataclasses.replace(spec, tile_overlap=overlap)
     train, val = load_split(data, table, val_pattern, need_train=False)
     samples = val if val_pattern else train
     if not samples:
         raise EdgesegError(f"no images in {data} match {val_pattern!r}")
-    tile = model_tile(model)
-    names = table.names if table.num_classes > 1 else ["background", table.names[0]]
-    meta = ModelMetadata(classes=table.names, mean=[MEAN], std=[STD],
-                         output="sigmoid" if k == 1 else "softmax")
-    seg = keras_segmenter(model, meta, overlap)
-    scores = score(seg, ((s.image, s.mask) for s in samples), names, progress=progress,
-                   total=len(samples)).scores
-    return Evaluation(str(model_path), len(samples), tile, overlap, scores)
+    return score_model(model, spec, samples, str(model_path), progress)

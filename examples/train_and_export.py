@@ -15,8 +15,9 @@ from pathlib import Path
 
 from edgeseg.data import load_split, synthetic
 from edgeseg.data.calibration import calibration_crops
+from edgeseg.spec import run_spec
 from edgeseg.training.config import TrainConfig
-from edgeseg.training.runs import load_run, run_metadata
+from edgeseg.training.runs import load_run
 from edgeseg.training.train import train
 from export import ExportContext, export_formats, parse_formats
 from firmware_bridge.evaluate import score
@@ -44,8 +45,8 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"trained: val mIoU {result.best_miou:.3f} after {result.epochs} epochs")
 
     model, _ = load_run(args.out / "run")
-    calibration = calibration_crops(data, data / "classes.csv", val_pattern, args.crop, count=16)
-    context = ExportContext(model, run_metadata(args.out / "run"), calibration)
+    calibration = calibration_crops(data, val_pattern, args.crop, count=16)
+    context = ExportContext(model, run_spec(args.out / "run"), calibration)
     (artifact,) = export_formats(context, parse_formats("tflite-int8"), args.out / "export")
 
     scored = score(Segmenter(artifact.path), [(s.image, s.mask) for s in val_samples])

@@ -22,13 +22,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from export import to_carray, to_onnx, to_openvino, to_tflite
-from export.context import ExportContext, tensorflow
+from export.context import ExportContext, ExportOptions, tensorflow
 from firmware_bridge.errors import EdgesegError, require
+
+
+def _opened_as_is(main: Path, workdir: Path) -> Path:
+    """The artifact's main file is the file a runtime opens."""
+    return main
 
 
 @dataclass(frozen=True)
 class ExportFormat:
-    """One row of the format table."""
+    """One row of the format table: everything the rest of edgeseg knows about a format.
+
+    Attributes:
+        name: Format name (``--formats``).
+        suffix: Ending of the main file's name (the one a user deploys).
+        fn: Writes the artifact; returns its files.
+        modules: Modules the conversion imports.
+        extra: The package extra that installs them.
+        options: :class:`~export.context.ExportOptions` fields that apply.
+        quantized: Parity limits the mIoU lost instead of requiring pixel agreement.
+        default: Part of ``--formats all``.
+        needs_qat: Only from a QAT model.
+        uses_qat: Built from the QAT model when there is one (``needs_qat`` or a choice).
+        companions: Endings of the other files of the artifact, in the order they are written
+            (with the main file's stem).
+        runnable: ``(main file, scratch folder) -> file a firmware_bridge backend opens``
+            (``None``: no backend opens it on the workstation); that file carries the
+            artifact's metadata.
+    """
 
     name: str
     suffix: str
@@ -39,6 +62,18 @@ class ExportFormat:
     quantized: bool = False
     default: bool = True
     needs_qat: bool = False
+    uses_qat: bool = False
+    companions: tuple[str, ...] = ()
+    runnable: Callable[[Path, Path], Path] | None = _opened_as_is
+
+    def wants_qat(self, options: ExportOptions) -> bool:
+        """Whether this export needs the QAT model loaded, given the options."""
+        return self.needs_qat or (self.uses_qat and options.carray_source != "ptq")
+
+    def files(self, main: Path) -> list[Path]:
+        """Every file of the artifact whose main file is ``main`` (companions first)."""
+        stem = main.name[: -len(self.suffix)]
+        return [main.with_name(stem + c) for c in self.companions] + [main]
 
 
 _TF = ("tensorflow",)
@@ -51,24 +86,33 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("tflite-int8", "_int8.tflite", to_tflite.export_tflite_int8, _TF, "train",
                  ("io_type", "calibration", "float_layers"), quantized=True),
     ExportFormat("tflite-qat-int8", "_qat_int8.tflite", to_tflite.export_tflite_qat_int8, _TF,
-                 "train", ("io_type", "calibration"), quantized=True, needs_qat=True),
+                 "train", ("io_type", "calibration"), quantized=True, needs_qat=True, uses_qat=True),
     ExportFormat("onnx", ".onnx", to_onnx.export_onnx, ("tf2onnx", "onnx", "onnxruntime"),
                  "export", ("onnx_opset",)),
     ExportFormat("openvino-fp32", "_fp32.xml", to_openvino.export_openvino_fp32, _OV, "export",
-                 ("onnx_opset",)),
+                 ("onnx_opset",), companions=(".bin",)),
     ExportFormat("openvino-fp16", "_fp16.xml", to_openvino.export_openvino_fp16, _OV, "export",
-                 ("onnx_opset",)),
+                 ("onnx_opset",), companions=(".bin",)),
     ExportFormat("openvino-int8", "_int8.xml", to_openvino.export_openvino_int8, (*_OV, "nncf"),
-                 "export", ("onnx_opset", "calibration", "nncf_subset", "float_layers"), quantized=True),
+                 "export", ("onnx_opset", "calibration", "nncf_subset", "float_layers"), quantized=True,
+                 companions=(".bin",)),
     ExportFormat("c-array", ".cc", to_carray.export_c_array, _TF, "train",
-                 ("io_type", "carray_source"), quantized=True, default=False),
+                 ("io_type", "carray_source"), quantized=True, default=False, uses_qat=True,
+                 companions=(".h",), runnable=to_carray.runnable_tflite),
 ]}
 """Format name -> row; ``default`` rows make up :func:`default_formats` (``--formats all``)."""
 
 
+def format_of(path: str | Path) -> ExportFormat | None:
+    """The format whose main-file ending ``path`` has (the longest that matches), or ``None``."""
+    name = Path(path).name
+    rows = [f for f in FORMATS.values() if name.endswith(f.suffix)]
+    return max(rows, key=lambda f: len(f.suffix)) if rows else None
+
+
 @dataclass
 class Artifact:
-    """What one format wrote: its files (main file first) and the time it took."""
+    """What one format wrote: its files and the time it took."""
 
     format: str
     files: list[Path]
@@ -76,13 +120,19 @@ class Artifact:
 
     @property
     def path(self) -> Path:
-        """The file a runtime opens (``.tflite``, ``.onnx``, ``.xml``, ``.cc``)."""
-        return self.files[0] if self.format != "c-array" else self.files[-1]
+        """The main file (``.tflite``, ``.onnx``, ``.xml``, ``.cc``)."""
+        suffix = FORMATS[self.format].suffix
+        return next(f for f in self.files if f.name.endswith(suffix))
 
     @property
     def size(self) -> int:
         """Bytes of all its files together."""
         return sum(f.stat().st_size for f in self.files)
+
+    def runnable(self, workdir: Path) -> Path | None:
+        """The file a ``firmware_bridge`` backend opens (written into ``workdir`` if need be)."""
+        opener = FORMATS[self.format].runnable
+        return None if opener is None else opener(self.path, workdir)
 
 
 def default_formats(with_qat: bool) -> list[str]:

@@ -55,7 +55,7 @@ def keras_segmenter(model, metadata: ModelMetadata, overlap: int | None = None,
     Args:
         model: A fixed-size Keras model; its input size is the tile.
         metadata: Classes, normalisation, output kind and overlap (a run's
-            :func:`edgeseg.training.runs.run_metadata`, or an artifact's); the input size, layout and
+            :func:`edgeseg.spec.run_spec`, or an artifact's); the input size, layout and
             tile come from the model.
         overlap: Tile overlap (``None``: the metadata's).
         batch: Tiles per call.

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from export.formats import FORMATS, Artifact
+from firmware_bridge.errors import EdgesegError
 from firmware_bridge.evaluate import score
 from firmware_bridge.fsutil import atomic_write_bytes
 from firmware_bridge.runtime.metadata import read_metadata
@@ -119,24 +120,10 @@ class ParityReport:
 def _segmenter(artifact: Artifact, workdir: Path, threads: int | None):
     from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
-    if artifact.format != "c-array":
-        return Segmenter(artifact.path, options=SegmenterOptions(threads=threads))
-    from export.to_carray import read_c_array
-
-    meta = json.loads(_c_metadata(artifact.path))
-    model = workdir / "c_array.tflite"
-    model.write_bytes(read_c_array(artifact.path))
-    opts = SegmenterOptions(threads=threads, mean=meta["mean"], std=meta["std"],
-                            classes=meta["classes"], output=meta["output"],
-                            overlap=meta["tile_overlap"])
-    return Segmenter(model, options=opts)
-
-
-def _c_metadata(source: Path) -> str:
-    """The metadata JSON string of a generated ``.cc`` file."""
-    text = source.read_text()
-    start = text.index("g_edgeseg_metadata_json[] = ") + len("g_edgeseg_metadata_json[] = ")
-    return json.loads(text[start : text.index(";\n", start)])
+    path = artifact.runnable(workdir)
+    if path is None:
+        raise EdgesegError(f"{artifact.path}: no runtime on this machine opens a {artifact.format} artifact")
+    return Segmenter(path, options=SegmenterOptions(threads=threads)), path
 
 
 def check_artifact(artifact: Artifact, images: Sequence[np.ndarray], truths: Sequence[np.ndarray],
@@ -158,8 +145,9 @@ def check_artifact(artifact: Artifact, images: Sequence[np.ndarray], truths: Seq
     """
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        seg = _segmenter(artifact, Path(tmp), threads)
+        seg, opened = _segmenter(artifact, Path(tmp), threads)
         scored = score(seg, zip(images, truths, strict=True), reference=reference)
+        meta = read_metadata(opened)
     miou, agreement = scored.scores.miou, float(scored.agreement)
     drop = 100.0 * (keras_miou - miou)
     quantized = FORMATS[artifact.format].quantized
@@ -170,7 +158,6 @@ def check_artifact(artifact: Artifact, images: Sequence[np.ndarray], truths: Seq
     else:
         passed = agreement >= thresholds.min_agreement
         rule = f"agreement >= {100 * thresholds.min_agreement:g} %"
-    meta = read_metadata(artifact.files[0]) if artifact.format != "c-array" else None
     precision = meta.precision if meta else "int8"
     return ParityRow(artifact.format, artifact.path.name, precision, artifact.size, agreement,
                      miou, drop, bool(passed), rule, time.monotonic() - t0)

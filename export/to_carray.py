@@ -126,3 +126,24 @@ def export_c_array(ctx: ExportContext, path: Path) -> list[Path]:
     header.write_text(header_text(model, meta, guard))
     path.write_text(source_text(model, meta, header.name))
     return [header, path]
+
+
+def runnable_tflite(source: Path, workdir: Path) -> Path:
+    """The model of a generated ``.cc`` as a ``.tflite`` with its metadata, in ``workdir``.
+
+    Args:
+        source: The ``.cc`` file.
+        workdir: Folder to write ``<stem>.tflite`` into.
+
+    Returns:
+        The ``.tflite`` path (the model bytes of the array, the metadata of the source).
+    """
+    from firmware_bridge.runtime.metadata import tflite_with_metadata
+
+    text = Path(source).read_text()
+    key = "g_edgeseg_metadata_json[] = "
+    start = text.index(key) + len(key)
+    meta = ModelMetadata.from_json(json.loads(text[start: text.index(";\n", start)]))
+    path = Path(workdir) / f"{Path(source).stem}.tflite"
+    path.write_bytes(tflite_with_metadata(read_c_array(source), meta))
+    return path

@@ -95,3 +95,52 @@ def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     return Scored(cm.scores(class_names or segmenter.class_names), count,
                   same / seen if reference is not None else None, masks if keep_masks else None,
                   nodata)
+
+
+def validate_folder(segmenter, data, table=None, unknown_to_ignore: bool = False,
+                    progress: bool = False) -> tuple[Scored, list[str]]:
+    """Score a model on a dataset folder (``images/`` + ``masks/``), as ``edgeseg-run validate``.
+
+    Args:
+        segmenter: The model.
+        data: Dataset folder, or its pairing from :func:`~firmware_bridge.io.pairs.find_pairs`.
+        table: :class:`~firmware_bridge.io.classes.ClassTable` of the masks (``None``: the
+            model's own, from its metadata).
+        unknown_to_ignore: Mask colours missing from the table count as ignore.
+        progress: Show a progress bar.
+
+    Returns:
+        ``(scored, problems)``: the scores, and one line per file that could not be paired.
+
+    Raises:
+        EdgesegError: With no pairs, a class count that differs from the model's, an image
+            the model cannot take, or a mask whose size differs from its image.
+    """
+    from firmware_bridge.io.images import read_mask, read_raster
+    from firmware_bridge.io.pairs import find_pairs
+    from firmware_bridge.io.raster import class_table
+
+    pairing = data if hasattr(data, "pairs") else find_pairs(data)
+    if not pairing.pairs:
+        raise EdgesegError(f"{data}: no image/mask pairs to validate on")
+    table = table or class_table(segmenter)
+    if table.num_classes != segmenter.num_classes:
+        raise EdgesegError(f"the class table has {table.num_classes} classes but the model "
+                           f"predicts {segmenter.num_classes}: pass the model's class table")
+
+    def pairs():
+        for pair in pairing.pairs:
+            raster = read_raster(pair.image)
+            image = raster.array
+            try:
+                segmenter.check_image(image)
+            except EdgesegError as exc:
+                raise EdgesegError(f"{pair.image}: {exc}") from None
+            truth = table.decode_mask(read_mask(pair.mask), str(pair.mask), unknown_to_ignore)
+            if truth.shape != image.shape[:2]:
+                raise EdgesegError(f"{pair.mask}: mask is {truth.shape[::-1]} but the image is "
+                                   f"{image.shape[1::-1]}")
+            yield image, truth, raster.profile.get("nodata")
+
+    scored = score(segmenter, pairs(), table.names, progress=progress, total=len(pairing.pairs))
+    return scored, list(pairing.problems)

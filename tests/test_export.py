@@ -136,7 +136,8 @@ def test_c_array_round_trips_and_compiles(exported, tmp_path):
 
 
 def test_interrupted_export_leaves_folder_as_it_was(exported, tmp_path, monkeypatch):
-    from edgeseg.training.runs import load_run, run_metadata
+    from edgeseg.spec import run_spec
+    from edgeseg.training.runs import load_run
     from export import to_tflite
 
     model, _ = load_run(exported["run"])
@@ -155,7 +156,7 @@ def test_interrupted_export_leaves_folder_as_it_was(exported, tmp_path, monkeypa
         return real_write(path, data, ctx, precision)
 
     monkeypatch.setattr(to_tflite, "_write", write_then_die)
-    ctx = ExportContext(model, run_metadata(exported["run"]), np.zeros((0, 64, 64, 3), np.float32))
+    ctx = ExportContext(model, run_spec(exported["run"]), np.zeros((0, 64, 64, 3), np.float32))
     with pytest.raises(KeyboardInterrupt):
         export_formats(ctx, parse_formats("tflite-fp32,tflite-fp16"), out)
     assert calls == ["model_fp32.tflite", "model_fp16.tflite"]
@@ -307,7 +308,8 @@ def test_deeplab_qat_converts_to_a_fully_integer_graph(tmp_path):
 def test_qat_summary_compares_with_float_on_every_validation_image(exported):
     # training scored 1 of the 2 validation images; QAT's float reference must score both
     from edgeseg.data import load_split
-    from edgeseg.training.runs import load_run, run_metadata
+    from edgeseg.spec import run_spec
+    from edgeseg.training.runs import load_run
     from export.keras_backend import keras_segmenter
     from firmware_bridge.evaluate import score
     from firmware_bridge.io.classes import ClassTable
@@ -317,7 +319,7 @@ def test_qat_summary_compares_with_float_on_every_validation_image(exported):
     model, config = load_run(run)
     _, val = load_split(str(data), ClassTable.load(data / "classes.csv"), "val_*")
     assert len(val) == 2
-    seg = keras_segmenter(model, run_metadata(run))
+    seg = keras_segmenter(model, run_spec(run))
     assert seg.tile == (config.val_tile,) * 2 and seg.overlap == config.val_overlap
     full = score(seg, [(s.image, s.mask) for s in val]).scores.miou
     assert summary["float_miou"] == pytest.approx(full, abs=1e-6)

@@ -40,7 +40,8 @@ def tiny_data(tmp_path_factory):
 def tiny_run(tiny_data, tmp_path_factory):
     _, train_s, val_s = tiny_data
     run = tmp_path_factory.mktemp("runs") / "a"
-    return train(tiny_config(), train_s, val_s, run, verbose=False), run
+    # an overlap other than the default: evaluation must take the run's own
+    return train(tiny_config(val_overlap=16), train_s, val_s, run, verbose=False), run
 
 
 def model_weights(run):
@@ -194,14 +195,14 @@ def test_evaluate_cli_matches_training_validation(tiny_run, tiny_data, tmp_path)
     root, _, _ = tiny_data
     out = tmp_path / "scores.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "edgeseg.cli", "evaluate", str(run), "--data", str(root),
-         "--classes", str(root / "classes.csv"), "--val-pattern", "val_*", "--json", str(out)],
+        [sys.executable, "-m", "edgeseg.cli", "evaluate", str(run), "--data", str(root), "--json", str(out)],
         capture_output=True, text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert "building" in proc.stdout and "mean" in proc.stdout
     scores = json.loads(out.read_text())
-    assert scores["images"] == 2 and scores["tile"] == 64
+    # the run's validation images, tile and overlap, its classes: training's validation score
+    assert scores["images"] == 2 and scores["tile"] == 64 and scores["overlap"] == 16
     assert scores["miou"] == pytest.approx(result.best_miou, abs=1e-6)
     assert set(scores["per_class"]) == set(synthetic.CLASSES)
 
@@ -285,11 +286,12 @@ def test_validation_on_a_subset_scores_those_images(tiny_data, tmp_path):
     result = train(tiny_config(stage1_epochs=1, stage2_epochs=0, val_images=1), train_s, val_s,
                    tmp_path / "sub", verbose=False)
     assert result.val_images == 1
-    from edgeseg.training.runs import load_run, run_metadata
+    from edgeseg.spec import run_spec
+    from edgeseg.training.runs import load_run
     from export.keras_backend import keras_segmenter
     from firmware_bridge.evaluate import score
 
-    seg = keras_segmenter(load_run(tmp_path / "sub")[0], run_metadata(tmp_path / "sub"))
+    seg = keras_segmenter(load_run(tmp_path / "sub")[0], run_spec(tmp_path / "sub"))
     assert seg.tile == (64, 64) and seg.overlap == 32
     scores = score(seg, [(s.image, s.mask) for s in spread(val_s, 1)]).scores
     assert scores.miou == pytest.approx(result.best_miou, abs=1e-6)

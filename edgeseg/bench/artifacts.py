@@ -74,34 +74,28 @@ class ParityFile:
     """File name -> entry."""
 
 
-def format_suffixes() -> dict[str, str]:
-    """Export format name -> main file suffix (from the export format table)."""
-    from export.formats import FORMATS
+def format_of(path: Path) -> str:
+    """The export format of a file name (longest matching main-file ending), ``""`` when none."""
+    from export.formats import format_of as row_of
 
-    return {name: fmt.suffix for name, fmt in FORMATS.items()}
-
-
-def format_of(path: Path, suffixes: dict[str, str] | None = None) -> str:
-    """The export format of a file name (longest matching suffix), ``""`` when none matches."""
-    suffixes = suffixes or format_suffixes()
-    matches = [(len(sfx), name) for name, sfx in suffixes.items() if path.name.endswith(sfx)]
-    return max(matches)[1] if matches else ""
-
-
-def _companions(path: Path) -> list[Path]:
-    if path.suffix == ".xml":
-        return [path, path.with_suffix(".bin")]
-    if path.suffix == ".cc":
-        return [path.with_suffix(".h"), path]
-    return [path]
+    row = row_of(path)
+    return row.name if row else ""
 
 
 def _describe(path: Path, fmt: str) -> tuple[int | None, str]:
     """``(square input edge or None, precision)`` from the file's metadata or its input."""
+    import tempfile
+
+    from export.formats import FORMATS
     from firmware_bridge.runtime.metadata import read_metadata
 
-    if path.suffix == ".cc":
-        return None, "int8"
+    row = FORMATS.get(fmt)
+    if path.suffix not in model_suffixes():  # opened through its format row (the C array)
+        with tempfile.TemporaryDirectory() as tmp:
+            opened = row.runnable(path, Path(tmp)) if row and row.runnable else None
+            meta = read_metadata(opened) if opened else None
+        size = meta.input_size if meta else None
+        return (size[0] if size and size[0] == size[1] else None), meta.precision if meta else ""
     meta = read_metadata(path)
     if meta is not None and meta.input_size is not None:
         h, w = meta.input_size
@@ -130,20 +124,21 @@ def find_artifacts(folders: list[Path], formats: tuple[str, ...] | None = None) 
     Raises:
         EdgesegError: For a folder that does not exist.
     """
-    suffixes = format_suffixes()
-    order = {name: i for i, name in enumerate(suffixes)}
+    from export.formats import FORMATS
+
+    order = {name: i for i, name in enumerate(FORMATS)}
     found: list[ArtifactInfo] = []
     for folder in folders:
         if not folder.is_dir():
             raise EdgesegError(f"{folder}: no such artifacts folder (make one with 'edgeseg export "
                                "RUN --out DIR', or leave --artifacts out to export into --out)")
         for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or path.suffix not in (*model_suffixes(), ".cc"):
+            fmt = format_of(path)
+            if path.name.startswith(".") or (not fmt and path.suffix not in model_suffixes()):
                 continue
-            fmt = format_of(path, suffixes)
-            if (formats and fmt not in formats) or (path.suffix == ".cc" and fmt != "c-array"):
+            if formats and fmt not in formats:
                 continue
-            files = [f for f in _companions(path) if f.is_file()]
+            files = [f for f in (FORMATS[fmt].files(path) if fmt else [path]) if f.is_file()]
             resolution, precision = _describe(path, fmt)
             found.append(ArtifactInfo(fmt or path.name, fmt, path, files,
                                       sum(f.stat().st_size for f in files), resolution, precision,

@@ -2,10 +2,9 @@
 
 Exported models are fixed-size (dilated and transposed convolutions refuse
 ``resize_tensor_input``), so measuring at another tile size needs an export at that size.
-The export runs as ``edgeseg export RUN --input-size N`` would: the run's Keras model (and QAT
-model) rebuilt at the size with the same weights, every format through the export dispatcher
-(:func:`export.formats.export_formats`) calibrated on crops of the training images, then the
-parity check that writes ``parity.json``, which the accuracy section reads.
+The export is the engine's (:meth:`edgeseg.Run.export`): the run's Keras model (and QAT model)
+rebuilt at the size with the same weights, every format calibrated on crops of the training
+images, then the parity check that writes ``parity.json``, which the accuracy section reads.
 """
 
 from __future__ import annotations
@@ -14,18 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeseg.bench.options import BenchOptions, require_data
+from edgeseg.exporting import ExportRequest
+from edgeseg.run import Run
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.backends import model_suffixes
 
 
 def export_run(opts: BenchOptions, folder: Path, formats: tuple[str, ...] | None, size: int | None,
                log: Callable[[str], None]) -> list[Path]:
-    """Export ``opts.run`` into ``folder`` exactly as ``edgeseg export`` does, parity included.
-
-    The export command (:mod:`edgeseg.commands.export`) is called in this process: it loads
-    the run (and its QAT model when ``edgeseg qat`` made one) at ``size``, calibrates on
-    training crops, writes every format through the dispatcher, and writes ``parity.json``.
-    Its table goes to stderr, keeping stdout for the benchmark's JSON.
+    """Export ``opts.run`` into ``folder`` with the engine, parity included.
 
     Args:
         opts: Benchmark options (run, data, classes, validation pattern, threads).
@@ -42,24 +38,18 @@ def export_run(opts: BenchOptions, folder: Path, formats: tuple[str, ...] | None
             left as it was). A parity failure is logged, not raised: the benchmark reports
             the numbers.
     """
-    import contextlib
-    import sys
-
-    from edgeseg.cli import build_parser
+    from export.formats import format_of
 
     if opts.run is None:
         raise EdgesegError("exporting needs --run RUN")
     data = require_data(opts.data_dir)
-    argv = ["export", str(opts.run), "--out", str(folder), "--data", str(data),
-            "--classes", str(opts.classes_file), "--val-pattern", opts.validation,
-            "--threads", str(opts.threads), "--formats", ",".join(formats) if formats else "all",
-            "--keep-failing"]
-    if size:
-        argv += ["--input-size", str(size)]
-    log(f"[export] edgeseg {' '.join(argv)}")
-    args = build_parser().parse_args(argv)
-    with contextlib.redirect_stdout(sys.stderr):
-        code = args.func(args)
-    if code:
+    request = ExportRequest(formats=list(formats) if formats else "all", data=data,
+                            classes=opts.classes_file, val_pattern=opts.validation,
+                            input_size=size, threads=opts.threads, keep_failing=True)
+    log(f"[export] {opts.run} -> {folder} ({', '.join(formats) if formats else 'default formats'}"
+        f"{f', {size} px' if size else ''})")
+    outcome = Run.open(opts.run).export(folder, request, log=log)
+    if not outcome.ok:
         log(f"[export] {folder}: an artifact missed its parity threshold (see parity.json)")
-    return sorted(p for p in folder.iterdir() if p.suffix in (*model_suffixes(), ".cc"))
+    return sorted(p for p in folder.iterdir()
+                  if not p.name.startswith(".") and (format_of(p) or p.suffix in model_suffixes()))

@@ -32,20 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """Read the images, pretrain, report where the encoder weights are."""
-    from pathlib import Path
+    from edgeseg.training.pretrain import PretrainConfig, pretrain_folder
 
-    from edgeseg.training.pretrain import PretrainConfig, pretrain
-    from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.io.images import read_image
-    from firmware_bridge.io.pairs import IMAGE_SUFFIXES
-
-    folder = Path(args.images)
-    if not folder.is_dir():
-        raise EdgesegError(f"{folder}: not a folder of images")
-    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise EdgesegError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    images = [read_image(p) for p in files]
     config = PretrainConfig(
         backbone=args.backbone, crop=args.crop, batch=args.batch, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, lr=args.lr, noise=args.noise,
@@ -53,6 +41,6 @@ def run_pretrain(args: argparse.Namespace) -> int:
         encoder_weights=None if args.encoder_weights == "none" else args.encoder_weights,
         time_budget_s=args.minutes * 60 if args.minutes else None,
     )
-    result = pretrain(config, images, args.out)
+    result = pretrain_folder(args.images, args.out, config)
     print(f"encoder weights: {result.encoder_path} (use --encoder-weights {args.out})")
     return 0

@@ -1,6 +1,6 @@
 """``edgeseg qat RUN --data DIR --classes FILE [--epochs N]``: quantization-aware fine-tuning.
 
-The work is :func:`edgeseg.quantization.run.qat_run`; this module parses and prints.
+The work is :meth:`edgeseg.Run.qat`; this module parses and prints.
 ``edgeseg export RUN --formats tflite-qat-int8`` converts the result.
 
 The activation ranges start from the float model's (as a post-training int8 calibration sets
@@ -42,10 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_qat(args: argparse.Namespace) -> int:
-    """Fine-tune (:func:`edgeseg.quantization.run.qat_run`); print float vs QAT mIoU."""
+    """Fine-tune (:meth:`edgeseg.Run.qat`); print float vs QAT mIoU."""
     import sys
 
-    from edgeseg.quantization.run import QatOptions, qat_run
+    from edgeseg.quantization.run import QatOptions
+    from edgeseg.run import Run
 
     def show(row: dict) -> None:
         if not args.quiet:
@@ -54,7 +55,7 @@ def run_qat(args: argparse.Namespace) -> int:
             print(f"QAT epoch {row['epoch']}/{args.epochs}: {loss}, val mIoU {miou:.4f}", flush=True)
 
     options = QatOptions(args.epochs, args.steps_per_epoch, args.batch, args.lr, args.max_drop)
-    result = qat_run(args.run, args.data, args.classes, options, on_epoch_end=show)
+    result = Run.open(args.run).qat(args.data, args.classes, options, on_epoch_end=show)
     line = f"QAT model: {result.folder}"
     if result.qat_miou is not None:
         line += f"; val mIoU {result.qat_miou:.4f}"

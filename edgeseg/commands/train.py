@@ -91,57 +91,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Load the data, train, print the best validation scores."""
-    import sys
-    from pathlib import Path
+    """Train (:meth:`edgeseg.Run.train`), print the best validation scores."""
+    from edgeseg.run import Run
 
-    from edgeseg.data import load_split
-    from edgeseg.training.runs import CONFIG, check_out_dir, read_json
-    from edgeseg.training.train import TrainConfig, train
-    from firmware_bridge.io.classes import ClassTable, hex_colour
-    from firmware_bridge.io.pairs import HOLDOUT_EVERY, find_pairs, holdout_pattern
-
-    table = ClassTable.load(args.classes)
-    if args.strategy == "multiworker":  # a bad TF_CONFIG fails before any data loads
-        import os
-
-        from edgeseg.training.distribute import read_tf_config
-
-        chief = read_tf_config(os.environ.get("TF_CONFIG")).chief
-    else:
-        chief = True
-    if chief:
-        check_out_dir(args.out, args.resume)
-    val_pattern = args.val_pattern
-    if val_pattern is None and not args.resume:
-        val_pattern = holdout_pattern(find_pairs(args.data).pairs)
-        print(f"no --val-pattern: every {HOLDOUT_EVERY}th image by name validates: {val_pattern}",
-              file=sys.stderr)
-    elif val_pattern is None:
-        val_pattern = TrainConfig.from_dict(read_json(Path(args.out) / CONFIG)["config"]).val_pattern
-    config = TrainConfig(
-        num_classes=table.num_classes, arch=args.arch, backbone=args.backbone,
-        class_names=list(table.names), class_colours=table.hex_colours(),
-        ignore_names=list(table.ignore_names),
-        ignore_colours=[hex_colour(c) for c in table.ignore_colours], upsampling=args.upsampling,
-        crop=args.crop, batch=args.batch, stage1_epochs=args.stage1_epochs,
-        stage2_epochs=args.stage2_epochs, steps_per_epoch=args.steps_per_epoch, lr_head=args.lr,
-        encoder_lr_factor=args.encoder_lr_factor, loss=args.loss,
-        class_weighting=None if args.class_weighting == "none" else args.class_weighting,
+    run = Run.train(
+        args.data, args.classes, args.out, val_pattern=args.val_pattern, minutes=args.minutes,
+        resume=args.resume, strategy=args.strategy, verbose=not args.quiet,
+        arch=args.arch, backbone=args.backbone, upsampling=args.upsampling, crop=args.crop,
+        batch=args.batch, stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
+        steps_per_epoch=args.steps_per_epoch, lr_head=args.lr, encoder_lr_factor=args.encoder_lr_factor,
+        loss=args.loss, class_weighting=None if args.class_weighting == "none" else args.class_weighting,
         encoder_weights=args.encoder_weights, unfreeze=args.unfreeze, balance=args.balance,
-        augment=not args.no_augment, colour_jitter=args.colour_jitter,
-        scale_jitter=args.scale_jitter, ema=args.ema, seed=args.seed, patience=args.patience,
-        val_pattern=val_pattern, val_tile=args.val_tile, val_images=args.val_images,
-        time_budget_s=None if args.minutes is None else args.minutes * 60,
-    )
-    train_samples, val_samples = load_split(args.data, table, val_pattern)
-    print(f"{len(train_samples)} training and {len(val_samples)} validation images", file=sys.stderr)
-    result = train(config, train_samples, val_samples, args.out, resume=args.resume,
-                   verbose=not args.quiet, strategy=args.strategy)
+        augment=not args.no_augment, colour_jitter=args.colour_jitter, scale_jitter=args.scale_jitter,
+        ema=args.ema, seed=args.seed, patience=args.patience, val_tile=args.val_tile,
+        val_images=args.val_images)
+    result = run.result
     if not result.chief:
         print(f"done (stopped by {result.stopped}); the chief wrote the run")
         return 0
-    on = f" on {result.val_images} of {len(val_samples)} validation images" if val_samples else ""
+    on = f" on {result.val_images} validation images" if result.val_images else ""
     print(f"best val mIoU {result.best_miou:.4f}{on} at epoch {result.best_epoch} "
           f"({result.epochs} epochs, stopped by {result.stopped}, {result.elapsed_s:.0f} s); "
           f"model: {result.run_dir}/model.keras")

@@ -11,13 +11,12 @@ from firmware_bridge.errors import EdgesegError
 CALIBRATION_IMAGES = 64
 
 
-def calibration_crops(data: Path, classes: Path, val_pattern: str, size: int,
+def calibration_crops(data: Path, val_pattern: str, size: int,
                       count: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
     """Normalised ``size x size`` crops of the training images (not the validation ones).
 
     Args:
         data: Dataset folder.
-        classes: Class table CSV (pairing and decoding need it).
         val_pattern: Stems left out (validation); empty: use every image.
         size: Crop edge; smaller images are reflect-padded.
         count: Crops, spread evenly over the training images.

@@ -232,14 +232,14 @@ def validator(config, samples, tile: int, overlap: int):
     """
     import dataclasses
 
-    from edgeseg.training.runs import config_metadata
+    from edgeseg.spec import config_spec
     from export.keras_backend import keras_segmenter
     from firmware_bridge.evaluate import score
 
     if not samples:
         return None
     cache: dict = {}
-    meta = dataclasses.replace(config_metadata(config), tile_overlap=overlap)
+    meta = dataclasses.replace(config_spec(config), tile_overlap=overlap)
     names = config.class_names if config.num_classes > 1 else ["0", "1"]
 
     def miou(qat) -> float:

@@ -65,7 +65,7 @@ def qat_run(run_dir, data, classes, options: QatOptions | None = None,
     Args:
         run_dir: The run directory from ``edgeseg train``.
         data: The run's dataset folder.
-        classes: Its class table CSV.
+        classes: Its class table (or CSV).
         options: Epochs, batches, learning rate, the allowed drop.
         on_epoch_end: Called with each history row.
 
@@ -88,7 +88,7 @@ def qat_run(run_dir, data, classes, options: QatOptions | None = None,
     run = Path(run_dir)
     crop = int(runs.read_json(run / runs.CONFIG)["config"]["crop"])
     model, config = runs.load_run(run, (crop, crop))
-    table = ClassTable.load(classes)
+    table = classes if isinstance(classes, ClassTable) else ClassTable.load(classes)
     if table.num_classes != max(config.num_classes, 1) and config.num_classes != 1:
         raise EdgesegError(f"{classes} has {table.num_classes} classes, the run {config.num_classes}")
     train, val = load_split(str(data), table, config.val_pattern)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from edgeseg.data.stats import inverse_frequency_weights, median_frequency_weights
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.runtime.metadata import DEFAULT_OVERLAP
 
 WEIGHTINGS = {"inverse": inverse_frequency_weights, "median": median_frequency_weights}
 
@@ -83,7 +84,7 @@ class TrainConfig:
     patience: int = 3
     val_pattern: str | None = None
     val_tile: int | None = None
-    val_overlap: int = 32
+    val_overlap: int = DEFAULT_OVERLAP
     val_images: int | None = 4
     bn_batches: int = 8
     time_budget_s: float | None = None

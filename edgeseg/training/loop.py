@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.data.pipeline import CropSampler
+from edgeseg.spec import config_spec
 from edgeseg.training import runs
 from edgeseg.training.averaging import WeightAverage
 from edgeseg.training.distribute import Replicas, ScratchDir, host_copy, local_batchnorm
@@ -102,7 +103,7 @@ class TrainingLoop:
         if self.chief:
             self.val_model = build_model(config.arch, config.backbone, config.num_classes,
                                          input_size=(config.val_tile,) * 2, upsampling=config.upsampling)
-            self.val_segmenter = keras_segmenter(self.val_model, runs.config_metadata(config))
+            self.val_segmenter = keras_segmenter(self.val_model, config_spec(config))
         self.scratch = None if self.chief else ScratchDir()
         self.freeze_bn = (config.pretrained if config.freeze_encoder_bn is None
                           else config.freeze_encoder_bn)

@@ -182,3 +182,31 @@ def pretrain(config: PretrainConfig, images: list[np.ndarray], out_dir, verbose:
     write_json(out / "pretrain.json", {"config": dataclasses.asdict(config), "losses": losses,
                                         "elapsed_s": round(elapsed, 1), "images": len(images)})
     return PretrainResult(str(path), losses, elapsed)
+
+
+def pretrain_folder(images_dir, out_dir, config: PretrainConfig | None = None,
+                    verbose: bool = True) -> PretrainResult:
+    """Pretrain on every image of a folder (``edgeseg pretrain --images DIR``).
+
+    Args:
+        images_dir: Folder of unlabelled images (PNG, JPEG, TIFF).
+        out_dir: Output folder; ``--encoder-weights`` of a training takes it.
+        config: Settings (``None``: the defaults).
+        verbose: One line per epoch.
+
+    Returns:
+        The result (the encoder weights file).
+
+    Raises:
+        EdgesegError: For a missing folder or one without images.
+    """
+    from firmware_bridge.io.images import read_image
+    from firmware_bridge.io.pairs import IMAGE_SUFFIXES
+
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise EdgesegError(f"{folder}: not a folder of images")
+    files = [p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise EdgesegError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return pretrain(config or PretrainConfig(), [read_image(p) for p in files], out_dir, verbose)

@@ -2,8 +2,8 @@
 
 A run directory holds:
 
-* ``config.json``: the :class:`edgeseg.training.train.TrainConfig`, plus the class colours,
-  normalisation, input size, output kind and recommended tile size that an export needs;
+* ``config.json``: the :class:`edgeseg.training.train.TrainConfig`, plus the normalisation,
+  input size and output kind (:mod:`edgeseg.spec` reads the run-time spec from it);
 * ``history.csv``: one row per epoch (stage, loss, validation scores, learning rates, time);
 * ``curves.png`` and ``confusion.png``: training curves and the normalised confusion matrix;
 * ``model.keras``: the best model (tf-keras format, standard layers only);
@@ -22,7 +22,6 @@ import numpy as np
 
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.fsutil import atomic_path, atomic_write_bytes
-from firmware_bridge.runtime.metadata import ModelMetadata
 
 CONFIG, HISTORY, MODEL, SCORES, STATE = (
     "config.json", "history.csv", "model.keras", "scores.json", "state.json",
@@ -158,6 +157,17 @@ def is_run_dir(path) -> bool:
     return (path / CONFIG).is_file() and (path / MODEL).is_file()
 
 
+def load_config(run_dir):
+    """The :class:`~edgeseg.training.config.TrainConfig` a run was trained with.
+
+    Raises:
+        EdgesegError: When the folder holds no ``config.json``.
+    """
+    from edgeseg.training.config import TrainConfig
+
+    return TrainConfig.from_dict(read_json(Path(run_dir) / CONFIG)["config"])
+
+
 def load_run(run_dir, input_size: tuple[int, int] | None = None):
     """Load the best model of a run and its configuration.
 
@@ -188,41 +198,6 @@ def load_run(run_dir, input_size: tuple[int, int] | None = None):
         copy_weights(model, resized)
         model = resized
     return model, config
-
-
-def config_metadata(config) -> ModelMetadata:
-    """What a Segmenter needs to run a model of this configuration.
-
-    Classes, colours, normalisation, output kind and tiles: the Keras model is scored through
-    a Segmenter during training and evaluation.
-    """
-    from edgeseg.data.pipeline import MEAN, STD
-
-    return ModelMetadata(
-        classes=list(config.class_names), colours=list(config.class_colours),
-        ignore_names=list(config.ignore_names), ignore_colours=list(config.ignore_colours),
-        mean=[MEAN], std=[STD],
-        output="sigmoid" if config.num_classes == 1 else "softmax", tile_size=config.val_tile,
-        tile_overlap=config.val_overlap, arch=config.arch, backbone=config.backbone,
-    )
-
-
-def run_metadata(run_dir) -> ModelMetadata:
-    """Metadata for an export of this run (classes, colours, normalisation, tiles, scores)."""
-    run_dir = Path(run_dir)
-    info = read_json(run_dir / CONFIG)
-    cfg = info["config"]
-    scores = read_json(run_dir / SCORES) if (run_dir / SCORES).is_file() else {}
-    norm = info["normalisation"]
-    return ModelMetadata(
-        classes=cfg["class_names"], colours=cfg["class_colours"],
-        ignore_names=cfg.get("ignore_names", []), ignore_colours=cfg.get("ignore_colours", []),
-        mean=[norm["mean"]],
-        std=[norm["std"]], input_size=tuple(info["input_size"]), output=info["output"],
-        tile_size=cfg["val_tile"], tile_overlap=cfg["val_overlap"], arch=cfg["arch"],
-        backbone=cfg["backbone"], version=info.get("version", ""),
-        scores={k: scores[k] for k in ("miou", "mdice", "pixel_accuracy") if scores.get(k) is not None},
-    )
 
 
 def transfer_weights(src, dst) -> tuple[int, list[str]]:

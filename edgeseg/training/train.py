@@ -27,9 +27,9 @@ from pathlib import Path
 from edgeseg.data.stats import class_pixel_counts
 from edgeseg.training import runs
 from edgeseg.training.config import WEIGHTINGS, TrainConfig, spread
-from edgeseg.training.runs import load_run, run_metadata
+from edgeseg.training.runs import load_run
 
-__all__ = ["TrainConfig", "TrainResult", "class_weights", "load_run", "run_metadata", "spread", "train"]
+__all__ = ["TrainConfig", "TrainResult", "class_weights", "load_run", "spread", "train"]
 
 @dataclass
 class TrainResult:

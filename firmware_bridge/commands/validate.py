@@ -40,9 +40,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.evaluate import score
+    from firmware_bridge.evaluate import validate_folder
     from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
-    from firmware_bridge.io.images import read_mask, read_raster
     from firmware_bridge.io.pairs import find_pairs
 
     if args.json:
@@ -53,26 +52,8 @@ def run_validate(args: argparse.Namespace) -> int:
     if not pairing.pairs:
         raise EdgesegError(f"{args.data}: no image/mask pairs to validate on")
     seg = load_segmenter(args)
-    table = _table(args, seg)
-    if table.num_classes != seg.num_classes:
-        raise EdgesegError(f"the class table has {table.num_classes} classes but the model "
-                           f"predicts {seg.num_classes}: pass the model's class table")
-    def pairs():
-        for pair in pairing.pairs:
-            raster = read_raster(pair.image)
-            image = raster.array
-            try:
-                seg.check_image(image)
-            except EdgesegError as exc:
-                raise EdgesegError(f"{pair.image}: {exc}") from None
-            truth = table.decode_mask(read_mask(pair.mask), str(pair.mask), args.unknown_to_ignore)
-            if truth.shape != image.shape[:2]:
-                raise EdgesegError(f"{pair.mask}: mask is {truth.shape[::-1]} but the image is "
-                                   f"{image.shape[1::-1]}")
-            yield image, truth, raster.profile.get("nodata")
-
     show = not args.quiet and sys.stderr.isatty()
-    scored = score(seg, pairs(), table.names, progress=show, total=len(pairing.pairs))
+    scored, _ = validate_folder(seg, pairing, _table(args, seg), args.unknown_to_ignore, show)
     scores = scored.scores
     print(scores.table())
     if scored.nodata:

@@ -3,7 +3,13 @@
 Every artifact that ``export`` writes carries one JSON document (``ModelMetadata``):
 
 * TFLite: a zip archive appended to the flatbuffer holding ``edgeseg.json`` (the
-  interpreter ignores trailing bytes; ``zipfile`` finds the archive from the end).
+  interpreter ignores trailing bytes; ``zipfile`` finds the archive from the end). The
+  metadata records the SHA-256 of the flatbuffer (``model_sha256``) and :func:`read_metadata`
+  compares it, so a flipped bit anywhere in the model, weights included, is refused at load.
+  LiteRT's own flatbuffer verifier only sees structural damage: a changed weight or
+  quantisation value still parses, and only the digest tells it apart (a foreign ``.tflite``,
+  which carries no digest, gets the structural checks alone). The zip's CRC-32 covers the
+  metadata itself.
 * ONNX: ``metadata_props`` entry with key ``edgeseg``.
 * OpenVINO IR: ``rt_info`` entry ``edgeseg`` in the ``.xml`` (``model.set_rt_info(json, "edgeseg")``).
 
@@ -13,9 +19,13 @@ Foreign models (no metadata) are served with defaults plus the user's overrides.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
+import math
+import numbers
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
@@ -24,8 +34,49 @@ from firmware_bridge.errors import EdgesegError
 
 METADATA_KEY = "edgeseg"
 TFLITE_ENTRY = "edgeseg.json"
+DEFAULT_OVERLAP = 32
+"""Overlap in pixels between neighbouring tiles when neither the model nor the user sets one."""
 OUTPUT_KINDS = ("softmax", "logits", "sigmoid")
 LAYOUTS = ("NHWC", "NCHW")
+ARCHIVE_TAIL = 1 << 16
+"""Bytes at the end of a ``.tflite`` searched for the metadata archive's entry name."""
+
+
+def _float_list(name: str, values) -> list[float]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise EdgesegError(f"{name} must be a list of numbers, got {values!r}")
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+        raise EdgesegError(f"{name} must be a list of numbers, got {list(values)!r}")
+    return [float(v) for v in values]
+
+
+def check_normalisation(mean, std, scale: float = 1.0) -> tuple[list[float], list[float]]:
+    """Refuse a normalisation that turns every pixel into garbage.
+
+    ``(pixel * scale - mean) / std`` is NaN or infinite everywhere for a NaN or infinite
+    ``mean``, and NaN, infinite or 0 everywhere for a ``std`` of 0, NaN or infinity.
+
+    Args:
+        mean: Per-channel (or single) mean.
+        std: Per-channel (or single) divisor.
+        scale: Multiplier of the pixel before ``mean`` and ``std``.
+
+    Returns:
+        ``(mean, std)`` as lists of floats.
+
+    Raises:
+        EdgesegError: For a value that is not a finite number, a ``std`` not above 0, an
+            empty list, or a ``scale`` that is not a positive finite number.
+    """
+    mean, std = _float_list("mean", mean), _float_list("std", std)
+    if not mean or not all(math.isfinite(v) for v in mean):
+        raise EdgesegError(f"mean must hold finite numbers, got {mean}")
+    if not std or not all(math.isfinite(v) and v > 0 for v in std):
+        raise EdgesegError(f"std must hold finite numbers above 0, got {std}")
+    if (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+            or not (math.isfinite(scale) and scale > 0)):
+        raise EdgesegError(f"scale must be a positive finite number, got {scale!r}")
+    return mean, std
 
 
 @dataclass
@@ -58,6 +109,8 @@ class ModelMetadata:
         precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ...
         version: edgeseg version that wrote the artifact.
         scores: Validation scores at export (e.g. ``{"miou": 0.61}``).
+        model_sha256: SHA-256 (hex) of the model bytes this metadata describes, the TFLite
+            flatbuffer without the archive appended to it; empty where none was recorded.
 
     """
 
@@ -74,14 +127,26 @@ class ModelMetadata:
     output: str = "softmax"
     threshold: float = 0.5
     tile_size: int | None = None
-    tile_overlap: int = 32
+    tile_overlap: int = DEFAULT_OVERLAP
     arch: str = ""
     backbone: str = ""
     precision: str = "fp32"
     version: str = ""
     scores: dict[str, float] = field(default_factory=dict)
+    model_sha256: str = ""
 
     def __post_init__(self) -> None:
+        """Check the fields that every pixel depends on.
+
+        Raises:
+            EdgesegError: For an unknown layout or output kind, a normalisation that is not
+                finite (or a ``std`` not above 0), or a threshold outside ``(0, 1)``.
+        """
+        self.mean, self.std = check_normalisation(self.mean, self.std, self.scale)
+        self.scale = float(self.scale)
+        if (isinstance(self.threshold, bool) or not isinstance(self.threshold, numbers.Real)
+                or not 0 < self.threshold < 1):
+            raise EdgesegError(f"threshold must lie between 0 and 1, got {self.threshold!r}")
         if self.layout not in LAYOUTS:
             raise EdgesegError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.output not in OUTPUT_KINDS:
@@ -110,12 +175,20 @@ class ModelMetadata:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise EdgesegError(f"model metadata is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise EdgesegError("model metadata is not a JSON object")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (TypeError, ValueError, IndexError) as exc:
+            raise EdgesegError(f"model metadata holds a value of the wrong type ({exc})") from exc
 
 
 def tflite_with_metadata(model_bytes: bytes, meta: ModelMetadata) -> bytes:
     """Return TFLite flatbuffer bytes with the metadata appended as a zip archive.
+
+    The metadata written records the SHA-256 of ``model_bytes`` (``model_sha256``), which
+    :func:`read_metadata` checks.
 
     Args:
         model_bytes: The converter's output.
@@ -125,18 +198,71 @@ def tflite_with_metadata(model_bytes: bytes, meta: ModelMetadata) -> bytes:
         Bytes that LiteRT loads unchanged and :func:`read_metadata` reads back.
 
     """
+    meta = dataclasses.replace(meta, model_sha256=hashlib.sha256(model_bytes).hexdigest())
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr(TFLITE_ENTRY, meta.to_json())
     return model_bytes + buf.getvalue()
 
 
-def _read_tflite(path: Path) -> str | None:
+def _has_archive_name(path: Path) -> bool:
+    """True when the end of the file names the metadata entry (an archive is there)."""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - ARCHIVE_TAIL))
+        return TFLITE_ENTRY.encode() in f.read()
+
+
+def _read_tflite(path: Path) -> tuple[str, int] | None:
+    """The metadata JSON of a ``.tflite`` and the length of the flatbuffer before it.
+
+    Raises:
+        EdgesegError: When the file ends with an edgeseg archive that does not read back
+            (a changed byte in it fails the zip's CRC-32 or its structure).
+    """
+    damaged = f"{path}: the edgeseg metadata at the end of the file is damaged"
     try:
         with zipfile.ZipFile(path) as zf:
-            return zf.read(TFLITE_ENTRY).decode()
-    except (zipfile.BadZipFile, KeyError):
-        return None
+            text = zf.read(TFLITE_ENTRY).decode()
+            start = min(info.header_offset for info in zf.infolist())
+    except (KeyError, zipfile.BadZipFile) as exc:
+        if _has_archive_name(path):  # an edgeseg archive is there but does not read back
+            reason = "no readable entry" if isinstance(exc, KeyError) else str(exc)
+            raise EdgesegError(f"{damaged} ({reason}); copy the file again") from None
+        return None  # a foreign model, or another tool's archive
+    except (zlib.error, EOFError, UnicodeDecodeError) as exc:
+        raise EdgesegError(f"{damaged} ({exc}); copy the file again") from None
+    return text, start
+
+
+def sha256_prefix(path: Path, size: int, chunk: int = 1 << 20) -> str:
+    """SHA-256 (hex) of the first ``size`` bytes of a file, read in chunks.
+
+    Args:
+        path: The file.
+        size: Bytes to hash from its start.
+        chunk: Bytes read at a time.
+
+    Returns:
+        The hex digest.
+    """
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        left = size
+        while left > 0:
+            data = f.read(min(chunk, left))
+            if not data:
+                break
+            digest.update(data)
+            left -= len(data)
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, meta: ModelMetadata, size: int) -> None:
+    if meta.model_sha256 and sha256_prefix(path, size) != meta.model_sha256.lower():
+        raise EdgesegError(
+            f"{path}: the model's bytes do not match the SHA-256 recorded at export: the file "
+            "was changed or damaged after export (copy it again, or export it again)"
+        )
 
 
 def _read_onnx(path: Path) -> str | None:
@@ -175,14 +301,29 @@ def read_metadata(path: str | Path) -> ModelMetadata | None:
         The metadata, or ``None`` for a model that carries none (a foreign model).
 
     Raises:
-        EdgesegError: When the file does not exist or the embedded metadata is corrupt.
+        EdgesegError: When the file does not exist, the embedded metadata is corrupt or holds
+            values that make every pixel garbage, or (TFLite) the flatbuffer's SHA-256 differs
+            from the one recorded at export.
 
     """
     path = Path(path)
     if not path.is_file():
         raise EdgesegError(f"{path}: no such model file")
     suffix = path.suffix.lower()
-    readers = {".tflite": _read_tflite, ".onnx": _read_onnx, ".xml": _read_openvino_xml}
-    reader = readers.get(suffix)
-    text = reader(path) if reader else None
-    return None if text is None else ModelMetadata.from_json(text)
+    size = None
+    if suffix == ".tflite":
+        found = _read_tflite(path)
+        text, size = found if found else (None, None)
+    else:
+        readers = {".onnx": _read_onnx, ".xml": _read_openvino_xml}
+        reader = readers.get(suffix)
+        text = reader(path) if reader else None
+    if text is None:
+        return None
+    try:
+        meta = ModelMetadata.from_json(text)
+    except EdgesegError as exc:
+        raise EdgesegError(f"{path}: invalid edgeseg metadata: {exc}") from None
+    if size is not None:
+        _check_digest(path, meta, size)
+    return meta
