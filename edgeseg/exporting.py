@@ -163,8 +163,8 @@ def export_run(run_dir, out, request: ExportRequest | None = None,
     say = log or (lambda line: None)
     run = Path(run_dir)
     if not runs.is_run_dir(run):
-        raise EdgesegError(f"{run}: not a run folder of 'edgeseg train' (needs {runs.CONFIG} and "
-                           f"{runs.MODEL})")
+        raise EdgesegError(f"{run}: not an edgeseg run directory (needs the {runs.CONFIG} and "
+                           f"{runs.MODEL} that 'edgeseg train' writes)")
     with_qat = has_qat(run)
     formats = _check_request(run, req, with_qat)
     out = Path(out)
@@ -280,9 +280,9 @@ def explain_int8_loss(report: ParityReport, model, qat, calib: np.ndarray, out: 
         return
     probe = calib[:8]
     found = {}
-    if qat is not None and any(FORMATS[f].qat_based for f in failed):
+    if qat is not None and any(FORMATS[f].uses_qat for f in failed):
         found["qat"] = quant_debug.layer_errors(model, qat, probe)
-    if any(not FORMATS[f].qat_based for f in failed):
+    if any(not FORMATS[f].uses_qat for f in failed):
         found["post-training"] = quant_debug.layer_errors(
             model, quant_debug.simulated_int8(model, calib[:32]), probe)
     for route, rep in found.items():

@@ -97,8 +97,8 @@ class Run:
         """
         path = Path(path)
         if not runs.is_run_dir(path):
-            raise EdgesegError(f"{path}: not a run folder of 'edgeseg train' (needs {runs.CONFIG} "
-                               f"and {runs.MODEL})")
+            raise EdgesegError(f"{path}: not an edgeseg run directory (needs the {runs.CONFIG} and "
+                               f"{runs.MODEL} that 'edgeseg train' writes)")
         return cls(path)
 
     @classmethod

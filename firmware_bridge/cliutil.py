@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 
 from firmware_bridge.errors import EdgesegError
 
@@ -85,7 +87,8 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     previous = _terminate_as_interrupt()
     try:
         return int(args.func(args) or 0)
-    except (EdgesegError, FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+    except (EdgesegError, FileNotFoundError, PermissionError, IsADirectoryError,
+            NotADirectoryError) as exc:
         if getattr(args, "debug", False):
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -119,3 +122,33 @@ def _terminate_as_interrupt():
     if threading.current_thread() is not threading.main_thread():
         return None
     return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs; act on one that came once it is done.
+
+    A cleanup (removing a socket file, say) then runs whole even when a service manager
+    signals twice, or signals just as the resource was created. Python runs signal handlers
+    in the main thread only, so the handlers are swapped for a recorder there; elsewhere the
+    block simply runs.
+
+    Yields:
+        Nothing; the block runs with the signals recorded instead of handled.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            signal.raise_signal(caught[0])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import prob_atol
 
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.backend_openvino import check_device
@@ -56,7 +57,9 @@ def test_batch_equals_single_runs(models, key):
     batched = b.run(x)
     single = np.concatenate([b.run(x[i : i + 1]) for i in range(3)])
     assert batched.shape == (3, 4, 40, 56)
-    np.testing.assert_allclose(batched, single, atol=1e-6)
+    # rounding alone (OpenVINO compiles each batch size on its own and may pick other kernels),
+    # ~2.4e-5 (prob_atol); the pooled branch averaged over the batch, not per image, moves 1.4e-3
+    np.testing.assert_allclose(batched, single, atol=prob_atol(x))
 
 
 def test_openvino_compiles_every_input_shape_static(models):
@@ -69,7 +72,7 @@ def test_openvino_compiles_every_input_shape_static(models):
     assert sorted(b._requests) == [(1, 3, 40, 56), (3, 3, 40, 56)]  # compiled once per shape
     for request in b._requests.values():
         assert request.get_compiled_model().input(0).get_partial_shape().is_static
-    np.testing.assert_allclose(batched[:1], first, atol=1e-6)
+    np.testing.assert_allclose(batched[:1], first, atol=prob_atol(x))  # kernels per shape
 
 
 def test_openvino_reads_onnx_too(models):
@@ -77,7 +80,7 @@ def test_openvino_reads_onnx_too(models):
     ov_onnx = open_backend(models["nchw"], "openvino")
     ov_ir = open_backend(models["nchw_xml"])
     assert ov_onnx.name == ov_ir.name == "openvino"
-    np.testing.assert_allclose(ov_onnx.run(x), ov_ir.run(x), atol=1e-6)
+    np.testing.assert_allclose(ov_onnx.run(x), ov_ir.run(x), atol=prob_atol(x))  # two graphs
 
 
 def test_litert_dynamic_batch_resizes(tflite):
@@ -87,7 +90,7 @@ def test_litert_dynamic_batch_resizes(tflite):
     x = np.random.default_rng(2).normal(0, 1, (3, 64, 64, 3)).astype(np.float32)
     batched = b.run(x)
     single = np.concatenate([b.run(x[i : i + 1]) for i in range(3)])
-    np.testing.assert_allclose(batched, single, atol=1e-6)
+    np.testing.assert_allclose(batched, single, atol=prob_atol(x.transpose(0, 3, 1, 2)))
     with pytest.raises(EdgesegError, match="takes input"):
         b.run(np.zeros((1, 32, 32, 3), np.float32))
     with pytest.raises(EdgesegError, match="float32"):

@@ -9,21 +9,33 @@ rows needs TensorFlow: every check happens before a model is trained or converte
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import io
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import _onnx_model, metadata, smooth_image, weights
+from tiny_models import (
+    _onnx_model,
+    metadata,
+    smooth_image,
+    tflite_bytes,
+    tflite_kernel_offset,
+    weights,
+)
 
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.serve import protocol as P
@@ -32,6 +44,8 @@ rasterio = pytest.importorskip("rasterio")
 
 CLASSES_CSV = "name,colour,ignore\nc0,#FF0000,0\nc1,#00FF00,0\nc2,#0000FF,0\nc3,#FFFF00,0\n"
 VOID = "#9B9B9B"
+EXTRA_VALUE_CSV = CLASSES_CSV.replace("c1,#00FF00,0", "c1,#00FF00,0,green")
+"""A class table with a fourth value in one row, under the three-column header."""
 
 
 # --- input builders --------------------------------------------------------------------------
@@ -88,6 +102,127 @@ def dataset(root: Path, n: int = 2, mask_colour: str | None = None, size_of_mask
     return root
 
 
+# --- outputs that cannot be written, video sources -------------------------------------------
+
+FILE_SIZE_LIMIT = 200
+"""Bytes a file may grow to in the rows run with ``disk="limit"``; past it a write fails (EFBIG)."""
+
+
+def full_disk(out: Path, request) -> None:
+    """Mount a 1 MB tmpfs on ``out`` (unmounted after the row) and fill it up with ``filler``.
+
+    Every write of data there then fails with ENOSPC, and ``filler`` stands for the user's
+    files that a failed command must leave alone. Skips the row where mounting is not allowed.
+    """
+    out.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(out)],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs for a full disk here ({exc}); the rows with a file "
+                    "size limit fail the same writes everywhere")
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs for a full disk here ({done.stderr.strip()}); the "
+                    "rows with a file size limit fail the same writes everywhere")
+
+    def unmount() -> None:
+        if subprocess.run(["umount", str(out)], capture_output=True, timeout=60).returncode:
+            subprocess.run(["umount", "--lazy", str(out)], check=True, timeout=60)
+
+    request.addfinalizer(unmount)
+    with open(out / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+        while True:  # until ENOSPC
+            fh.write(bytes(1 << 16))
+    assert os.statvfs(out).f_bavail == 0
+
+
+def _run_limited(argv: list[str]) -> tuple[int, str, str]:
+    """``edgeseg-run argv`` in a child process whose files cannot grow past FILE_SIZE_LIMIT."""
+    code = ("import resource, sys\n"
+            "hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({FILE_SIZE_LIMIT}, hard))\n"
+            "from firmware_bridge.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=300)
+    return done.returncode, done.stdout, done.stderr
+
+
+def video(path: Path, frames: int = 6, codec: str = "ffv1", pix_fmt: str = "bgr0",
+          container: str | None = None) -> Path:
+    """A video of smooth frames (``frames=0``: a valid container with a stream, no frame)."""
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=Fraction(10))
+        stream.height, stream.width, stream.pix_fmt = 96, 128, pix_fmt
+        out.start_encoding()
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(smooth_image(96, 128, seed=i), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def half_stream(d: Path) -> str:
+    """Serve one request on 127.0.0.1: a 20-frame MPEG-TS announced whole, cut off halfway.
+
+    The server thread answers at most one connection and waits for it 60 s at most; the
+    stream is a live source to the command (an HTTP URL), whose server closes mid-stream.
+    """
+    data = video(d / "live.ts", 20, "mpeg2video", "yuv420p", "mpegts").read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    server.timeout = 60
+
+    def serve_once() -> None:
+        try:
+            server.handle_request()
+        finally:
+            server.server_close()
+
+    threading.Thread(target=serve_once, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/live.ts"
+
+
+def video_predict(*extra: str, source: Callable[[Path], str | Path] | None = None) -> Callable:
+    """A predict row on the video source that ``source`` makes (default ``{d}/clip.mkv``)."""
+    def build(d: Path, models: dict, out: Path) -> list[str]:
+        spec = source(d) if source else video(d / "clip.mkv")
+        return ["predict", str(models["nchw"]), str(spec), *extra, "--out", str(out), "--quiet"]
+    return build
+
+
+def _masks_kept(d, out, stdout, err):
+    assert (out / "clip_masks" / "notes.txt").read_text() == "mine"
+    with Image.open(out / "clip_masks" / "000000_mask.png") as im:  # the old one replaced
+        assert im.size == (128, 96)
+
+
+def _file_kept(name: str, text: str) -> Callable:
+    def check(d, out, stdout, err):
+        assert (out / name).read_text() == text
+    return check
+
+
+def _frames_so_far(d, out, stdout, err):
+    with (out / "stream_frames.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert any(r["status"] == "predicted" for r in rows)
+
+
 # --- the table -------------------------------------------------------------------------------
 
 @dataclass
@@ -103,6 +238,8 @@ class Case:
         cli: ``"run"`` (edgeseg-run), ``"edgeseg"`` or ``"frame"``.
         check: Extra check ``(folder, out, stdout, stderr_or_reply)`` for rows that succeed.
         keeps: File names allowed under ``--out`` afterwards.
+        disk: ``"full"``: ``--out`` is a full tmpfs (:func:`full_disk`); ``"limit"``: the
+            command runs in a child whose files cannot grow past ``FILE_SIZE_LIMIT`` bytes.
     """
 
     id: str
@@ -113,6 +250,7 @@ class Case:
     cli: str = "run"
     check: Callable | None = None
     keeps: tuple[str, ...] = ()
+    disk: str = ""
 
 
 def predict(model: str = "nchw", *extra: str) -> Callable:
@@ -187,6 +325,82 @@ def _meta_model(d: Path, **meta) -> Path:
     return path
 
 
+def _bad_meta_model(d: Path, **fields) -> Path:
+    """An ONNX model whose metadata JSON holds ``fields`` (values no ModelMetadata accepts)."""
+    import onnx
+
+    meta = json.loads(metadata().to_json())
+    meta.update(fields)
+    path = d / "meta.onnx"
+    onnx.save(_onnx_model(weights(), meta_json=json.dumps(meta)), str(path))
+    return path
+
+
+def _flip(offset: int, mask: int = 0x01) -> Callable[[bytes], bytes]:
+    """Damage: one bit of the byte at ``offset`` (negative: from the end) flipped."""
+    def damage(data: bytes) -> bytes:
+        out = bytearray(data)
+        out[offset] ^= mask
+        return bytes(out)
+    return damage
+
+
+def _flip_kernel(data: bytes) -> bytes:
+    """Damage: one bit flipped inside the convolution's weights."""
+    return _flip(tflite_kernel_offset(data) + 5)(data)
+
+
+def _flip_metadata(data: bytes) -> bytes:
+    """Damage: one bit flipped inside the compressed metadata after the flatbuffer."""
+    return _flip(data.index(b"edgeseg.json") + 40, 0x04)(data)
+
+
+def _tflite(name: str, damage: Callable[[bytes], bytes] | None = None, edgeseg: bool = True,
+            meta: dict | None = None, **model) -> Callable[[Path], Path]:
+    """A maker of a tiny ``.tflite`` (no TensorFlow) named ``name``, damaged by ``damage``.
+
+    ``edgeseg`` appends edgeseg metadata (with ``meta`` changed), as export does; without it
+    the model is a foreign one. ``model`` goes to :func:`tiny_models.tflite_bytes`.
+    """
+    def make(d: Path) -> Path:
+        import dataclasses
+
+        from firmware_bridge.runtime.metadata import tflite_with_metadata
+
+        data = tflite_bytes(**model)
+        if edgeseg:
+            data = tflite_with_metadata(
+                data, dataclasses.replace(metadata(layout="NHWC"), **(meta or {})))
+        path = d / name
+        path.write_bytes(damage(data) if damage else data)
+        return path
+    return make
+
+
+def _ctypes_library() -> str:
+    """A shared library that loads everywhere ctypes does but is no LiteRT delegate."""
+    import _ctypes
+
+    if not getattr(_ctypes, "__file__", None):
+        pytest.skip("_ctypes is built into this Python: no library file to point --delegate at")
+    return _ctypes.__file__
+
+
+def tflite_predict(maker: Callable[[Path], Path], *extra: str) -> Callable:
+    """A predict row on the model that ``maker`` writes into the row's folder."""
+    def build(d: Path, models: dict, out: Path) -> list[str]:
+        return ["predict", str(maker(d)), A.format(d=d), *extra, "--out", str(out), "--quiet"]
+    return build
+
+
+def meta_predict(**fields) -> Callable:
+    """A predict row on an ONNX model whose metadata holds ``fields``."""
+    def build(d: Path, models: dict, out: Path) -> list[str]:
+        return ["predict", str(_bad_meta_model(d, **fields)), A.format(d=d), "--out", str(out),
+                "--quiet"]
+    return build
+
+
 def _frame(image: np.ndarray, **fields) -> bytes:
     data = P.encode_request(7, image)
     if not fields:
@@ -259,6 +473,28 @@ CASES: list[Case] = [
     Case("overlap-tile", with_files(lambda d: png(d / "a.png"), predict("nchw", A, "--overlap", "64")),
          2, "overlap must be in [0, 64)"),
     Case("scale-0", predict("nchw", A, "--scale", "0"), 2, "--scale: '0' is not a positive number"),
+    Case("mean-nan", predict("nchw", A, "--mean", "nan"), 2, "--mean: 'nan' is not a finite number"),
+    Case("mean-inf-one-band", predict("nchw", A, "--mean", "1,inf,3"), 2,
+         "--mean: '1,inf,3' holds inf, not a finite number"),
+    Case("std-inf", predict("nchw", A, "--std", "inf"), 2, "--std: 'inf' is not a finite number above 0"),
+    Case("std-0", predict("nchw", A, "--std", "0"), 2, "--std: '0' is not a finite number above 0"),
+    Case("std-negative", predict("nchw", A, "--std=-1"), 2, "--std: '-1' is not a finite number above 0"),
+    Case("std-nan-validate", lambda d, m, o: ["validate", str(m["nchw"]), "--data", str(d), "--std", "nan"],
+         2, "--std: 'nan' is not a finite number above 0"),
+    Case("mean-inf-bench", lambda d, m, o: ["bench", str(m["nchw"]), "--mean", "inf"], 2,
+         "--mean: 'inf' is not a finite number"),
+    Case("std-0-serve", lambda d, m, o: ["serve", str(m["nchw"]), "--stdio", "--std", "0"], 2,
+         "--std: '0' is not a finite number above 0"),
+    Case("metadata-mean-nan", meta_predict(mean=[float("nan")]), 2,
+         "invalid edgeseg metadata: mean must hold finite numbers, got [nan]", "meta.onnx"),
+    Case("metadata-std-0", meta_predict(std=[0.0]), 2,
+         "invalid edgeseg metadata: std must hold finite numbers above 0, got [0.0]", "meta.onnx"),
+    Case("metadata-std-inf-validate", lambda d, m, o: (
+        dataset(d / "data"),
+        ["validate", str(_bad_meta_model(d, std=[float("inf")])), "--data", str(d / "data"),
+         "--quiet"])[-1], 2, "std must hold finite numbers above 0, got [inf]", "meta.onnx"),
+    Case("metadata-mean-not-a-list", meta_predict(mean="127.5"), 2,
+         "mean must be a list of numbers", "meta.onnx"),
     Case("scale-then-standardise", predict("nchw", A, "--scale", "0.5", "--mean", "63.75", "--std", "63.75"),
          0, check=_same_as_default, keeps=("a_mask.png",)),
     # layouts
@@ -315,6 +551,55 @@ CASES: list[Case] = [
     Case("missing-model", lambda d, m, o: ["predict", str(d / "no.onnx"), A.format(d=d), "--out", str(o)],
          2, "no.onnx", "no.onnx"),
     Case("unknown-backend", predict("nchw", A, "--backend", "tensorrt"), 2, "tensorrt"),
+    # the cluster path: refused before a model loads or a connection is tried
+    Case("cluster-workers-10000", with_files(lambda d: tif(d / "s.tif", smooth_image(120, 150)),
+                                             predict("nchw", "{d}/s.tif", "--workers", "10000")),
+         2, "more than", "--workers 10000"),
+    Case("cluster-scheduler-not-an-address", with_files(
+        lambda d: tif(d / "s.tif", smooth_image(120, 150)),
+        predict("nchw", "{d}/s.tif", "--scheduler", "not an address")),
+        2, "is not a Dask scheduler address", "'not an address'"),
+    Case("cluster-scheduler-empty", with_files(lambda d: tif(d / "s.tif", smooth_image(120, 150)),
+                                               predict("nchw", "{d}/s.tif", "--scheduler", "")),
+         2, "the scheduler address is empty"),
+    Case("cluster-connect-timeout-0", predict("nchw", "{d}/s.tif", "--scheduler", "tcp://127.0.0.1:1",
+                                              "--connect-timeout", "0"),
+         2, "--connect-timeout: '0' is not a positive number"),
+    # a damaged .tflite is refused before it runs
+    Case("tflite-header-flipped", tflite_predict(_tflite("h.tflite", _flip(5, 0xFF))), 2,
+         "no 'TFL3' file identifier", "h.tflite"),
+    Case("tflite-root-offset-flipped-foreign",
+         tflite_predict(_tflite("r.tflite", _flip(0, 0x80), edgeseg=False)), 2,
+         "not a loadable TFLite model (The model is not a valid Flatbuffer buffer", "r.tflite"),
+    Case("tflite-root-offset-flipped", tflite_predict(_tflite("r.tflite", _flip(0, 0x80))), 2,
+         "do not match the SHA-256 recorded at export", "r.tflite"),
+    Case("tflite-weight-flipped", tflite_predict(_tflite("w.tflite", _flip_kernel)), 2,
+         "do not match the SHA-256 recorded at export", "w.tflite"),
+    Case("tflite-metadata-flipped", tflite_predict(_tflite("m.tflite", _flip_metadata)), 2,
+         "the edgeseg metadata at the end of the file is damaged", "m.tflite"),
+    Case("tflite-archive-tail-flipped", tflite_predict(_tflite("z.tflite", _flip(-30))), 2,
+         "the edgeseg metadata at the end of the file is damaged", "z.tflite"),
+    Case("tflite-scale-nan", tflite_predict(_tflite("q.tflite", edgeseg=False, quant=True,
+                                                    input_scale=float("nan"))), 2,
+         "tensor 'x_uint8' has quantisation scale nan", "q.tflite"),
+    Case("tflite-scale-0", tflite_predict(_tflite("q.tflite", quant=True, input_scale=0.0)), 2,
+         "tensor 'x_uint8' has quantisation scale 0.0", "q.tflite"),
+    Case("tflite-zero-point-outside-uint8",
+         tflite_predict(_tflite("q.tflite", edgeseg=False, quant=True, input_zero_point=300)), 2,
+         "zero point 300 outside the uint8 range [0, 255]", "q.tflite"),
+    Case("tflite-metadata-other-input-size",
+         tflite_predict(_tflite("s.tflite", meta={"input_size": (128, 128)})), 2,
+         "the model's input is 64x64 but its metadata says 128x128", "s.tflite"),
+    Case("tflite-metadata-other-bands", tflite_predict(_tflite("b.tflite", meta={"channels": 4})), 2,
+         "the model takes 3 band(s) but its metadata says 4", "b.tflite"),
+    Case("tflite-uint8-intact", with_files(lambda d: png(d / "a.png"), tflite_predict(
+        _tflite("u.tflite", quant=True))), 0, keeps=("a_mask.png",)),
+    Case("delegate-missing", with_files(lambda d: png(d / "a.png"), tflite_predict(
+        _tflite("t.tflite"), "--delegate", "/nope/libx.so")), 2,
+         "cannot load the LiteRT delegate '/nope/libx.so'", "/nope/libx.so"),
+    Case("delegate-not-a-delegate", lambda d, m, o: tflite_predict(
+        _tflite("t.tflite"), "--delegate", _ctypes_library())(d, m, o), 2,
+         "is not a LiteRT delegate library (it has no tflite_plugin_create_delegate)", "_ctypes"),
     # --out
     Case("out-is-a-file", lambda d, m, o: (
         png(d / "a.png"), o.write_text("x"), ["predict", str(m["nchw"]), A.format(d=d), "--out", str(o)])[-1],
@@ -356,6 +641,18 @@ CASES: list[Case] = [
     Case("csv-with-bom", with_files(
         lambda d: (png(d / "a.png"), csv_file(d / "c.csv", "\ufeff" + CLASSES_CSV)),
         predict("nchw", A, "--classes", "{d}/c.csv")), 0, keeps=("a_mask.png",)),
+    Case("csv-extra-column-in-a-row", with_files(
+        lambda d: (png(d / "a.png"), csv_file(d / "c.csv", EXTRA_VALUE_CSV)),
+        predict("nchw", A, "--classes", "{d}/c.csv")), 2, "4 values but the header has 3 columns", "c.csv:3"),
+    Case("csv-extra-column-in-a-row-data-check", lambda d, m, o: (
+        dataset(d / "data"),
+        csv_file(d / "c.csv", EXTRA_VALUE_CSV + f"void,{VOID},1\n"),
+        ["data", "check", str(d / "data"), "--classes", str(d / "c.csv")])[-1],
+        2, "4 values but the header has 3 columns", "c.csv:3", cli="edgeseg"),
+    Case("csv-extra-header-column-data-check", lambda d, m, o: (
+        dataset(d / "data"), csv_file(d / "c.csv", "name,colour,ignore,note\nc0,#FF0000,0,red\n"),
+        ["data", "check", str(d / "data"), "--classes", str(d / "c.csv")])[-1],
+        2, "the header must be 'name,colour,ignore'", "c.csv", cli="edgeseg"),
     Case("csv-us-spelling", with_files(
         lambda d: (png(d / "a.png"), csv_file(d / "c.csv", CLASSES_CSV.replace("colour", "color"))),
         predict("nchw", A, "--classes", "{d}/c.csv")), 0, keeps=("a_mask.png",)),
@@ -363,6 +660,13 @@ CASES: list[Case] = [
     Case("names-duplicate", predict("nchw", A, "--classes", "a,a,b,c"), 2, "a named twice"),
     Case("names-too-few", with_files(lambda d: png(d / "a.png"), predict("nchw", A, "--classes", "a,b,c")),
          2, "outputs 4 channel(s) but 3 class(es)", "nchw.onnx"),
+    # bench
+    Case("bench-json-is-folder", lambda d, m, o: (
+        o.mkdir(), ["bench", str(m["nchw"]), "--json", str(o), "--runs", "1", "--size", "64"])[-1],
+        2, "is a folder; give a file name", "out"),
+    Case("bench-json-no-folder", lambda d, m, o: [
+        "bench", str(m["nchw"]), "--json", str(o / "x" / "b.json"), "--runs", "1"],
+        2, "does not exist", "b.json"),
     # validate
     Case("validate-json-is-folder", lambda d, m, o: (
         dataset(d / "data"), o.mkdir(),
@@ -414,6 +718,60 @@ CASES: list[Case] = [
     Case("validate-ignore-colour-unknown-without-metadata", lambda d, m, o: (
         dataset(d / "data"), ["validate", str(m["nchw"]), "--data", str(d / "data"), "--quiet"])[-1],
         2, "#9B9B9B", "s0.png"),
+    # outputs that cannot be written: one line naming the file, nothing left, no user file gone
+    Case("disk-full-geotiff", with_files(lambda d: tif(d / "s.tif", smooth_image(300, 300)),
+                                         predict("nchw", "{d}/s.tif")),
+         1, "cannot write (No space left on device)", "s_mask.tif", disk="full", keeps=("filler",)),
+    Case("disk-full-png", predict("nchw", A, "--overlay"), 1, "cannot write (No space left on device)",
+         "a_mask.png", disk="full", keeps=("filler",)),
+    Case("disk-full-validate-json", lambda d, m, o: (
+        dataset(d / "data"), csv_file(d / "c.csv", CLASSES_CSV + f"void,{VOID},1\n"),
+        ["validate", str(m["nchw"]), "--data", str(d / "data"), "--classes", str(d / "c.csv"),
+         "--json", str(o / "v.json"), "--quiet"])[-1],
+        2, "cannot write (No space left on device)", "v.json", disk="full", keeps=("filler",)),
+    Case("disk-full-video", video_predict("--mask-video", "--overlay-video", "--png-every", "2"),
+         1, "cannot write (No space left on device)", "out/clip_", disk="full", keeps=("filler",)),
+    Case("disk-full-workers", lambda d, m, o: (
+        pytest.importorskip("distributed"), tif(d / "s.tif", smooth_image(300, 300)),
+        predict("nchw", "{d}/s.tif", "--workers", "1")(d, m, o))[-1],
+        2, "cannot write (No space left on device)", "s_mask.tif", disk="full", keeps=("filler",)),
+    Case("file-too-large-geotiff", with_files(lambda d: tif(d / "s.tif", smooth_image(300, 300)),
+                                              predict("nchw", "{d}/s.tif")),
+         1, "cannot write", "s_mask.tif", disk="limit"),
+    Case("file-too-large-png", predict("nchw", A), 1, "cannot write (File too large)", "a_mask.png",
+         disk="limit"),
+    Case("file-too-large-validate-json", lambda d, m, o: (
+        dataset(d / "data"), o.mkdir(), csv_file(d / "c.csv", CLASSES_CSV + f"void,{VOID},1\n"),
+        ["validate", str(m["nchw"]), "--data", str(d / "data"), "--classes", str(d / "c.csv"),
+         "--json", str(o / "v.json"), "--quiet"])[-1],
+        2, "cannot write (File too large)", "v.json", disk="limit"),
+    Case("file-too-large-video", video_predict("--mask-video"), 1, "cannot write (File too large)",
+         "out/clip_", disk="limit"),
+    Case("validate-json-is-a-pipe", lambda d, m, o: (
+        dataset(d / "data"), o.mkdir(), os.mkfifo(o / "v.json"),
+        ["validate", str(m["nchw"]), "--data", str(d / "data"), "--json", str(o / "v.json"),
+         "--quiet"])[-1], 2, "is not a regular file", "v.json", keeps=("v.json",)),
+    # video sources and what a rerun finds in --out
+    Case("video-masks-folder-holds-user-files", lambda d, m, o: (
+        (o / "clip_masks").mkdir(parents=True), (o / "clip_masks" / "notes.txt").write_text("mine"),
+        (o / "clip_masks" / "000000_mask.png").write_bytes(b"old"),
+        video_predict("--png-every", "2")(d, m, o))[-1], 0, check=_masks_kept,
+         keeps=("clip_frames.csv", "clip_masks", "clip_masks/notes.txt", "clip_masks/000000_mask.png",
+                "clip_masks/000002_mask.png", "clip_masks/000004_mask.png")),
+    Case("video-masks-name-is-a-file", lambda d, m, o: (
+        o.mkdir(), (o / "clip_masks").write_text("mine"), video_predict("--png-every", "2")(d, m, o))[-1],
+        1, "exists and is not a folder", "clip_masks", check=_file_kept("clip_masks", "mine"),
+        keeps=("clip_masks",)),
+    Case("video-csv-name-is-a-folder", lambda d, m, o: (
+        (o / "clip_frames.csv").mkdir(parents=True), video_predict()(d, m, o))[-1],
+        1, "exists and is not a regular file", "clip_frames.csv", keeps=("clip_frames.csv",)),
+    Case("video-no-frames-matroska", video_predict(source=lambda d: video(d / "empty.mkv", 0)),
+         1, "has no video frames", "empty.mkv"),
+    Case("video-no-frames-avi", video_predict(
+        source=lambda d: video(d / "empty.avi", 0, "mpeg4", "yuv420p")), 1, "has no video frames",
+         "empty.avi"),
+    Case("video-stream-ends-early", video_predict(source=half_stream), 0, "the stream ended early",
+         "127.0.0.1", check=_frames_so_far, keeps=("stream_frames.csv",)),
     # the frame server
     Case("frame-all-nan", lambda d, m, o: _nan_frame(40), P.STATUS_OK, cli="frame",
          check=_fractions_sum(0.0)),
@@ -457,14 +815,24 @@ CASES: list[Case] = [
         csv_file(d / "c.csv", "name,colour,ignore\nRoute nationale à péage,#FF0000,0\n", "latin-1"),
         ["train", "--data", str(d), "--classes", str(d / "c.csv"), "--out", str(o)])[-1],
         2, "not a UTF-8 text file", "c.csv", cli="edgeseg"),
+    Case("data-check-empty-folder", lambda d, m, o: (
+        (d / "empty").mkdir(), csv_file(d / "c.csv", CLASSES_CSV),
+        ["data", "check", str(d / "empty"), "--classes", str(d / "c.csv")])[-1],
+        2, "the folder is empty; a dataset holds an images/ and a masks/ folder with one mask per "
+           "image, paired by file stem", "empty", cli="edgeseg"),
+    Case("data-check-empty-subfolders", lambda d, m, o: (
+        (d / "data" / "images").mkdir(parents=True), (d / "data" / "masks").mkdir(),
+        csv_file(d / "c.csv", CLASSES_CSV),
+        ["data", "check", str(d / "data"), "--classes", str(d / "c.csv")])[-1],
+        2, "images/ and masks/ hold no image files", "data", cli="edgeseg"),
     Case("data-check-latin-1", lambda d, m, o: (
         csv_file(d / "c.csv", "name,colour,ignore\nCafé,#FF0000,0\n", "latin-1"),
         ["data", "check", str(d), "--classes", str(d / "c.csv")])[-1],
         2, "not a UTF-8 text file", "c.csv", cli="edgeseg"),
     Case("export-not-a-run", lambda d, m, o: ["export", str(d), "--formats", "onnx", "--out", str(o)],
-         2, "not a run folder", "in", cli="edgeseg"),
+         2, "not an edgeseg run directory", "in", cli="edgeseg"),
     Case("export-unknown-format-not-a-run", lambda d, m, o: [
-        "export", str(d), "--formats", "pytorch", "--out", str(o)], 2, "not a run folder", cli="edgeseg"),
+        "export", str(d), "--formats", "pytorch", "--out", str(o)], 2, "not an edgeseg run directory", cli="edgeseg"),
     Case("qat-not-a-run", lambda d, m, o: (
         csv_file(d / "c.csv", CLASSES_CSV),
         ["qat", str(d), "--data", str(d), "--classes", str(d / "c.csv")])[-1],
@@ -510,11 +878,13 @@ def test_the_suite_is_large_enough():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, models, tmp_path, capsys):
+def test_bad_input(case: Case, models, tmp_path, capsys, request):
     if case.id == "out-read-only" and os.geteuid() == 0:
         pytest.skip("permissions do not bind root, who runs this suite here")
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
+    if case.disk == "full":
+        full_disk(out, request)
     png(folder / "a.png")
     (folder / "model.onnx").symlink_to(models["nchw"])
     built = case.build(folder, models, out)
@@ -525,7 +895,10 @@ def test_bad_input(case: Case, models, tmp_path, capsys):
         if case.check:
             case.check(folder, out, "", reply)
         return
-    code, stdout, stderr = _run_cli(case.cli, built, capsys)
+    if case.disk == "limit":
+        code, stdout, stderr = _run_limited(built)
+    else:
+        code, stdout, stderr = _run_cli(case.cli, built, capsys)
     lines = [line for line in stderr.splitlines() if line.startswith("error")]
     assert code == case.code, stderr
     if case.error:
@@ -562,3 +935,49 @@ def test_sigterm_during_a_large_geotiff_leaves_nothing(models, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "terminated" in err and "Traceback" not in err
     assert list(out.iterdir()) == []
+
+
+class _SignalOnListening(io.StringIO):
+    """stderr that receives SIGTERM the moment the server says where it listens.
+
+    A service manager that waits for that line and stops the service at once sends its signal
+    exactly there, between the socket's creation and the serving loop.
+    """
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if "listening on" in text:
+            signal.raise_signal(signal.SIGTERM)  # its handler runs before this call returns
+        return written
+
+
+def test_sigterm_as_serve_starts_removes_its_socket(models, tmp_path, monkeypatch):
+    from firmware_bridge.cli import main
+
+    sock = tmp_path / "s.sock"
+    err = _SignalOnListening()
+    monkeypatch.setattr(sys, "stderr", err)
+    code = main(["serve", str(models["nchw"]), "--socket", str(sock)])
+    assert "listening on" in err.getvalue()
+    assert code == 0, err.getvalue()
+    assert "stopped" in err.getvalue() and "Traceback" not in err.getvalue()
+    assert not sock.exists() and not sock.is_symlink()
+
+
+def test_missing_delegate_leaves_no_second_traceback(tmp_path, monkeypatch, capsys):
+    """LiteRT's half-built ``Delegate`` must not be created: its finaliser would print a traceback."""
+    import gc
+
+    from firmware_bridge.cli import main
+
+    model = _tflite("t.tflite")(tmp_path)
+    png(tmp_path / "a.png")
+    unraisable: list = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    code = main(["predict", str(model), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+                 "--delegate", str(tmp_path / "libnone.so"), "--quiet"])
+    gc.collect()
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot load the LiteRT delegate" in err
+    assert unraisable == [], [u.exc_value for u in unraisable]
+    assert not (tmp_path / "out").exists()

@@ -1,10 +1,23 @@
-"""The archive of scenes on a real Dask ``LocalCluster``: masks identical to one process."""
+"""The archive of scenes on a real Dask ``LocalCluster``: masks identical to one process.
+
+Also every way of not reaching a cluster, one row each: each ends with a one-line error that
+names the address, within a bounded time. All traffic stays on 127.0.0.1 (the unroutable row
+uses the broadcast address, which the kernel refuses without sending anything).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +31,8 @@ from firmware_bridge.io.raster import predict_geotiff  # noqa: E402
 from firmware_bridge.io.synthetic_raster import write_synthetic_raster  # noqa: E402
 from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings(  # a scheduler's HTTP server takes another port
+    "ignore:Port .* is already in use:UserWarning")
 OPTIONS = SegmenterOptions(tile=64, overlap=16, threads=1)
 
 
@@ -157,3 +172,228 @@ def test_the_cluster_benchmark_runs(models):
     assert result["cluster"][0]["mpix_per_s"] > 0 and result["cluster"][0]["peak_rss_mb_per_worker"]
     rows = 2 + len(result["single"]) + len(result["cluster"])  # header and rule, then one per run
     assert len(markdown(result).splitlines()) == rows
+
+
+# --- reaching the cluster: every wait bounded, every failure one line naming the address --------
+
+@contextlib.contextmanager
+def _silent_peer() -> Iterator[str]:
+    """A TCP listener on 127.0.0.1 that accepts connections and never says a word."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+class _Page(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"<html>dashboard</html>")
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's signature
+        pass
+
+
+@contextlib.contextmanager
+def _http_server(scheme: str) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1, addressed as ``scheme://127.0.0.1:PORT``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
+    server.block_on_close = False
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def _in_process(workers: int, worker_address: bool = False) -> Iterator[str]:
+    """A scheduler on 127.0.0.1 in this process with ``workers`` thread workers."""
+    with distributed.LocalCluster(n_workers=workers, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None,
+                                  silence_logs=40) as cluster:
+        if worker_address:
+            yield next(iter(cluster.scheduler_info["workers"]))
+        else:
+            yield cluster.scheduler_address
+
+
+@contextlib.contextmanager
+def _given(address: str) -> Iterator[str]:
+    yield address
+
+
+@dataclass
+class Unreachable:
+    """One way of not reaching a cluster.
+
+    Attributes:
+        id: Test id.
+        peer: Context manager that yields the ``--scheduler`` address.
+        error: Substring of the one-line error.
+        extra: More arguments.
+    """
+
+    id: str
+    peer: Callable[[], contextlib.AbstractContextManager[str]]
+    error: str
+    extra: tuple[str, ...] = ()
+
+
+UNREACHABLE = [
+    Unreachable("silent-tcp-peer", _silent_peer, "accepted the connection but did not answer as "
+                "a Dask scheduler within 2 s"),
+    Unreachable("http-server-as-tcp", lambda: _http_server("tcp"), "did not answer as a Dask "
+                "scheduler within 2 s"),
+    Unreachable("http-url", lambda: _http_server("http"), "is a web page (the dashboard)"),
+    Unreachable("scheduler-without-workers", lambda: _in_process(0),
+                "no Dask worker joined the scheduler at"),
+    Unreachable("worker-not-scheduler", lambda: _in_process(1, worker_address=True),
+                "is a Dask Worker, not a scheduler"),
+    Unreachable("refused", lambda: _given("tcp://127.0.0.1:1"),
+                "cannot reach a Dask scheduler at tcp://127.0.0.1:1 within 2 s"),
+    Unreachable("unroutable", lambda: _given("tcp://255.255.255.255:8786"),
+                "cannot reach a Dask scheduler at tcp://255.255.255.255:8786 within 1 s",
+                ("--connect-timeout", "1")),
+    Unreachable("not-an-address", lambda: _given("not an address"),
+                "is not a Dask scheduler address"),
+    Unreachable("port-out-of-range", lambda: _given("tcp://127.0.0.1:99999"),
+                "port 99999 is not in 1-65535"),
+]
+
+
+@pytest.mark.parametrize("case", UNREACHABLE, ids=[c.id for c in UNREACHABLE])
+def test_a_cluster_out_of_reach_fails_in_one_line(case: Unreachable, models, scenes, tmp_path,
+                                                  capsys):
+    from firmware_bridge.cli import main
+
+    out = tmp_path / "out"
+    with case.peer() as address:
+        started = time.monotonic()
+        code = main(["predict", str(models["nchw"]), str(scenes / "small.tif"), "--out", str(out),
+                     "--scheduler", address, "--connect-timeout", "2", "--worker-timeout", "2",
+                     "--quiet", *case.extra])
+        seconds = time.monotonic() - started
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err
+    assert len(errors) == 1 and case.error in errors[0], err
+    assert address in errors[0] or repr(address) in errors[0], errors[0]
+    assert "Traceback" not in err
+    assert seconds < 60, f"took {seconds:.0f} s with 2 s timeouts"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_the_help_states_the_timeouts(capsys):
+    from firmware_bridge.cli import main
+    from firmware_bridge.cluster.connect import DEFAULT_CONNECT_TIMEOUT, DEFAULT_WORKER_TIMEOUT
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--connect-timeout SECONDS" in text and "--worker-timeout SECONDS" in text
+    assert f"(default {DEFAULT_CONNECT_TIMEOUT:g})" in text
+    assert f"(default {DEFAULT_WORKER_TIMEOUT:g})" in text
+
+
+def test_local_workers_above_the_cores_warn_and_far_above_are_refused(monkeypatch, tmp_path,
+                                                                       capsys, models, scenes):
+    from firmware_bridge.cli import main
+    from firmware_bridge.cluster import connect
+    from firmware_bridge.errors import EdgesegError
+
+    monkeypatch.setattr(connect, "usable_cores", lambda: 2)
+    lines: list[str] = []
+    connect.check_local_workers(2, lines.append)
+    assert lines == []
+    connect.check_local_workers(8, lines.append)
+    assert len(lines) == 1 and lines[0].startswith("warning: --workers 8 on 2 core(s)")
+    for workers in (9, 64, 10000):
+        with pytest.raises(EdgesegError, match=f"--workers {workers}: more than 8 local worker"):
+            connect.check_local_workers(workers, lines.append)
+    started = time.monotonic()
+    code = main(["predict", str(models["nchw"]), str(scenes / "small.tif"), "--out",
+                 str(tmp_path / "out"), "--workers", "64"])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: --workers 64: more than 8 local worker processes" in err
+    assert time.monotonic() - started < 60 and not (tmp_path / "out").exists()
+
+
+def _tiny_tflite(folder: Path) -> Path:
+    from tiny_models import metadata, tflite_bytes
+
+    from firmware_bridge.runtime.metadata import tflite_with_metadata
+
+    path = folder / "tiny.tflite"
+    path.write_bytes(tflite_with_metadata(tflite_bytes(), metadata(layout="NHWC")))
+    return path
+
+
+THREADED = SegmenterOptions(overlap=16, threads=1, batch=3)  # batches of 3 and less: resizes
+
+
+def test_threads_of_one_worker_never_share_an_interpreter(scenes, tmp_path):
+    from firmware_bridge.cluster.worker import ModelSpec, Unit, predict_unit, segmenter
+    from firmware_bridge.io.blocks import SceneGrid
+
+    spec = ModelSpec(str(_tiny_tflite(tmp_path)), None, THREADED)
+    with ThreadPoolExecutor(2) as pool:
+        opened = list(pool.map(lambda _: (threading.get_ident(), segmenter(spec)), range(8)))
+    assert len({id(seg) for _, seg in opened}) == len({ident for ident, _ in opened})
+    grid = SceneGrid(700, 700, (64, 64), 16)
+    units = [Unit(0, str(scenes / "big.tif"), (1, 2, 3), (region,), grid)
+             for region in grid.regions(64)]
+    alone = [predict_unit(spec, unit) for unit in units]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda unit: predict_unit(spec, unit), units))
+    for one, two in zip(alone, together, strict=True):
+        for (_, a), (_, b) in zip(one.masks, two.masks, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_a_worker_with_two_threads_runs_litert(scenes, tmp_path):
+    model = _tiny_tflite(tmp_path)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  dashboard_address=None, silence_logs=40) as cluster, \
+            distributed.Client(cluster) as client:
+        report = predict_many(model, [scenes / "big.tif"], tmp_path / "out", client,
+                              options=THREADED, block=64)
+    assert not report.failed, report.failed
+    seg = Segmenter(model, options=THREADED)
+    alone = predict_geotiff(seg, scenes / "big.tif", tmp_path / "alone.tif", block=64).mask
+    with rasterio.open(tmp_path / "out" / "big_mask.tif") as ds, rasterio.open(alone) as ref:
+        np.testing.assert_array_equal(ds.read(1), ref.read(1))
+
+
+def test_one_litert_interpreter_runs_one_call_at_a_time(tmp_path):
+    seg = Segmenter(_tiny_tflite(tmp_path), options=THREADED)
+    rng = np.random.default_rng(0)
+    batches = [rng.random((1, 64, 64, 3), dtype=np.float32) for _ in range(16)]
+    alone = [seg.backend.run(x) for x in batches]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(seg.backend.run, batches * 8))
+    for a, b in zip(alone * 8, together, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -116,3 +116,25 @@ def test_png_mask_and_overlay(seg, tmp_path):
         assert im.size == (130, 90) and im.mode == "RGB"
     tif = predict_file(seg, write_tif(tmp_path / "g.tif", image), out_dir).files
     assert [p.name for p in tif] == ["g_mask.tif"]
+
+
+def test_a_mask_that_does_not_read_back_is_refused(tmp_path):
+    """GDAL reports no failure while closing: a cut file or a block never stored shows on reading."""
+    from rasterio.windows import Window
+
+    from firmware_bridge.io.geotiff import check_readable, mask_writer
+    from firmware_bridge.io.images import mask_profile
+
+    whole = tmp_path / "whole.tif"
+    with mask_writer(whole, mask_profile({}, 512, 512), [(0, 0, 0), (255, 0, 0)]) as out:
+        out.write(np.random.default_rng(0).integers(0, 2, (512, 512), dtype=np.uint8), 1)
+    check_readable(whole)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(OSError, match="does not read back"):
+        check_readable(cut)
+    sparse = tmp_path / "sparse.tif"
+    with rasterio.open(sparse, "w", sparse_ok=True, **mask_profile({}, 512, 512)) as out:
+        out.write(np.ones((256, 256), np.uint8), 1, window=Window(0, 0, 256, 256))
+    with pytest.raises(OSError, match="block 0,1 is missing"):
+        check_readable(sparse)

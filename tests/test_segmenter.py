@@ -171,7 +171,7 @@ def test_bad_input_is_a_clear_error(models, image):
         Segmenter(models["nchw"], options=SegmenterOptions(tile=64, overlap=64))
     with pytest.raises(EdgesegError, match="mean needs 1 or 3 values"):
         Segmenter(models["nchw"], options=SegmenterOptions(mean=[1.0, 2.0]))
-    with pytest.raises(EdgesegError, match="std must not be 0"):
+    with pytest.raises(EdgesegError, match="std must hold finite numbers above 0"):
         Segmenter(models["nchw"], options=SegmenterOptions(std=[0.0]))
     with pytest.raises(EdgesegError, match="batch"):
         Segmenter(models["nchw"], options=SegmenterOptions(batch=0))

@@ -37,6 +37,68 @@ def weights(k: int = K, seed: int = 4) -> dict[str, np.ndarray]:
             "w3": n(k, 8, 1, 1), "b3": n(k, s=0.1)}
 
 
+def reference_logits(x: np.ndarray) -> np.ndarray:
+    """The network's logits in float64 for a normalised float NCHW batch ``x``."""
+    w = {name: v.astype(np.float64) for name, v in weights().items()}
+
+    def conv(a, kernel, bias, dilation=1):
+        kh, kw = kernel.shape[2:]
+        h, wd = a.shape[2:]
+        pad = dilation * (kh // 2)
+        a = np.pad(a, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        out = sum(np.einsum("nchw,oc->nohw", a[:, :, i * dilation : i * dilation + h,
+                                              j * dilation : j * dilation + wd], kernel[:, :, i, j])
+                  for i in range(kh) for j in range(kw))
+        return out + bias[None, :, None, None]
+
+    r1 = np.maximum(conv(np.asarray(x, np.float64), w["w1"], w["b1"]), 0)
+    pooled = conv(r1.mean(axis=(2, 3), keepdims=True), w["wg"], w["bg"])
+    r2 = np.maximum(conv(r1, w["w2"], w["b2"], dilation=2) + pooled, 0)
+    return conv(r2, w["w3"], w["b3"])
+
+
+UNIT_ROUNDOFF = 2.0 ** -24  # float32
+
+
+def prob_atol(x: np.ndarray, tiled: bool = False) -> float:
+    """How far apart two float32 evaluations of the network may put a probability on ``x``.
+
+    For tests that compare two evaluations (two runtimes, batched and single, NHWC and NCHW):
+    the runtimes sum in different orders (oneDNN, MLAS and XNNPACK block their reductions by
+    the CPU's vector width and pick kernels per input shape), so rounding may differ, and only
+    rounding. Each logit is a chain of float32 dot products of 27, 72 and 8 terms; rounding
+    errors of random sign grow like ``sqrt(n) * u`` per dot product (``u = 2^-24``) relative to
+    the logits' scale ``max|z|``, and the pooled branch adds a mean over the ``H * W`` pixels
+    that enters through weights ``GLOBAL_SCALE`` times smaller. The softmax's slope is at most
+    1/2 and two evaluations may err in opposite directions (2 * 1/2 = 1), so::
+
+        (sqrt(27) + sqrt(72) + sqrt(8) + GLOBAL_SCALE * sqrt(H * W)) * u * max|z|
+
+    That is 2.4e-5 for the standard-normal batches of the backend tests (``max|z|`` ~ 23) and
+    1e-5 for the 300 x 420 test image (``max|z|`` 7.3); float32 forward passes with a random
+    summation order in every reduction stay within a tenth of it (1.9e-6 and 7.7e-7 apart).
+    ``tiled``: both sides blend up to four tiles per pixel, a weighted mean that rounds each
+    side by up to ``8u`` more. The faults these comparisons are for are far larger: the pooled
+    branch averaged over the batch instead of each image moves probabilities by 1.4e-3, bf16
+    inference by 1e-2 to 2e-2. (The worst-case bound, every rounding of every order aligned,
+    is 8e-4: as large as those faults, so not a usable tolerance.)
+
+    Args:
+        x: A normalised float NCHW batch, or an ``HxWx3`` uint8 image (normalised here with
+            ``MEAN`` and ``STD``, as the segmenter does).
+        tiled: Both sides are tiled predictions (blended).
+
+    Returns:
+        The absolute tolerance for the probabilities.
+    """
+    if x.dtype == np.uint8:
+        x = ((x.astype(np.float64) - MEAN) / STD).transpose(2, 0, 1)[None]
+    h, w = x.shape[2:]
+    depth = np.sqrt(27) + np.sqrt(72) + np.sqrt(8) + GLOBAL_SCALE * np.sqrt(h * w)
+    atol = float(depth * UNIT_ROUNDOFF * np.abs(reference_logits(x)).max())
+    return atol + (16 * UNIT_ROUNDOFF if tiled else 0.0)
+
+
 def _onnx_model(w: dict, layout: str = "NCHW", quant: str | None = None,
                 output: str = "softmax", meta_json: str | None = None):
     from onnx import TensorProto, helper, numpy_helper
@@ -161,6 +223,85 @@ def build_tflite(folder: Path) -> Path:
     path = folder / "tiny.tflite"
     path.write_bytes(tflite_with_metadata(data, metadata(layout="NHWC")))
     return path
+
+
+def tflite_bytes(quant: bool = False, k: int = K, size: int = TFLITE_SIZE,
+                 input_scale: float = 1 / 127.5, input_zero_point: int = 128) -> bytes:
+    """A one-layer TFLite model written with LiteRT's schema, without TensorFlow.
+
+    ``x [1, size, size, 3] -> conv1x1(3->k) -> softmax``, NHWC. With ``quant`` the input is
+    uint8 and a DEQUANTIZE with ``input_scale`` and ``input_zero_point`` turns it to float
+    (a damaged file's parameters can be written on purpose).
+
+    Args:
+        quant: uint8 input through DEQUANTIZE instead of float32.
+        k: Classes.
+        size: Input height and width.
+        input_scale: Quantisation scale of the uint8 input.
+        input_zero_point: Its zero point.
+
+    Returns:
+        The flatbuffer bytes (no edgeseg metadata).
+    """
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    from ai_edge_litert.tools.flatbuffer_utils import convert_object_to_bytearray
+
+    w = weights(k)
+    kernel = np.ascontiguousarray(np.transpose(w["w3"][:, :3], (0, 2, 3, 1)))  # OHWI
+    buffers = [schema.BufferT(), schema.BufferT(), schema.BufferT()]
+    buffers[1].data = np.frombuffer(kernel.tobytes(), np.uint8)
+    buffers[2].data = np.frombuffer(w["b3"].tobytes(), np.uint8)
+
+    def tensor(name, shape, kind=schema.TensorType.FLOAT32, buffer=0, quantization=None):
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.buffer, t.quantization = name, shape, kind, buffer, quantization
+        return t
+
+    def op(code, inputs, outputs, options_type, options):
+        o = schema.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = code, inputs, outputs
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        return o
+
+    image = [1, size, size]
+    tensors = [tensor("x", [*image, 3]), tensor("w", list(kernel.shape), buffer=1),
+               tensor("b", [k], buffer=2), tensor("logits", [*image, k]),
+               tensor("probs", [*image, k])]
+    conv = schema.Conv2DOptionsT()
+    conv.padding, conv.strideH, conv.strideW = schema.Padding.SAME, 1, 1
+    softmax = schema.SoftmaxOptionsT()
+    softmax.beta = 1.0
+    codes = [schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.SOFTMAX]
+    ops = [op(0, [0, 1, 2], [3], schema.BuiltinOptions.Conv2DOptions, conv),
+           op(1, [3], [4], schema.BuiltinOptions.SoftmaxOptions, softmax)]
+    inputs = [0]
+    if quant:
+        q = schema.QuantizationParametersT()
+        q.scale, q.zeroPoint = [input_scale], [input_zero_point]
+        tensors.append(tensor("x_uint8", [*image, 3], schema.TensorType.UINT8, quantization=q))
+        codes.append(schema.BuiltinOperator.DEQUANTIZE)
+        ops.insert(0, op(2, [len(tensors) - 1], [0], schema.BuiltinOptions.NONE, None))
+        inputs = [len(tensors) - 1]
+    graph = schema.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, inputs, [4], ops
+    graph.name = "main"
+    model = schema.ModelT()
+    model.version, model.subgraphs, model.buffers = 3, [graph], buffers
+    model.operatorCodes = []
+    for code in codes:
+        c = schema.OperatorCodeT()
+        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, min(code, 127), 1
+        model.operatorCodes.append(c)
+    model.description = "tiny one-layer segmentation model"
+    return bytes(convert_object_to_bytearray(model))
+
+
+def tflite_kernel_offset(data: bytes, k: int = K) -> int:
+    """Where the conv kernel's bytes of :func:`tflite_bytes` start in the flatbuffer."""
+    kernel = np.ascontiguousarray(np.transpose(weights(k)["w3"][:, :3], (0, 2, 3, 1)))
+    offset = data.find(kernel.tobytes())
+    assert offset > 0, "the kernel is not stored verbatim"
+    return offset
 
 
 def _folder(tmp_path_factory) -> Path:

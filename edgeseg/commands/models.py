@@ -70,8 +70,10 @@ def run_models(args: argparse.Namespace) -> int:
 
     from edgeseg.models import ARCHITECTURES, BACKBONES
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.fsutil import atomic_write_bytes
+    from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
 
+    if args.json:
+        check_output_file(args.json, "--json")  # before the models are built, not after
     for name, valid in ((args.arch, ARCHITECTURES), (args.backbone, BACKBONES)):
         unknown = sorted(set(name or ()) - set(valid))
         if unknown:

@@ -1,7 +1,9 @@
 """Tiled inference over an archive of scenes on a Dask cluster (the ``[cluster]`` extra).
 
 * :mod:`~firmware_bridge.cluster.worker` -- what runs on a worker: one unit of blocks of one
-  scene, with the model opened once per worker process and kept;
+  scene, with the model opened once per worker thread and kept;
+* :mod:`~firmware_bridge.cluster.connect` -- reaching the scheduler and waiting for workers,
+  each within a limit, with one-line errors that name the address;
 * :mod:`~firmware_bridge.cluster.archive` -- :func:`predict_many`: plans the units, sends them
   to a ``distributed.Client`` (a ``LocalCluster`` it starts, or the user's), and writes each
   scene's mask block by block as units come back, renaming it when complete;

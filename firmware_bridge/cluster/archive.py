@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from collections import deque
@@ -23,10 +22,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware_bridge.cluster.connect import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_WORKER_TIMEOUT,
+    check_local_workers,
+    connect_client,
+    scheduler_address,
+    wait_for_workers,
+)
 from firmware_bridge.cluster.worker import ModelSpec, Unit, UnitResult, open_model, predict_unit
 from firmware_bridge.errors import EdgesegError, require
-from firmware_bridge.fsutil import atomic_write_bytes
+from firmware_bridge.fsutil import atomic_write_bytes, new_part, publish, writing
 from firmware_bridge.io.blocks import SceneGrid, open_raster, scene_bands
+from firmware_bridge.io.geotiff import close_mask, create_mask
 from firmware_bridge.io.images import GEOTIFF_SUFFIXES, mask_profile
 from firmware_bridge.io.inputs import expand_inputs
 from firmware_bridge.io.raster import DEFAULT_BLOCK, class_table, output_stems
@@ -95,33 +103,30 @@ class _Writer:
     """Opens, fills, finishes or removes the scenes' temporary mask files."""
 
     def __init__(self, colours: list[tuple[int, int, int]]) -> None:
-        self.rasterio = require("rasterio", "geo")
+        require("rasterio", "geo")
         self.colours = colours
 
     def write(self, scene: _Scene, result: UnitResult) -> None:
         from rasterio.windows import Window
 
         if scene.out is None:
-            fd, tmp = tempfile.mkstemp(prefix=f".{scene.dst.stem}.", suffix=".part.tif",
-                                       dir=scene.dst.parent)
-            os.close(fd)
-            scene.tmp = Path(tmp)
+            scene.tmp = new_part(scene.dst)
             g = scene.grid
-            scene.out = self.rasterio.open(tmp, "w", **mask_profile(scene.profile, g.height, g.width))
-            # before any pixels: GDAL cannot change the colour interpretation after them
-            scene.out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(self.colours)})
-        for region, mask in result.masks:
-            scene.out.write(mask, 1, window=Window(region.x0, region.y0, region.width, region.height))
+            with writing(scene.dst):
+                scene.out = create_mask(scene.tmp, mask_profile(scene.profile, g.height, g.width),
+                                        self.colours)
+        with writing(scene.dst):
+            for region, mask in result.masks:
+                scene.out.write(mask, 1, window=Window(region.x0, region.y0, region.width,
+                                                       region.height))
         scene.nodata += result.nodata
         scene.done += 1
 
     def finish(self, scene: _Scene) -> None:
-        scene.out.close()
-        scene.out = None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(scene.tmp, 0o666 & ~umask)
-        os.replace(scene.tmp, scene.dst)
+        out, scene.out = scene.out, None
+        with writing(scene.dst):
+            close_mask(out)  # GDAL's failures while closing show only when read back
+        publish(scene.tmp, scene.dst)
 
     def abort(self, scene: _Scene) -> None:
         if scene.out is not None:
@@ -164,23 +169,45 @@ def _units(scenes: list[_Scene], block: int, per_unit: int = BLOCKS_PER_UNIT):
                        scene.grid)
 
 
-def _client(client, workers: int | None, scheduler: str | None, dashboard: bool, stack) -> tuple:
-    """The client to use, and whether this call started its cluster."""
+def _client(client, workers: int | None, scheduler: str | None, dashboard: bool, stack,
+            connect_timeout: float, worker_timeout: float) -> tuple:
+    """The client to use, with its workers running, and how many run.
+
+    Args:
+        client: The caller's client, or ``None``.
+        workers: Local worker processes to start (without ``client`` or ``scheduler``).
+        scheduler: A scheduler address checked by ``scheduler_address``, or ``None``.
+        dashboard: Serve the local cluster's dashboard.
+        stack: Closes what this call opens.
+        connect_timeout: Seconds for each connection to the scheduler.
+        worker_timeout: Seconds for the first worker to join (``client``, ``scheduler``), or
+            for all local workers to start.
+
+    Returns:
+        ``(client, workers running)``.
+
+    Raises:
+        EdgesegError: When the scheduler does not answer or the workers do not come in time.
+    """
     distributed = require("distributed", "cluster")
+    dask_config = require("dask", "cluster").config
+    stack.enter_context(dask_config.set({"distributed.comm.timeouts.connect": connect_timeout}))
     if client is not None:
-        return client
+        return client, wait_for_workers(client, 1, worker_timeout)
     if scheduler:
-        try:
-            return stack.enter_context(distributed.Client(scheduler, timeout="30s"))
-        except OSError as exc:
-            raise EdgesegError(f"cannot reach the Dask scheduler at {scheduler} ({exc}): start it "
-                               "with 'dask scheduler' or check the address") from exc
+        dask = stack.enter_context(connect_client(scheduler, connect_timeout))
+        return dask, wait_for_workers(dask, 1, worker_timeout)
+    n = workers or 1
     with warnings.catch_warnings():  # the scheduler's HTTP server takes another port quietly
         warnings.filterwarnings("ignore", message="Port .* is already in use")
         cluster = stack.enter_context(distributed.LocalCluster(
-            n_workers=workers or 1, threads_per_worker=1, processes=True,
+            n_workers=0, threads_per_worker=1, processes=True,
             dashboard_address=":0" if dashboard else None, silence_logs=40))
-    return stack.enter_context(distributed.Client(cluster))
+    cluster.scale(n)  # the workers start in the background: the wait below bounds them
+    # by address: Client(cluster) would wait, without limit, for every worker to start
+    dask = stack.enter_context(distributed.Client(cluster.scheduler_address,
+                                                  timeout=connect_timeout))
+    return dask, wait_for_workers(dask, n, worker_timeout, local=True)
 
 
 def predict_many(
@@ -190,6 +217,8 @@ def predict_many(
     block: int = DEFAULT_BLOCK, overwrite: bool = False, dashboard: bool = False,
     show_progress: bool = False, on_unit: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT,
 ) -> ArchiveReport:
     """Predict many (Geo)TIFF scenes on a Dask cluster into ``out/<stem>_mask.tif``.
 
@@ -199,7 +228,8 @@ def predict_many(
         out: Output folder (created).
         client: A ``distributed.Client`` to use (its cluster is left running).
         workers: Without ``client`` or ``scheduler``: start a ``LocalCluster`` of this many
-            worker processes (default 1) and stop it at the end.
+            worker processes (default 1) and stop it at the end; more than the cores warns
+            through ``log``, more than 4 per core is refused.
         scheduler: Address of a running scheduler, e.g. ``tcp://10.0.0.5:8786``.
         backend: Backend name (default: from the model's suffix).
         options: Runtime options; on a local cluster ``threads`` defaults to the CPU count
@@ -211,13 +241,21 @@ def predict_many(
         show_progress: One progress bar over all blocks of all scenes.
         on_unit: Called with ``(units done, units in all)`` after each unit is written.
         log: Where messages go (default: stderr).
+        connect_timeout: Seconds for the scheduler to accept a connection and answer (the
+            first check included), and for each later connection to it.
+        worker_timeout: Seconds for the first worker to join the scheduler (``client`` or
+            ``scheduler``), or for all ``workers`` of a local cluster to start.
 
     Returns:
         The report, also written to ``out/predict_summary.json``.
 
     Raises:
-        EdgesegError: For a bad model, inputs that are not TIFF scenes, an unreachable
-            scheduler or an unwritable output folder (before any work).
+        EdgesegError: For a bad model, inputs that are not TIFF scenes, a scheduler
+            address that is not one, a scheduler that does not answer within
+            ``connect_timeout``, no worker within ``worker_timeout``, more local ``workers``
+            than 4 per core, or an unwritable output folder (before any work), or when the
+            summary cannot be written. A mask that cannot be written (a full disk) fails
+            its scene only: it is reported, named, and no part of it is left.
         MissingDependencyError: Without ``distributed`` (``pip install 'edgeseg[cluster]'``).
     """
     import contextlib
@@ -226,6 +264,13 @@ def predict_many(
     require("distributed", "cluster")
     if block < 1:
         raise EdgesegError(f"block must be a positive number of pixels, got {block}")
+    if not (0 < connect_timeout < float("inf") and 0 < worker_timeout < float("inf")):
+        raise EdgesegError(f"timeouts must be positive numbers of seconds, got connect "
+                           f"{connect_timeout} and workers {worker_timeout}")
+    if scheduler is not None and client is None:
+        scheduler = scheduler_address(scheduler)
+    if client is None and not scheduler:
+        check_local_workers(workers or 1, log)
     files = expand_inputs(inputs, GEOTIFF_SUFFIXES)
     others = [p for p in files if p.suffix.lower() not in GEOTIFF_SUFFIXES]
     if others:
@@ -240,7 +285,10 @@ def predict_many(
     if local and opts.threads is None:
         opts = SegmenterOptions(**{**opts.__dict__, "threads": max(1, (os.cpu_count() or 1) // n)})
     seg = Segmenter(model, backend, opts)  # a bad model fails here, before a cluster starts
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
     report = ArchiveReport()
     scenes = _plan(seg, files, out, bands, block, overwrite, report, log)
     writer = _Writer(class_table(seg).palette())
@@ -250,8 +298,8 @@ def predict_many(
         atomic_write_bytes(out / SUMMARY, (json.dumps(report.to_dict(), indent=2) + "\n").encode())
         return report
     with contextlib.ExitStack() as stack:
-        dask = _client(client, workers, scheduler, dashboard, stack)
-        report.workers = len(dask.scheduler_info().get("workers", {})) or n
+        dask, report.workers = _client(client, workers, scheduler, dashboard, stack,
+                                       connect_timeout, worker_timeout)
         if dashboard:
             try:
                 import bokeh  # noqa: F401 - the dashboard's pages need it

@@ -1,8 +1,9 @@
 """What a Dask worker runs: the masks of some blocks of one scene.
 
 A unit names the model by path (every worker must be able to read it) and the scene by path;
-the worker opens the model once per process, keyed by path, backend and options, and keeps it
-for the next units. Only the small ``uint8`` masks travel back.
+the worker opens the model once per task thread (once per process with ``--nthreads 1``),
+keyed by path, backend and options, and keeps it for the next units: an interpreter is never
+called from two threads. Only the small ``uint8`` masks travel back.
 """
 
 from __future__ import annotations
@@ -58,31 +59,67 @@ class UnitResult:
     nodata: int
 
 
-_MODELS: dict[str, Segmenter] = {}
+_IDLE: dict[str, list[Segmenter]] = {}
+"""Opened Segmenters that no thread has taken yet, by spec."""
+_OPENED: set[str] = set()
 _LOCK = threading.Lock()
+_THREAD = threading.local()
+"""Each thread's own Segmenters: one interpreter is never called from two threads."""
+
+
+def _key(spec: ModelSpec) -> str:
+    return repr(spec)  # the options hold lists: their text is the key
+
+
+def _open(spec: ModelSpec) -> Segmenter:
+    fix_worker_heap()  # Dask's 64 KiB trim threshold halves the speed of the blocks
+    seg = Segmenter(spec.path, spec.backend, spec.options)
+    with _LOCK:
+        _OPENED.add(_key(spec))
+    return seg
 
 
 def segmenter(spec: ModelSpec) -> Segmenter:
-    """The worker process's Segmenter for ``spec``, opened on first use and kept."""
-    key = repr(spec)  # the options hold lists: their text is the key
-    with _LOCK:
-        if key not in _MODELS:
-            fix_worker_heap()  # Dask's 64 KiB trim threshold halves the speed of the blocks
-            _MODELS[key] = Segmenter(spec.path, spec.backend, spec.options)
-        return _MODELS[key]
+    """The calling thread's Segmenter for ``spec``, opened on its first use and kept.
+
+    A worker started with ``--nthreads 2`` runs two units at once; a Segmenter (its
+    interpreter, its reused buffers) serves one thread only, so each thread gets its own,
+    taking first the one :func:`open_model` opened.
+
+    Returns:
+        The Segmenter, for this thread only.
+    """
+    key = _key(spec)
+    mine: dict[str, Segmenter] | None = getattr(_THREAD, "models", None)
+    if mine is None:
+        mine = _THREAD.models = {}
+    if key not in mine:
+        with _LOCK:
+            idle = _IDLE.get(key)
+            seg = idle.pop() if idle else None
+        mine[key] = seg if seg is not None else _open(spec)
+    return mine[key]
 
 
 def open_model(spec: ModelSpec) -> str:
     """Open the model on this worker before any unit arrives (run on every worker).
 
+    Dask runs this outside the threads that run tasks: the Segmenter waits for the first
+    task thread to take it. A process that opened ``spec`` once opens it no more here.
+
     Returns:
         ``""`` when it opened, else the reason (a path this worker cannot read, a missing
         runtime), for the client to report.
     """
+    with _LOCK:
+        if _key(spec) in _OPENED:
+            return ""
     try:
-        segmenter(spec)
+        seg = _open(spec)
     except Exception as exc:  # noqa: BLE001 - reported to the client
         return f"{type(exc).__name__}: {exc}" if not isinstance(exc, EdgesegError) else str(exc)
+    with _LOCK:
+        _IDLE.setdefault(_key(spec), []).append(seg)
     return ""
 
 

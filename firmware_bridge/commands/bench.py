@@ -91,11 +91,13 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from firmware_bridge.commands.modelargs import options_from_args
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.fsutil import atomic_write_bytes
+    from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
     from firmware_bridge.runtime.segmenter import Segmenter
 
     if args.runs < 1 or args.size < 1:
         raise EdgesegError("--runs and --size must be positive")
+    if args.json:
+        check_output_file(args.json, "--json")  # before the measurements, not after them
     if args.workers:
         return _run_cluster_bench(args)
     if args.video:
@@ -188,10 +190,8 @@ def _run_cluster_bench(args: argparse.Namespace) -> int:
 
     from firmware_bridge.cluster.bench import cluster_bench, markdown
     from firmware_bridge.commands.modelargs import options_from_args
-    from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
+    from firmware_bridge.fsutil import atomic_write_bytes
 
-    if args.json:
-        check_output_file(args.json, "--json")
     result = cluster_bench(args.model, args.workers, args.backend, options_from_args(args),
                            args.scenes, args.scene_size, args.large_size, args.block,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -206,11 +206,9 @@ def _run_video_bench(args: argparse.Namespace) -> int:
     import json
 
     from firmware_bridge.commands.modelargs import load_segmenter
-    from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
+    from firmware_bridge.fsutil import atomic_write_bytes
     from firmware_bridge.video.bench import video_fps
 
-    if args.json:
-        check_output_file(args.json, "--json")
     seg = load_segmenter(args)
     rows = video_fps(seg, args.video)
     print(f"{args.model}: {seg.backend.name}, tile {seg.tile[0]}, batch {seg.options.batch}, "

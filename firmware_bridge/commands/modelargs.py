@@ -6,6 +6,8 @@ This is the command-line edge of :class:`~firmware_bridge.runtime.segmenter.Segm
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from firmware_bridge.cliutil import count, positive_float, positive_int
@@ -13,11 +15,39 @@ from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.backends import BACKENDS
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.replace(",", " ").split()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas: {text!r}") from exc
+def _numbers(test: Callable[[float], bool], what: str) -> Callable[[str], list[float]]:
+    """An argparse ``type=`` for comma-separated numbers that each pass ``test``.
+
+    Args:
+        test: Whether one value is acceptable.
+        what: What each value must be, for the message (``"a finite number"``).
+
+    Returns:
+        The parser of one option value.
+    """
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.replace(",", " ").split()]
+        except ValueError:
+            values = []
+        if not values:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of numbers separated by "
+                                             "commas")
+        bad = [v for v in values if not test(v)]
+        if bad and len(values) == 1:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        if bad:
+            raise argparse.ArgumentTypeError(f"{text!r} holds {bad[0]:g}, not {what}")
+        return values
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+_finite = _numbers(math.isfinite, "a finite number")
+"""``type=`` of ``--mean``: NaN or infinity would make every input value NaN."""
+_positive_finite = _numbers(lambda v: math.isfinite(v) and v > 0, "a finite number above 0")
+"""``type=`` of ``--std``: 0 or infinity divides every pixel into NaN, infinity or 0."""
 
 
 def _ints(text: str) -> list[int]:
@@ -47,8 +77,9 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
                        help="run the model in the calling thread, not one batch ahead on its own "
                             "(same masks; for measuring, or one core per process)")
     f = p.add_argument_group("foreign models (override the file's metadata)")
-    f.add_argument("--mean", type=_floats, help="per-channel mean, e.g. 123.7,116.3,103.5")
-    f.add_argument("--std", type=_floats, help="per-channel std: input = (pixel * scale - mean) / std")
+    f.add_argument("--mean", type=_finite, help="per-channel mean, e.g. 123.7,116.3,103.5")
+    f.add_argument("--std", type=_positive_finite,
+                   help="per-channel std, above 0: input = (pixel * scale - mean) / std")
     f.add_argument("--scale", type=positive_float,
                    help="multiplier applied to the pixels before --mean and --std, e.g. 0.00392157 "
                         "for inputs in [0, 1] or 2e-5 for reflectances; with --scale, --mean and "

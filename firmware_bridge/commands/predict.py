@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from firmware_bridge.cliutil import count, positive_int
+from firmware_bridge.cliutil import count, positive_float, positive_int
 from firmware_bridge.commands.modelargs import add_bands_arg, add_model_args
 
 
@@ -26,10 +26,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     c = p.add_argument_group("past one machine (pip install 'edgeseg[cluster]'; (Geo)TIFF scenes)")
     c.add_argument("--workers", type=positive_int,
-                   help="run on a local Dask cluster of this many worker processes")
+                   help="run on a local Dask cluster of this many worker processes (more than the "
+                        "cores warns; more than 4 per core is refused)")
     c.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (every worker "
                         "must read the model and the scenes at the paths given)")
+    c.add_argument("--connect-timeout", type=positive_float, metavar="SECONDS",
+                   help="give up when the --scheduler does not accept the connection and answer "
+                        "as a Dask scheduler within this many seconds; also bounds every later "
+                        "connection to it (default 30)")
+    c.add_argument("--worker-timeout", type=positive_float, metavar="SECONDS",
+                   help="give up when no worker has joined the --scheduler, or the local "
+                        "--workers have not all started, within this many seconds (default 60)")
     c.add_argument("--overwrite", action="store_true",
                    help="predict scenes whose mask exists (default: skip them)")
     c.add_argument("--dashboard", action="store_true", help="print the Dask dashboard's address")
@@ -40,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--overlay-video", action="store_true",
                    help="write <stem>_overlay.mp4: class colours over the frames")
     v.add_argument("--png-every", type=count, default=0, metavar="N",
-                   help="write a PNG mask of every Nth predicted frame (0: none)")
+                   help="write a PNG mask of every Nth predicted frame into <stem>_masks/ "
+                        "(0: none); a rerun replaces the PNGs of the same name and keeps "
+                        "every other file in that folder")
     v.add_argument("--max-frames", type=positive_int,
                    help="stop after this many source frames (a camera or stream runs until stopped)")
     add_bands_arg(p)
@@ -68,10 +78,11 @@ def run_predict(args: argparse.Namespace) -> int:
                            "and images in separate runs")
     if videos:
         return _run_video(args)
-    if args.workers or args.scheduler:
+    if args.workers or args.scheduler is not None:
         return _run_cluster(args)
-    if args.overwrite or args.dashboard:
-        raise EdgesegError("--overwrite and --dashboard go with --workers or --scheduler")
+    if args.overwrite or args.dashboard or args.connect_timeout or args.worker_timeout:
+        raise EdgesegError("--overwrite, --dashboard, --connect-timeout and --worker-timeout go "
+                           "with --workers or --scheduler")
     inputs = [str(p) for p in expand_inputs(args.inputs, IMAGE_SUFFIXES)]
     stems = output_stems(inputs)  # two inputs never write the same file
     out = Path(args.out)
@@ -112,7 +123,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
     from firmware_bridge.commands.modelargs import options_from_args
     from firmware_bridge.errors import EdgesegError
 
-    if args.workers and args.scheduler:
+    if args.workers and args.scheduler is not None:
         raise EdgesegError("give --workers (a local cluster) or --scheduler (an existing one), not both")
     if args.overlay:
         raise EdgesegError("--overlay applies to ordinary images, which the cluster path does not take")
@@ -120,7 +131,10 @@ def _run_cluster(args: argparse.Namespace) -> int:
         args.model, args.inputs, args.out, workers=args.workers, scheduler=args.scheduler,
         backend=args.backend, options=options_from_args(args), bands=args.bands, block=args.block,
         overwrite=args.overwrite, dashboard=args.dashboard,
-        show_progress=not args.quiet and sys.stderr.isatty())
+        show_progress=not args.quiet and sys.stderr.isatty(),
+        **{key: value for key, value in (("connect_timeout", args.connect_timeout),
+                                         ("worker_timeout", args.worker_timeout))
+           if value is not None})
     for path in report.written:
         print(path)
     for path in report.skipped:
@@ -169,6 +183,10 @@ def _run_video(args: argparse.Namespace) -> int:
             continue
         for path in report.files:
             print(path)
+        if report.ended_early:
+            print(f"warning: {source.spec}: the stream ended early ({report.ended_early}); the "
+                  f"outputs hold the {report.predicted} frames predicted until then",
+                  file=sys.stderr)
         dropped = f", {report.skipped} skipped to keep up with the source" if source.live else ""
         print(f"{source.spec}: {report.predicted} frames in {report.seconds:.1f} s, "
               f"{report.fps:.1f} frames/s{dropped}", file=sys.stderr)

@@ -6,7 +6,12 @@ import argparse
 import os
 import sys
 
-from firmware_bridge.cliutil import non_negative_float, positive_float, positive_int
+from firmware_bridge.cliutil import (
+    non_negative_float,
+    positive_float,
+    positive_int,
+    signals_held,
+)
 from firmware_bridge.commands.modelargs import add_model_args
 
 
@@ -47,7 +52,20 @@ def _stdio_streams():
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model and serve until the stream ends (stdio) or SIGINT/SIGTERM (sockets)."""
+    """Load the model and serve until the stream ends (stdio) or SIGINT/SIGTERM (sockets).
+
+    A Unix socket's file is removed on every way out, a signal that arrives while the
+    server starts or closes included.
+
+    Args:
+        args: The parsed command line.
+
+    Returns:
+        0 once the server stopped.
+
+    Raises:
+        EdgesegError: For a bad option, model or address.
+    """
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
     from firmware_bridge.serve.listeners import make_server, parse_tcp
@@ -69,14 +87,18 @@ def run(args: argparse.Namespace) -> int:
         wfile.close()
         print(f"edgeseg-run serve: {served} frame(s) served", file=sys.stderr)
         return 0
-    server = make_server(handler, unix=args.socket, tcp=tcp)
-    addr = server.server_address
-    where = f"unix:{addr}" if args.socket else f"tcp:{addr[0]}:{addr[1]}"
-    print(f"edgeseg-run serve: {desc}; listening on {where}", file=sys.stderr, flush=True)
-    try:
+    server = None
+    try:  # a signal at any point after the bind still closes the server and removes its socket
+        with signals_held():
+            server = make_server(handler, unix=args.socket, tcp=tcp)
+        addr = server.server_address
+        where = f"unix:{addr}" if args.socket else f"tcp:{addr[0]}:{addr[1]}"
+        print(f"edgeseg-run serve: {desc}; listening on {where}", file=sys.stderr, flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         print("edgeseg-run serve: stopped", file=sys.stderr)
     finally:
-        server.server_close()
+        if server is not None:
+            with signals_held():
+                server.server_close()
     return 0

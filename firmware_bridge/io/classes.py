@@ -11,7 +11,9 @@ Rows with ``ignore=0`` are the model's classes, indexed in file order from 0. Ro
 Colour is optional for index masks, where pixel value ``i`` is class ``i`` and 255 is ignore.
 The file is UTF-8 (a byte-order mark, as spreadsheet programs write it, is fine); the header
 may spell ``color``; ``ignore`` is ``0``/``1`` (or ``no``/``yes``, ``false``/``true``, empty
-for 0). Names and colours must be unique.
+for 0). Names and colours must be unique. No other column is allowed, in the header or in a
+row: :meth:`ClassTable.load`, the one reader of every command (``edgeseg data check``,
+``train``, ``export``, ``edgeseg-run predict --classes``, ``validate``), refuses it.
 """
 
 from __future__ import annotations
@@ -108,8 +110,15 @@ class ClassTable:
     def load(cls, path: str | Path) -> ClassTable:
         """Read a class table CSV (``name,colour,ignore``).
 
+        Args:
+            path: The CSV file.
+
+        Returns:
+            The table.
+
         Raises:
-            EdgesegError: When the file is missing or malformed (the message names the row).
+            EdgesegError: When the file is missing or malformed, an extra column included
+                (the message names the row).
 
         """
         path = Path(path)
@@ -132,6 +141,12 @@ class ClassTable:
                                f"{','.join(reader.fieldnames or []) or 'nothing'})")
         reader.fieldnames = header
         for line, row in enumerate(reader, start=2):
+            extra = row.pop(None, None)  # DictReader's key for values beyond the header
+            if extra:
+                raise EdgesegError(
+                    f"{path}:{line}: {len(header) + len(extra)} values but the header has "
+                    f"{len(header)} columns ({','.join(header)}); remove the extra column "
+                    "(write an R,G,B colour in quotes or as #RRGGBB)")
             name = (row.get("name") or "").strip()
             if not name:
                 raise EdgesegError(f"{path}:{line}: empty class name")

@@ -17,6 +17,7 @@ from PIL import Image
 
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.fsutil import atomic_path
+from firmware_bridge.io.geotiff import mask_writer
 
 MAX_PIXELS = 64_000_000
 """Largest image decoded whole (about 8k x 8k); larger ones are read windowed."""
@@ -136,7 +137,12 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def write_png(path: str | Path, array: np.ndarray) -> None:
-    """Write an ``HxW`` or ``HxWx3`` uint8 array as PNG, atomically."""
+    """Write an ``HxW`` or ``HxWx3`` uint8 array as PNG, atomically.
+
+    Raises:
+        EdgesegError: For data that is not uint8, or a file that cannot be written (disk
+            full, read-only...; the message names it and nothing is left).
+    """
     if array.dtype != np.uint8:
         raise EdgesegError(f"PNG output needs uint8 data, got {array.dtype}")
     with atomic_path(path) as tmp:
@@ -152,16 +158,33 @@ def write_mask_png(path: str | Path, mask: np.ndarray, colours: Sequence[tuple] 
         colours: RGB per class; the palette keeps the index values, so the file still reads
             back as indices with ``Image.open(...)`` in mode ``P``.
 
+    Raises:
+        EdgesegError: When the file cannot be written (the message names it; nothing is left).
+
     """
     if colours is None:
         write_png(path, mask.astype(np.uint8))
         return
+    im = mask_image(mask, colours)
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+
+
+def mask_image(mask: np.ndarray, colours: Sequence[tuple]) -> Image.Image:
+    """A class-index mask as a palette image whose pixel values stay the class indices.
+
+    Args:
+        mask: ``HxW`` class indices (255 = ignore).
+        colours: RGB per class.
+
+    Returns:
+        The Pillow image in mode ``P``.
+    """
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[: len(colours)] = np.asarray(colours, dtype=np.uint8)
     im = Image.fromarray(mask.astype(np.uint8), mode="P")
     im.putpalette(palette.ravel().tolist())
-    with atomic_path(path) as tmp:
-        im.save(tmp, format="PNG")
+    return im
 
 
 def write_mask_geotiff(path: str | Path, mask: np.ndarray, profile: dict[str, Any]) -> None:
@@ -172,10 +195,13 @@ def write_mask_geotiff(path: str | Path, mask: np.ndarray, profile: dict[str, An
         mask: ``HxW`` uint8 class indices.
         profile: rasterio profile of the source raster (CRS and transform are kept).
 
+    Raises:
+        EdgesegError: When the file cannot be written (the message names it).
+        MissingDependencyError: Without rasterio (``pip install 'edgeseg[geo]'``).
+
     """
-    rasterio = require("rasterio", "geo")
     out = mask_profile(profile, mask.shape[0], mask.shape[1])
-    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **out) as dst:
+    with atomic_path(path) as tmp, mask_writer(tmp, out) as dst:
         dst.write(mask.astype(np.uint8), 1)
 
 

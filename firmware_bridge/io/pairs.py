@@ -9,6 +9,9 @@ from pathlib import Path
 from firmware_bridge.errors import EdgesegError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+EXPECTED = ("a dataset holds an images/ and a masks/ folder with one mask per image, paired by "
+            "file stem (images/a.png with masks/a.png)")
+"""What a dataset folder must hold, for the messages."""
 
 
 @dataclass(frozen=True)
@@ -52,16 +55,22 @@ def find_pairs(root: str | Path) -> Pairing:
         The pairs and the problems found.
 
     Raises:
-        EdgesegError: When ``root``, ``images/`` or ``masks/`` is missing.
+        EdgesegError: When ``root``, ``images/`` or ``masks/`` is missing, ``root`` is empty,
+            or neither folder holds an image file (the message says what a dataset holds).
 
     """
     root = Path(root)
     if not root.is_dir():
         raise EdgesegError(f"{root}: dataset folder does not exist")
+    if not any(root.iterdir()):
+        raise EdgesegError(f"{root}: the folder is empty; {EXPECTED}")
     for sub in ("images", "masks"):
         if not (root / sub).is_dir():
             raise EdgesegError(f"{root}: no '{sub}/' folder (a dataset holds images/ and masks/)")
     images, masks = _by_stem(root / "images"), _by_stem(root / "masks")
+    if not images and not masks:
+        raise EdgesegError(f"{root}: images/ and masks/ hold no image files "
+                           f"({', '.join(IMAGE_SUFFIXES)}); {EXPECTED}")
     result = Pairing()
     for stem in sorted(images.keys() | masks.keys()):
         if stem not in masks:
@@ -70,8 +79,6 @@ def find_pairs(root: str | Path) -> Pairing:
             result.problems.append(f"{masks[stem]}: no image with this stem in {root / 'images'}")
         else:
             result.pairs.append(Pair(stem, images[stem], masks[stem]))
-    if not images and not masks:
-        result.problems.append(f"{root}: images/ and masks/ hold no image files")
     return result
 
 

@@ -8,7 +8,9 @@ context), predicted and blended, and only the block is written. The result there
 tiling the whole scene in memory, while memory holds one block and its context regardless of
 the scene's size; GDAL's block cache is capped for the same reason. The mask is a tiled,
 deflate-compressed GeoTIFF with the source's CRS and transform, written through
-:func:`firmware_bridge.fsutil.atomic_path`, so a failure leaves no partial file.
+:func:`firmware_bridge.fsutil.atomic_path` and read back once closed
+(:mod:`firmware_bridge.io.geotiff`), so a failure (a full disk included) leaves no partial
+file and ends in one line naming the mask.
 
 Pixels without data (NaN, infinite, or the raster's nodata value in every band) are 255 in
 the mask, which is also the mask file's nodata value; :class:`Prediction` counts them.
@@ -34,6 +36,7 @@ from firmware_bridge.io.blocks import (
     scene_bands,
 )
 from firmware_bridge.io.classes import ClassTable, parse_colour
+from firmware_bridge.io.geotiff import mask_writer
 from firmware_bridge.io.images import (
     GEOTIFF_SUFFIXES,
     mask_profile,
@@ -137,7 +140,7 @@ def predict_geotiff(
             unwritable destination; no output file is left behind.
         MissingDependencyError: Without rasterio (``pip install 'edgeseg[geo]'``).
     """
-    rasterio = require("rasterio", "geo")
+    require("rasterio", "geo")
     from rasterio.windows import Window
 
     src, dst = Path(src), Path(dst)
@@ -161,9 +164,7 @@ def predict_geotiff(
             return mask
 
         with atomic_path(dst) as tmp, \
-                rasterio.open(tmp, "w", **mask_profile(ds.profile, height, width)) as out:
-            # before any pixels: GDAL cannot change the colour interpretation after them
-            out.write_colormap(1, {i: (*c, 255) for i, c in enumerate(colours)})
+                mask_writer(tmp, mask_profile(ds.profile, height, width), colours) as out:
 
             def write(region: tiling.Box, mask: np.ndarray) -> None:
                 out.write(mask, 1, window=Window(region.x0, region.y0, region.width, region.height))

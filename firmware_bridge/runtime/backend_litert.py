@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import ctypes
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from firmware_bridge.errors import EdgesegError, MissingDependencyError
-from firmware_bridge.runtime.backends import Backend, BackendOptions, TensorSpec
+from firmware_bridge.runtime.backends import (
+    Backend,
+    BackendOptions,
+    TensorSpec,
+    quantisation_problem,
+)
+from firmware_bridge.runtime.metadata import read_metadata
+
+FILE_IDENTIFIER = b"TFL3"
+"""The TFLite schema's file identifier, bytes 4-7 of every ``.tflite`` flatbuffer."""
+DELEGATE_SYMBOLS = ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate")
+"""The functions every LiteRT external delegate library exports."""
 
 
 def import_litert():
@@ -32,6 +45,76 @@ def import_litert():
     return Interpreter, load_delegate
 
 
+def check_identifier(path: Path) -> None:
+    """Refuse a file that does not carry the TFLite file identifier.
+
+    Raises:
+        EdgesegError: When bytes 4-7 are not ``TFL3`` (a damaged header, or not a TFLite file).
+    """
+    with path.open("rb") as f:
+        head = f.read(8)
+    if head[4:8] != FILE_IDENTIFIER:
+        raise EdgesegError(f"{path}: not a loadable TFLite model (no 'TFL3' file identifier in "
+                           "bytes 4-7: the header is damaged, or the file is not a .tflite)")
+
+
+def load_external_delegate(load_delegate, library: str, options: dict[str, str] | None):
+    """Load a LiteRT external delegate, checking the library first.
+
+    LiteRT's ``Delegate`` fails half-built on a library that does not load or lacks the
+    delegate functions, and its finaliser then prints a second traceback; loading the library
+    with ``ctypes`` first turns both cases into one error.
+
+    Args:
+        load_delegate: The runtime's ``load_delegate``.
+        library: Path or name of the shared library.
+        options: Options for the delegate.
+
+    Returns:
+        The loaded delegate.
+
+    Raises:
+        EdgesegError: When the library does not load, is not a delegate, or refuses to start.
+    """
+    hint = ("give the path of an installed delegate library (e.g. libedgetpu.so.1) or leave "
+            "--delegate out")
+    try:
+        lib = ctypes.CDLL(library)
+    except OSError as exc:
+        raise EdgesegError(f"cannot load the LiteRT delegate {library!r} ({exc}); {hint}") from None
+    missing = [name for name in DELEGATE_SYMBOLS if not hasattr(lib, name)]
+    if missing:
+        raise EdgesegError(f"{library!r} is not a LiteRT delegate library (it has no "
+                           f"{missing[0]}); {hint}")
+    try:
+        return load_delegate(library, options or {})
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise EdgesegError(f"cannot load the LiteRT delegate {library!r} ({exc}); {hint}") from None
+
+
+def check_quantisation(path: Path, interpreter) -> None:
+    """Refuse a model with a tensor whose quantisation parameters are unusable.
+
+    A flatbuffer with a changed scale or zero point passes LiteRT's verifier and runs,
+    producing garbage; this looks at every tensor's stored parameters.
+
+    Args:
+        path: The model file, for the message.
+        interpreter: The LiteRT interpreter with the model loaded.
+
+    Raises:
+        EdgesegError: For a scale that is not a finite number above 0, or a zero point
+            outside its integer type.
+    """
+    for detail in interpreter.get_tensor_details():
+        params = detail.get("quantization_parameters") or {}
+        problem = quantisation_problem(params.get("scales", ()), params.get("zero_points", ()),
+                                       detail["dtype"])
+        if problem:
+            raise EdgesegError(f"{path}: tensor {detail['name']!r} has {problem}: the file is "
+                               "damaged")
+
+
 def _spec(detail: dict) -> TensorSpec:
     signature = detail.get("shape_signature", detail["shape"])
     shape = tuple(None if int(d) < 0 else int(d) for d in signature)
@@ -46,6 +129,19 @@ class LiteRTBackend(Backend):
     Threads and an external delegate (Edge TPU, GPU, ...) come from :class:`BackendOptions`;
     a ``device`` or ``providers`` option is refused (LiteRT picks hardware by delegate).
     Dynamic axes (``-1`` in the signature) are resized per call.
+
+    Before it is trusted, the file must carry the ``TFL3`` identifier, pass LiteRT's
+    flatbuffer verifier (run when the interpreter loads it) and hold usable quantisation
+    parameters in every tensor; :func:`~firmware_bridge.runtime.metadata.read_metadata`
+    compares an edgeseg model's SHA-256 with the one recorded at export.
+
+    Args:
+        path: The ``.tflite`` file.
+        options: Threads and delegate.
+
+    Raises:
+        EdgesegError: For a damaged or foreign file, an unusable delegate, a device or
+            provider option, or a model with more than one input.
     """
 
     name = "litert"
@@ -59,16 +155,14 @@ class LiteRTBackend(Backend):
         interpreter_cls, load_delegate = import_litert()
         delegates = None
         if options.delegate:
-            try:
-                delegates = [load_delegate(options.delegate, options.delegate_options or {})]
-            except (ValueError, OSError, RuntimeError) as exc:
-                raise EdgesegError(
-                    f"cannot load the LiteRT delegate {options.delegate!r} ({exc}); give the "
-                    "path of an installed delegate library (e.g. libedgetpu.so.1) or leave it out"
-                ) from exc
+            delegates = [load_external_delegate(load_delegate, options.delegate,
+                                                options.delegate_options)]
+        check_identifier(path)
+        read_metadata(path)  # an edgeseg model's SHA-256, before the interpreter reads it
         try:
             self._it = interpreter_cls(model_path=str(path), num_threads=options.threads,
                                        experimental_delegates=delegates)
+            check_quantisation(path, self._it)  # before a kernel or delegate prepares them
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise EdgesegError(f"{path}: not a loadable TFLite model ({exc})") from exc
@@ -78,19 +172,21 @@ class LiteRTBackend(Backend):
                                "model takes one image tensor")
         self._in, self._out = inputs[0]["index"], outputs[0]["index"]
         self._shape = tuple(int(d) for d in inputs[0]["shape"])
+        self._lock = threading.Lock()  # an interpreter runs one call at a time, whatever thread
         super().__init__(path, _spec(inputs[0]), _spec(outputs[0]))
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        try:
-            if x.shape != self._shape:
-                self._it.resize_tensor_input(self._in, list(x.shape), strict=True)
-                self._it.allocate_tensors()
-                self._shape = x.shape
-            self._it.set_tensor(self._in, x)
-            self._it.invoke()
-        except (ValueError, RuntimeError) as exc:
-            raise EdgesegError(f"{self.path}: LiteRT failed on input {x.shape}: {exc}") from exc
-        return self._it.get_tensor(self._out).copy()
+        with self._lock:
+            try:
+                if x.shape != self._shape:
+                    self._it.resize_tensor_input(self._in, list(x.shape), strict=True)
+                    self._it.allocate_tensors()
+                    self._shape = x.shape
+                self._it.set_tensor(self._in, x)
+                self._it.invoke()
+            except (ValueError, RuntimeError) as exc:
+                raise EdgesegError(f"{self.path}: LiteRT failed on input {x.shape}: {exc}") from exc
+            return self._it.get_tensor(self._out).copy()
 
 
 def xnnpack_effect(path: Path, threads: int | None, runs: int = 20) -> dict:

@@ -69,6 +69,36 @@ class BackendOptions:
     delegate_options: dict[str, str] | None = None
 
 
+def quantisation_problem(scales, zero_points, dtype, scale_given: bool = True) -> str | None:
+    """What is wrong with a tensor's quantisation parameters, if anything.
+
+    ``real = (q - zero_point) * scale`` is NaN, infinite or constant for a scale that is NaN,
+    infinite, 0 or negative, and wraps for a zero point outside the integer type.
+
+    Args:
+        scales: The tensor's scale(s) (one per channel for per-channel weights).
+        zero_points: Its zero point(s).
+        dtype: The tensor's dtype.
+        scale_given: True when the values were stored as quantisation parameters (0 is then
+            wrong too); False for a :class:`TensorSpec`, whose 0 means "not quantised".
+
+    Returns:
+        A description of the problem, or ``None`` when the parameters are usable.
+    """
+    scales = np.asarray(scales, dtype=np.float64).ravel()
+    bad = scales[~np.isfinite(scales) | (scales < 0) | ((scales == 0) & scale_given)]
+    if bad.size:
+        return f"quantisation scale {float(bad[0])} (a scale must be a finite number above 0)"
+    dtype = np.dtype(dtype)
+    zero_points = np.asarray(zero_points, dtype=np.int64).ravel()
+    if zero_points.size and np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        out = zero_points[(zero_points < info.min) | (zero_points > info.max)]
+        if out.size:
+            return f"zero point {int(out[0])} outside the {dtype} range [{info.min}, {info.max}]"
+    return None
+
+
 def guess_layout(shape: tuple[int | None, ...]) -> str:
     """``"NHWC"`` or ``"NCHW"`` from a rank-4 image shape (channels are 1-4 wide)."""
     if len(shape) == 4 and shape[3] not in CHANNEL_SIZES and shape[1] in CHANNEL_SIZES:
@@ -94,6 +124,11 @@ class Backend(ABC):
                 f"{path}: input has shape {input_spec.shape}; an image model takes a rank-4 "
                 "tensor (NHWC or NCHW)"
             )
+        for what, spec in (("input", input_spec), ("output", output_spec)):
+            problem = quantisation_problem(spec.scale, spec.zero_point, spec.dtype, False)
+            if problem:
+                raise EdgesegError(f"{path}: the {what} {spec.name!r} has {problem}: the file is "
+                                   "damaged")
         self.path, self.input, self.output = path, input_spec, output_spec
 
     @property

@@ -28,8 +28,8 @@ def resolve_metadata(path: Path, backend: Backend, opts, given: ModelMetadata | 
         The resolved metadata.
 
     Raises:
-        EdgesegError: When the classes do not fit the output channels, or mean/std do not
-            fit the input bands.
+        EdgesegError: When the classes do not fit the output channels, mean/std do not fit
+            the input bands, or the model's input contradicts its own metadata.
     """
     meta = given or read_metadata(path)
     layout = opts.layout or (meta.layout if meta else backend.layout)
@@ -62,14 +62,45 @@ def resolve_metadata(path: Path, backend: Backend, opts, given: ModelMetadata | 
             f"{path}: the model outputs {k} channel(s) but {n} class(es) "
             f"with output {resolved.output!r} are configured; fix --classes / --output"
         )
+    if meta is not None:
+        check_against_metadata(path, backend.input.shape, meta, resolved.layout)
     channels = input_channels(backend.input.shape, resolved.layout) or resolved.channels
     for name in ("mean", "std"):
         values = getattr(resolved, name)
         if len(values) not in (1, channels):
             raise EdgesegError(f"{name} needs 1 or {channels} values, got {len(values)}")
-    if any(v == 0 for v in resolved.std):
-        raise EdgesegError("std must not be 0")
     return resolved
+
+
+def check_against_metadata(path: Path, shape: tuple[int | None, ...], meta: ModelMetadata,
+                           layout: str) -> None:
+    """Refuse a model whose input tensor contradicts the metadata that came with it.
+
+    Export records the bands and the input size of the model it writes; a model that takes
+    something else was damaged, or carries metadata written for another model. Dynamic axes
+    are not compared.
+
+    Args:
+        path: The model file, for the message.
+        shape: The model's input shape (``None`` where dynamic).
+        meta: The model's own metadata (before the user's overrides).
+        layout: The input layout in effect.
+
+    Raises:
+        EdgesegError: When the fixed bands or input size differ from the metadata's.
+    """
+    if len(shape) != 4:
+        return
+    bands = input_channels(shape, layout)
+    if bands is not None and bands != meta.channels:
+        raise EdgesegError(f"{path}: the model takes {bands} band(s) but its metadata says "
+                           f"{meta.channels}: the file is damaged or carries another model's "
+                           "metadata")
+    hw = shape[2:4] if layout == "NCHW" else shape[1:3]
+    if meta.input_size is not None and None not in hw and tuple(hw) != tuple(meta.input_size):
+        raise EdgesegError(f"{path}: the model's input is {hw[0]}x{hw[1]} but its metadata says "
+                           f"{meta.input_size[0]}x{meta.input_size[1]}: the file is damaged or "
+                           "carries another model's metadata")
 
 
 MAX_PLAUSIBLE_BANDS = 64

@@ -23,7 +23,7 @@ from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime import quantize, tiling
 from firmware_bridge.runtime.backends import Backend, BackendOptions, open_backend
-from firmware_bridge.runtime.metadata import ModelMetadata
+from firmware_bridge.runtime.metadata import ModelMetadata, check_normalisation
 from firmware_bridge.runtime.modelspec import input_channels, output_channels, resolve_metadata
 from firmware_bridge.runtime.nodata import fill_invalid, invalid_pixels
 from firmware_bridge.runtime.pipeline import run_ahead
@@ -47,8 +47,8 @@ class SegmenterOptions:
         overlap: Tile overlap in pixels (``None``: the metadata's, 32 by default).
         batch: Tiles per backend call.
         min_size: Smallest image side accepted (smaller images hold too little context).
-        mean: Per-channel mean subtracted from the (scaled) pixels.
-        std: Per-channel divisor.
+        mean: Per-channel mean subtracted from the (scaled) pixels; finite.
+        std: Per-channel divisor; finite and above 0.
         scale: Multiplier applied to the pixels first: the input is
             ``(pixel * scale - mean) / std``.
         layout: ``"NHWC"`` or ``"NCHW"``.
@@ -94,6 +94,10 @@ class SegmenterOptions:
             raise EdgesegError(f"threshold must lie between 0 and 1 (a probability), got {self.threshold}")
         if self.scale is not None and (self.scale <= 0 or not np.isfinite(self.scale)):
             raise EdgesegError(f"scale must be a positive number, got {self.scale}")
+        if self.mean is not None:
+            self.mean = check_normalisation(self.mean, [1.0])[0]
+        if self.std is not None:
+            self.std = check_normalisation([0.0], self.std)[1]
         if self.tta is not None and self.tta not in TTA_FLIPS:
             raise EdgesegError(f"tta must be one of {', '.join(TTA_FLIPS)}, got {self.tta!r}")
         if self.layout is not None:

@@ -5,6 +5,10 @@ predicted, in order, as fast as the model allows (the decoder waits when it is a
 live source the decoder never waits: it keeps only the newest frame, and a frame that arrives
 before the model took the previous one replaces it and is counted as skipped, so the model
 never falls behind the camera and memory holds at most two frames whatever the rates.
+
+A live source that fails after its first frame (a camera unplugged, a server that closes the
+connection) ends the iteration as its end would: the frames so far are kept and
+:attr:`VideoFrames.ended_early` says why. A source without any frame is an error.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ class _Decoder(threading.Thread):
         self.frames: queue.Queue = queue.Queue(maxsize=1 if self.live else FILE_QUEUE)
         self.stop = threading.Event()
         self.error: BaseException | None = None
+        self.ended_early = ""
+        self.decoded = 0
         self.source = source
         self._lock = threading.Lock()
         self._skipped: list[int] = []
@@ -87,6 +93,7 @@ class _Decoder(threading.Thread):
                     break
                 t = float(frame.time) if frame.time is not None else index / self.rate
                 item = _Decoded(index, t, frame.to_ndarray(format="rgb24"), [])
+                self.decoded += 1
                 if self.live:
                     self._put_newest(item)
                 else:
@@ -97,7 +104,10 @@ class _Decoder(threading.Thread):
                         except queue.Full:
                             continue
         except av.error.FFmpegError as exc:
-            self.error = EdgesegError(f"{self.source.spec}: decoding failed ({exc})")
+            if self.live and self.decoded:  # a camera unplugged, a server gone: keep the frames
+                self.ended_early = getattr(exc, "strerror", None) or str(exc)
+            else:
+                self.error = EdgesegError(f"{self.source.spec}: decoding failed ({exc})")
         except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
             self.error = exc
         finally:
@@ -122,13 +132,7 @@ class _Decoder(threading.Thread):
                 self.frames.put(_END, timeout=0.1)
                 return
             except queue.Full:
-                if self.live:
-                    with self._lock:
-                        try:
-                            self.frames.get_nowait()
-                        except queue.Empty:
-                            pass
-                elif self.stop.is_set():
+                if self.stop.is_set():  # nobody takes the frames any more
                     try:
                         self.frames.get_nowait()
                     except queue.Empty:
@@ -156,8 +160,9 @@ class VideoFrames:
         max_frames: Stop after this many source frames (``None``: at the end of the source).
 
     Raises:
-        EdgesegError: For a source that cannot be opened (when constructed), or decoded, or
-            frames the model cannot take (while iterating; the message names the source).
+        EdgesegError: For a source that cannot be opened (when constructed), or decoded (a
+            live source only before its first frame), holds no frame, or frames the model
+            cannot take (while iterating; the message names the source).
     """
 
     def __init__(self, segmenter, source: str | VideoSource, max_frames: int | None = None) -> None:
@@ -178,6 +183,8 @@ class VideoFrames:
                 if item is _END:
                     if decoder.error is not None:
                         raise decoder.error
+                    if not decoder.decoded:
+                        raise EdgesegError(f"{self.source.spec}: has no video frames")
                     return
                 start = time.perf_counter()
                 try:
@@ -189,6 +196,11 @@ class VideoFrames:
                                   class_fractions(mask, seg.num_classes), elapsed, item.skipped)
         finally:
             decoder.close()
+
+    @property
+    def ended_early(self) -> str:
+        """Why a live source stopped sending frames (``""``: it did not, or is a file)."""
+        return self._decoder.ended_early
 
     def close(self) -> None:
         """Stop decoding and close the source (when iteration did not reach the end)."""

@@ -20,12 +20,15 @@ class VideoReport:
         predicted: Frames predicted.
         skipped: Frames of a live source dropped because the model was busy.
         seconds: Wall time from the first frame to the last.
+        ended_early: Why a live source stopped before it was stopped (``""``: it did not);
+            the outputs hold the frames predicted until then.
     """
 
     files: list[Path] = field(default_factory=list)
     predicted: int = 0
     skipped: int = 0
     seconds: float = 0.0
+    ended_early: str = ""
 
     @property
     def fps(self) -> float:
@@ -50,8 +53,11 @@ def predict_video(segmenter, source: str | VideoSource, out_dir: str | Path,
         The report.
 
     Raises:
-        EdgesegError: For a source that cannot be opened or decoded, or frames the model
-            cannot take; nothing is left in ``out_dir``.
+        EdgesegError: For a source that cannot be opened or decoded (a live source that
+            fails after its first frame ends the run instead, see
+            :attr:`VideoReport.ended_early`), holds no frame, frames the model cannot take,
+            or an output that cannot be written (the message names it); nothing is left in
+            ``out_dir``.
     """
     from firmware_bridge.io.raster import class_table
     from firmware_bridge.progress import progress
@@ -71,6 +77,7 @@ def predict_video(segmenter, source: str | VideoSource, out_dir: str | Path,
             report.predicted += 1
             report.skipped += len(result.skipped)
         report.seconds = time.perf_counter() - start
+        report.ended_early = frames.ended_early
         report.files = outputs.finish()
         outputs = None
         return report

@@ -52,7 +52,7 @@ class VideoSource:
 
         Raises:
             EdgesegError: For a missing file, a file that is not a video, a camera or stream
-                that cannot be opened, or a container without a video stream.
+                that cannot be opened, or a container without a video stream or frames.
             MissingDependencyError: Without PyAV (``pip install 'edgeseg[video]'``).
         """
         av = require("av", "video")
@@ -66,6 +66,8 @@ class VideoSource:
             options["rtsp_transport"] = "tcp"
         try:
             container = av.open(self.spec, format=fmt, options=options, timeout=10.0)
+        except av.error.EOFError as exc:  # a valid header and nothing after it
+            raise EdgesegError(f"{self.spec}: has no video frames") from exc
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             what = {"file": "not a readable video", "camera": "cannot open the camera",
                     "stream": "cannot open the stream"}[self.kind]
