@@ -832,7 +832,8 @@ CASES: list[Case] = [
     Case("export-not-a-run", lambda d, m, o: ["export", str(d), "--formats", "onnx", "--out", str(o)],
          2, "not an edgeseg run directory", "in", cli="edgeseg"),
     Case("export-unknown-format-not-a-run", lambda d, m, o: [
-        "export", str(d), "--formats", "pytorch", "--out", str(o)], 2, "not an edgeseg run directory", cli="edgeseg"),
+        "export", str(d), "--formats", "pytorch", "--out", str(o)], 2, "not an edgeseg run directory",
+        cli="edgeseg"),
     Case("qat-not-a-run", lambda d, m, o: (
         csv_file(d / "c.csv", CLASSES_CSV),
         ["qat", str(d), "--data", str(d), "--classes", str(d / "c.csv")])[-1],
@@ -937,30 +938,37 @@ def test_sigterm_during_a_large_geotiff_leaves_nothing(models, tmp_path):
     assert list(out.iterdir()) == []
 
 
-class _SignalOnListening(io.StringIO):
-    """stderr that receives SIGTERM the moment the server says where it listens.
+_SIGNAL_ON_LISTENING = """
+import io, signal, sys
+from firmware_bridge.cli import main
 
-    A service manager that waits for that line and stops the service at once sends its signal
-    exactly there, between the socket's creation and the serving loop.
-    """
-
-    def write(self, text: str) -> int:
+class SignalOnListening(io.StringIO):
+    def write(self, text):
         written = super().write(text)
         if "listening on" in text:
             signal.raise_signal(signal.SIGTERM)  # its handler runs before this call returns
         return written
 
+err = SignalOnListening()
+sys.stderr = err
+code = main(["serve", sys.argv[1], "--socket", sys.argv[2]])
+sys.__stderr__.write(err.getvalue())
+sys.exit(code)
+"""
 
-def test_sigterm_as_serve_starts_removes_its_socket(models, tmp_path, monkeypatch):
-    from firmware_bridge.cli import main
 
+def test_sigterm_as_serve_starts_removes_its_socket(models, tmp_path):
+    """SIGTERM the moment the server says where it listens, as a service manager may send it.
+
+    The server runs in a process of its own, as a service does: stderr receives the signal
+    between the socket's creation and the serving loop.
+    """
     sock = tmp_path / "s.sock"
-    err = _SignalOnListening()
-    monkeypatch.setattr(sys, "stderr", err)
-    code = main(["serve", str(models["nchw"]), "--socket", str(sock)])
-    assert "listening on" in err.getvalue()
-    assert code == 0, err.getvalue()
-    assert "stopped" in err.getvalue() and "Traceback" not in err.getvalue()
+    r = subprocess.run([sys.executable, "-c", _SIGNAL_ON_LISTENING, str(models["nchw"]), str(sock)],
+                       capture_output=True, text=True, timeout=120)
+    assert "listening on" in r.stderr
+    assert r.returncode == 0, r.stderr
+    assert "stopped" in r.stderr and "Traceback" not in r.stderr
     assert not sock.exists() and not sock.is_symlink()
 
 

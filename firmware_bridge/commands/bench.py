@@ -6,7 +6,6 @@ import argparse
 
 from firmware_bridge.cliutil import count, positive_int
 from firmware_bridge.commands.modelargs import add_model_args
-from firmware_bridge.io.synthetic_raster import synthetic_block, write_synthetic_raster_in_child
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,51 +43,12 @@ def _worker_counts(text: str) -> list[int]:
     return counts
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (``resource``; no psutil)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
-def _throughput(seg, size: int, block: int) -> dict:
-    import tempfile
-    import time
-    from pathlib import Path
-
-    import numpy as np
-
-    try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        image = np.stack(synthetic_block(0, 0, size, size, seg.channels, np.uint8), axis=-1)
-        t0 = time.perf_counter()
-        seg.predict_tiled(image)
-        return {"mode": "in-memory (rasterio not installed)",
-                "seconds": time.perf_counter() - t0}
-    from firmware_bridge.io.raster import predict_geotiff
-
-    with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
-        src = Path(tmp) / "scene.tif"
-        # generated in a child, so that this process's peak memory is the prediction's alone
-        write_synthetic_raster_in_child(src, size, seg.channels)
-        rss_before = peak_rss_mb()
-        t0 = time.perf_counter()
-        predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)
-        seconds = time.perf_counter() - t0
-    return {"mode": "streamed GeoTIFF", "seconds": seconds, "peak_rss_before_mb": round(rss_before, 1)}
-
-
 def run_bench(args: argparse.Namespace) -> int:
-    """Run the benchmark and print (and optionally save) the numbers."""
+    """Run the benchmark (:func:`firmware_bridge.bench.bench_model`); print and save the numbers."""
     import json
-    import platform
     import time
 
-    import numpy as np
-
+    from firmware_bridge.bench import bench_model, report_lines
     from firmware_bridge.commands.modelargs import options_from_args
     from firmware_bridge.errors import EdgesegError
     from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
@@ -104,81 +64,10 @@ def run_bench(args: argparse.Namespace) -> int:
         return _run_video_bench(args)
     t0 = time.perf_counter()
     seg = Segmenter(args.model, args.backend, options_from_args(args))
-    load_s = time.perf_counter() - t0
-    th, tw = seg.tile
-    tile = np.stack(synthetic_block(0, 0, th, tw, seg.channels, np.uint8), axis=-1)[None]
-    t0 = time.perf_counter()
-    seg.scores(tile)
-    first_s = time.perf_counter() - t0
-    for _ in range(5):  # untimed: thread pools and caches settle
-        seg.scores(tile)
-    lat = []
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        seg.scores(tile)
-        lat.append((time.perf_counter() - t0) * 1e3)
-    prepared = seg.preprocess(tile)
-    runtime_ms = []
-    for _ in range(args.runs):
-        t0 = time.perf_counter()
-        seg.backend.run(prepared)
-        runtime_ms.append((time.perf_counter() - t0) * 1e3)
-    tp = _throughput(seg, args.size, args.block)
-    mpix = args.size * args.size / 1e6
-    report = {
-        "model": str(args.model), "machine": platform.machine(), "python": platform.python_version(),
-        **seg.backend.describe(), "threads": args.threads, "tile": [th, tw],
-        "overlap": seg.overlap, "batch": seg.options.batch,
-        "load_ms": round(load_s * 1e3, 2), "first_inference_ms": round(first_s * 1e3, 2),
-        "tile_latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
-                            "p90": round(float(np.percentile(lat, 90)), 3), "runs": args.runs},
-        "raster": {"size": [args.size, args.size], "megapixels": round(mpix, 6), **tp,
-                   "mpix_per_s": round(mpix / tp["seconds"], 3)},
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
-    report["raster"]["seconds"] = round(tp["seconds"], 3)
-    stride_px = (th - seg.overlap) * (tw - seg.overlap)  # new pixels per tile in a large scene
-    report["runtime_latency_ms"] = {"p50": round(float(np.percentile(runtime_ms, 50)), 3),
-                                    "p90": round(float(np.percentile(runtime_ms, 90)), 3)}
-    model_rate = stride_px / (report["tile_latency_ms"]["p50"] / 1e3) / 1e6
-    runtime_rate = stride_px / (report["runtime_latency_ms"]["p50"] / 1e3) / 1e6
-    report["model_rate_mpix_per_s"] = round(model_rate, 3)
-    report["runtime_rate_mpix_per_s"] = round(runtime_rate, 3)
-    report["streamed_vs_model"] = round(report["raster"]["mpix_per_s"] / model_rate, 3)
-    report["streamed_vs_runtime"] = round(report["raster"]["mpix_per_s"] / runtime_rate, 3)
-    if seg.backend.name == "litert" and not args.delegate:
-        from firmware_bridge.runtime.backend_litert import xnnpack_effect
-        from firmware_bridge.runtime.compute import matmul_rate, tflite_macs
-
-        report["xnnpack"] = xnnpack_effect(seg.backend.path, args.threads)
-        macs = tflite_macs(seg.backend.path)
-        floor = matmul_rate()
-        achieved = macs / (report["runtime_latency_ms"]["p50"] / 1e3)
-        report["compute"] = {"gmac_per_tile": round(macs / 1e9, 3),
-                             "gmac_per_mpix": round(macs / stride_px * 1e6 / 1e9, 2),
-                             "runtime_gmac_per_s": round(achieved / 1e9, 1),
-                             "numpy_fp32_matmul_gmac_per_s": round(floor / 1e9, 1),
-                             "runtime_vs_matmul": round(achieved / floor, 2)}
-    print(f"{seg.backend.name} {report['input']['dtype']} tile {th}x{tw}: load "
-          f"{report['load_ms']} ms, first {report['first_inference_ms']} ms, per tile p50 "
-          f"{report['tile_latency_ms']['p50']} ms p90 {report['tile_latency_ms']['p90']} ms")
-    print(f"{args.size}x{args.size} raster ({tp['mode']}): {report['raster']['seconds']} s, "
-          f"{report['raster']['mpix_per_s']} MPix/s, peak RSS {report['peak_rss_mb']} MiB")
-    print(f"new pixels per second ({th - seg.overlap} px stride): a tile alone, normalised and "
-          f"read back (p50) {report['model_rate_mpix_per_s']} MPix/s, the runtime alone "
-          f"({report['runtime_latency_ms']['p50']} ms) {report['runtime_rate_mpix_per_s']} MPix/s; "
-          f"streamed: {report['streamed_vs_model']:.2f} and {report['streamed_vs_runtime']:.2f} "
-          "of those")
-    if "compute" in report:
-        c = report["compute"]
-        print(f"the model: {c['gmac_per_tile']} GMAC per tile, {c['gmac_per_mpix']} GMAC per "
-              f"megapixel of new pixels; the runtime alone does {c['runtime_gmac_per_s']} GMAC/s, "
-              f"{c['runtime_vs_matmul']}x this machine's float32 matrix product "
-              f"({c['numpy_fp32_matmul_gmac_per_s']} GMAC/s, numpy BLAS)")
-    if "xnnpack" in report:
-        x = report["xnnpack"]
-        print(f"XNNPACK: {x['with_ms']} ms per inference with it, {x['without_ms']} ms without "
-              f"({x['speedup']}x)")
+    report = bench_model(seg, time.perf_counter() - t0, args.runs, args.size, args.block,
+                         args.threads, bool(args.delegate))
+    report["model"] = str(args.model)
+    print("\n".join(report_lines(report)))
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 0

@@ -1,0 +1,151 @@
+"""The device benchmark of one model: load time, per-tile latency, tiled throughput, memory.
+
+:func:`bench_model` is the engine behind ``edgeseg-run bench MODEL``: it measures a loaded
+:class:`~firmware_bridge.runtime.segmenter.Segmenter` on generated tiles and a generated
+raster streamed through the tiled path, and relates the streamed rate of new pixels to the
+model's own rate (a tile alone) and the runtime's (the backend call alone).
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from firmware_bridge.io.synthetic_raster import synthetic_block, write_synthetic_raster_in_child
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (``resource``; no psutil)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _throughput(seg, size: int, block: int) -> dict:
+    try:
+        import rasterio  # noqa: F401
+    except ImportError:
+        image = np.stack(synthetic_block(0, 0, size, size, seg.channels, np.uint8), axis=-1)
+        t0 = time.perf_counter()
+        seg.predict_tiled(image)
+        return {"mode": "in-memory (rasterio not installed)",
+                "seconds": time.perf_counter() - t0}
+    from firmware_bridge.io.raster import predict_geotiff
+
+    with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
+        src = Path(tmp) / "scene.tif"
+        # generated in a child, so that this process's peak memory is the prediction's alone
+        write_synthetic_raster_in_child(src, size, seg.channels)
+        rss_before = peak_rss_mb()
+        t0 = time.perf_counter()
+        predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)
+        seconds = time.perf_counter() - t0
+    return {"mode": "streamed GeoTIFF", "seconds": seconds, "peak_rss_before_mb": round(rss_before, 1)}
+
+
+def bench_model(seg, load_s: float, runs: int = 30, size: int = 2048, block: int = 1024,
+                threads: int | None = None, delegated: bool = False) -> dict:
+    """Measure a loaded model.
+
+    Args:
+        seg: The Segmenter.
+        load_s: Seconds it took to load.
+        runs: Single-tile runs for the latencies.
+        size: Edge of the generated square raster for the throughput.
+        block: GeoTIFF streaming block edge.
+        threads: CPU threads it was loaded with (reported).
+        delegated: Whether a delegate runs it (no XNNPACK comparison then).
+
+    Returns:
+        The report (JSON-ready): latencies, throughput, rates of new pixels and their ratios,
+        peak memory, and for LiteRT the XNNPACK effect and the compute achieved.
+    """
+    th, tw = seg.tile
+    tile = np.stack(synthetic_block(0, 0, th, tw, seg.channels, np.uint8), axis=-1)[None]
+    t0 = time.perf_counter()
+    seg.scores(tile)
+    first_s = time.perf_counter() - t0
+    for _ in range(5):  # untimed: thread pools and caches settle
+        seg.scores(tile)
+    lat = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        seg.scores(tile)
+        lat.append((time.perf_counter() - t0) * 1e3)
+    prepared = seg.preprocess(tile)
+    runtime_ms = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        seg.backend.run(prepared)
+        runtime_ms.append((time.perf_counter() - t0) * 1e3)
+    tp = _throughput(seg, size, block)
+    mpix = size * size / 1e6
+    report = {
+        "model": str(seg.backend.path), "machine": platform.machine(),
+        "python": platform.python_version(),
+        **seg.backend.describe(), "threads": threads, "tile": [th, tw],
+        "overlap": seg.overlap, "batch": seg.options.batch,
+        "load_ms": round(load_s * 1e3, 2), "first_inference_ms": round(first_s * 1e3, 2),
+        "tile_latency_ms": {"p50": round(float(np.percentile(lat, 50)), 3),
+                            "p90": round(float(np.percentile(lat, 90)), 3), "runs": runs},
+        "raster": {"size": [size, size], "megapixels": round(mpix, 6), **tp,
+                   "mpix_per_s": round(mpix / tp["seconds"], 3)},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    report["raster"]["seconds"] = round(tp["seconds"], 3)
+    stride_px = (th - seg.overlap) * (tw - seg.overlap)  # new pixels per tile in a large scene
+    report["runtime_latency_ms"] = {"p50": round(float(np.percentile(runtime_ms, 50)), 3),
+                                    "p90": round(float(np.percentile(runtime_ms, 90)), 3)}
+    model_rate = stride_px / (report["tile_latency_ms"]["p50"] / 1e3) / 1e6
+    runtime_rate = stride_px / (report["runtime_latency_ms"]["p50"] / 1e3) / 1e6
+    report["model_rate_mpix_per_s"] = round(model_rate, 3)
+    report["runtime_rate_mpix_per_s"] = round(runtime_rate, 3)
+    report["streamed_vs_model"] = round(report["raster"]["mpix_per_s"] / model_rate, 3)
+    report["streamed_vs_runtime"] = round(report["raster"]["mpix_per_s"] / runtime_rate, 3)
+    if seg.backend.name == "litert" and not delegated:
+        from firmware_bridge.runtime.backend_litert import xnnpack_effect
+        from firmware_bridge.runtime.compute import matmul_rate, tflite_macs
+
+        report["xnnpack"] = xnnpack_effect(seg.backend.path, threads)
+        macs = tflite_macs(seg.backend.path)
+        floor = matmul_rate()
+        achieved = macs / (report["runtime_latency_ms"]["p50"] / 1e3)
+        report["compute"] = {"gmac_per_tile": round(macs / 1e9, 3),
+                             "gmac_per_mpix": round(macs / stride_px * 1e6 / 1e9, 2),
+                             "runtime_gmac_per_s": round(achieved / 1e9, 1),
+                             "numpy_fp32_matmul_gmac_per_s": round(floor / 1e9, 1),
+                             "runtime_vs_matmul": round(achieved / floor, 2)}
+    return report
+
+
+def report_lines(r: dict) -> list[str]:
+    """The report of :func:`bench_model` as lines for a person."""
+    th, tw = r["tile"]
+    size, raster = r["raster"]["size"][0], r["raster"]
+    lines = [
+        f"{r['backend']} {r['input']['dtype']} tile {th}x{tw}: load {r['load_ms']} ms, first "
+        f"{r['first_inference_ms']} ms, per tile p50 {r['tile_latency_ms']['p50']} ms p90 "
+        f"{r['tile_latency_ms']['p90']} ms",
+        f"{size}x{size} raster ({raster['mode']}): {raster['seconds']} s, {raster['mpix_per_s']} "
+        f"MPix/s, peak RSS {r['peak_rss_mb']} MiB",
+        f"new pixels per second ({th - r['overlap']} px stride): a tile alone, normalised and read "
+        f"back (p50) {r['model_rate_mpix_per_s']} MPix/s, the runtime alone "
+        f"({r['runtime_latency_ms']['p50']} ms) {r['runtime_rate_mpix_per_s']} MPix/s; streamed: "
+        f"{r['streamed_vs_model']:.2f} and {r['streamed_vs_runtime']:.2f} of those",
+    ]
+    if "compute" in r:
+        c = r["compute"]
+        lines.append(f"the model: {c['gmac_per_tile']} GMAC per tile, {c['gmac_per_mpix']} GMAC per "
+                     f"megapixel of new pixels; the runtime alone does {c['runtime_gmac_per_s']} "
+                     f"GMAC/s, {c['runtime_vs_matmul']}x this machine's float32 matrix product "
+                     f"({c['numpy_fp32_matmul_gmac_per_s']} GMAC/s, numpy BLAS)")
+    if "xnnpack" in r:
+        x = r["xnnpack"]
+        lines.append(f"XNNPACK: {x['with_ms']} ms per inference with it, {x['without_ms']} ms "
+                     f"without ({x['speedup']}x)")
+    return lines
