@@ -12,8 +12,7 @@ images. Two numbers per artifact:
 A float format passes with agreement of at least ``min_agreement`` (99.5 %); a quantized one
 (int8, dynamic range) when it loses at most ``max_miou_drop`` points and still agrees with
 Keras on ``min_quantized_agreement`` (90 %) of the pixels: the mIoU alone would pass a graph
-whose classes are permuted between equally frequent classes, or masks shifted by a tile
-(quantized exports of the Dubai models agree on 94-99 % of the tile-7 pixels). The C array is
+whose classes are permuted between equally frequent classes, or masks shifted by a tile. The C array is
 checked by parsing its ``.cc`` back into bytes and running those on LiteRT.
 
 The artifacts run in a child process (:func:`check_artifacts_isolated`): a runtime that

@@ -4,10 +4,10 @@ Converted from the ONNX file of the export (tf2onnx), never from a TFLite file: 
 TFLite reader got a MobileUNet's TRANSPOSE_CONV with a fused activation wrong (mIoU 0.98 ->
 0.90). Not from the SavedModel either: that route leaves NHWC/NCHW
 transposes inside the graph (10 against 2 for a MobileUNet), and NNCF's int8 model of it
-agreed with Keras on 68.5 % of Dubai validation-tile pixels against 93.4 % from ONNX. NNCF
-runs with the ``MIXED`` preset (asymmetric activations, for the batch-norm outputs that no
-ReLU follows): 95.4 % on the same tiles. The metadata goes into the IR's ``rt_info`` as ``edgeseg`` (a string
-attribute of ``<rt_info><edgeseg value=.../>`` in the ``.xml``), which
+agrees with Keras on far fewer pixels than from ONNX. NNCF runs with the ``MIXED`` preset
+(asymmetric activations, for the batch-norm outputs that no ReLU follows). The metadata goes
+into the IR's ``rt_info`` as ``edgeseg`` (a string attribute of ``<rt_info><edgeseg value=.../>``
+in the ``.xml``), which
 :func:`firmware_bridge.runtime.metadata.read_metadata` reads without OpenVINO. An IR is two files;
 ``save_model`` writes the ``.bin`` beside the ``.xml`` with the same stem.
 """

@@ -54,10 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class-weighting", default=d["class_weighting"] or "none",
                    choices=["median", "inverse", "none"],
                    help="class weights of the loss from the training masks' pixel shares (default "
-                        "none: on Dubai median weights averaged 1.5 points lower)")
+                        "none: an unweighted loss)")
     p.add_argument("--balance", type=share, default=d["balance"],
                    help="share of crops centred on a pixel of a rarely-seen class (default 0: "
-                        "uniform crops; 0.5 over-predicted the rare classes on Dubai)")
+                        "uniform crops; balanced crops can over-predict the rare classes on an unseen "
+                        "scene)")
     p.add_argument("--no-augment", action="store_true", help="no flips, rotations or colour jitter")
     p.add_argument("--colour-jitter", type=non_negative_float, default=d["colour_jitter"],
                    help="strength of the colour jitter (1: brightness 0.1, contrast 0.2, channel "

@@ -28,11 +28,10 @@ class TrainConfig:
     stride-16 skip, ``block_13`` on for MobileNetV2: cheap and, on a CPU budget, better) or a
     block name; ``None``: ``"top"`` for a pretrained encoder, ``"all"`` for a random one.
     ``class_weighting``: ``"median"`` or ``"inverse"`` frequency weights of the loss from the
-    training masks, or ``None`` (the default: on Dubai's tile 7 seven unweighted runs averaged
-    0.582 mIoU against 0.567 for four median-weighted ones).
+    training masks, or ``None`` (the default: an unweighted loss; ``docs/benchmarks.md``
+    compares them).
     ``balance``: share of crops centred on a pixel of a rarely-seen class (0, the default:
-    uniform crops; on Dubai, half of them balanced made the rare classes over-predicted on an
-    unseen tile and scored 0.8 points lower at 15 minutes, in both of two seeds).
+    uniform crops; balanced crops can make the rare classes over-predicted on an unseen scene).
     ``stage1_epochs`` ``None``: 1 for a pretrained encoder, 0 (no frozen stage) for a random one.
     ``stage2_epochs``: a cap on the fine-tuning epochs; the cosine learning-rate decay spans
     them (or the time budget, when that ends stage 2 sooner). ``None`` (the default): no cap.
