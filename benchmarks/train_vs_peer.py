@@ -8,11 +8,18 @@ through the same tiled ``Segmenter`` (256 px tiles, 32 px overlap) and the same 
 on the nine images of tile 7, which neither has seen. edgeseg with test-time flips
 (``--tta flips``) is scored too, as a separate column.
 
+With ``--adapt-minutes M``, edgeseg trains for the budget less ``M`` minutes, then adapts the
+run to tile 7's images, unlabelled (``edgeseg adapt``: self-training, choosing its epoch on
+tile 6 as before), for the time left of ``M`` minutes, so that both together stay within the
+peer's budget; the adapted model is scored in a column of its own (``edgeseg`` is then the run
+before adaptation). Tile 7's masks only score.
+
 Prints a markdown table (also ``OUT/table.md``; every figure in ``OUT/results.json``, written
 after each pair so that a stopped benchmark keeps what it measured) with the machine and versions.
 
 Usage: ``EDGESEG_DATA=... EDGESEG_WEIGHTS=... .venv/bin/python benchmarks/train_vs_peer.py
-[--minutes 5 15] [--seeds 0 1] [--out runs/train_vs_peer]`` (``make bench-train``).
+[--minutes 5 15] [--seeds 0 1] [--adapt-minutes 0] [--out runs/train_vs_peer]``
+(``make bench-train``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 CLASSES = ROOT / "examples" / "dubai_classes.csv"
 SPLITS = {"train_val": "tile[1-6]_*", "train": "tile[1-5]_*", "val": "tile6_*", "test": "tile7_*"}
+START_S = 10.0
+"""Seconds kept for the adaptation's process start, outside its own clock."""
 
 
 def machine() -> str:
@@ -66,37 +75,69 @@ def make_splits(data: Path, out: Path) -> dict[str, Path]:
     return folders
 
 
-def train_pair(folders: dict[str, Path], weights: str, minutes: float, seed: int, out: Path) -> dict:
-    """Start edgeseg and the peer together; wait for both; return their wall times."""
-    ours, peer = out / "edgeseg", out / "peer.keras"
+def start(name: str, cmd: list[str], out: Path) -> tuple[subprocess.Popen, object]:
+    """Start a command with its output in ``OUT/<name>.log``."""
+    log = open(out / f"{name}.log", "w")  # noqa: SIM115 -- closed by finish()
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log
+
+
+def finish(name: str, proc: subprocess.Popen, log, out: Path) -> None:
+    """Wait for a command started by :func:`start`; stop the benchmark when it failed."""
+    code = proc.wait()
+    log.close()
+    if code != 0:
+        raise SystemExit(f"{name} failed (exit {code}); see {out / (name + '.log')}")
+
+
+def train_pair(folders: dict[str, Path], weights: str, minutes: float, seed: int, out: Path,
+               adapt_minutes: float = 0.0) -> dict:
+    """Start edgeseg and the peer together; wait for both; return their wall times.
+
+    With ``adapt_minutes``, edgeseg trains ``minutes - adapt_minutes``, then adapts to the
+    test images (unlabelled) for at most ``adapt_minutes``, ending within ``minutes`` of the
+    start.
+    """
+    ours, peer, adapted = out / "edgeseg", out / "peer.keras", out / "edgeseg_adapted"
     out.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     commands = {
         "edgeseg": [str(bin_dir / "edgeseg"), "train", "--data", str(folders["train_val"]),
                     "--classes", str(CLASSES), "--encoder-weights", weights,
-                    "--val-pattern", SPLITS["val"], "--minutes", str(minutes), "--seed", str(seed),
-                    "--quiet", "--out", str(ours)],
+                    "--val-pattern", SPLITS["val"], "--minutes", f"{minutes - adapt_minutes:g}",
+                    "--seed", str(seed), "--quiet", "--out", str(ours)],
         "peer": [sys.executable, str(ROOT / "benchmarks" / "peer_keras.py"), "--data",
                  str(folders["train"]), "--val", str(folders["val"]), "--classes", str(CLASSES),
                  "--weights", weights, "--minutes", str(minutes), "--seed", str(seed),
                  "--out", str(peer)],
     }
-    started, procs = time.monotonic(), {}
-    for name, cmd in commands.items():
-        log = open(out / f"{name}.log", "w")  # noqa: SIM115 -- closed below
-        procs[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log)
+    started = time.monotonic()
+    running = {name: start(name, cmd, out) for name, cmd in commands.items()}
     wall = {}
-    for name, (proc, log) in procs.items():
-        code = proc.wait()
-        log.close()
-        wall[name] = round(time.monotonic() - started, 1)
-        if code != 0:
-            raise SystemExit(f"{name} failed (exit {code}); see {out / (name + '.log')}")
-    return {"run": str(ours), "peer": str(peer), "wall_s": wall}
+    while running:  # each one's wall time as it ends; the adaptation starts when training ends
+        for name, (proc, log) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            finish(name, proc, log, out)
+            del running[name]
+            wall[name] = round(time.monotonic() - started, 1)
+            if name == "edgeseg" and adapt_minutes:
+                left = minutes * 60 - (time.monotonic() - started) - START_S
+                if left <= 0:
+                    raise SystemExit(f"edgeseg train took {wall[name]:.0f} s: no time left of the "
+                                     f"{minutes:g} min to adapt; give a larger --adapt-minutes")
+                cmd = [str(bin_dir / "edgeseg"), "adapt", str(ours), "--images",
+                       str(folders["test"] / "images"), "--data", str(folders["train_val"]),
+                       "--classes", str(CLASSES), "--minutes",
+                       f"{min(adapt_minutes * 60, left) / 60:.3f}", "--seed", str(seed), "--quiet",
+                       "--out", str(adapted)]
+                running["edgeseg_adapted"] = start("edgeseg_adapted", cmd, out)
+        time.sleep(0.5)
+    return {"run": str(ours), "peer": str(peer), "wall_s": wall,
+            **({"adapted": str(adapted)} if adapt_minutes else {})}
 
 
-def score_pair(run: str, peer: str, test: Path) -> dict:
-    """The mIoU of edgeseg's model (without and with flips) and of the peer's on the test images."""
+def score_pair(run: str, peer: str, test: Path, adapted: str | None = None) -> dict:
+    """The mIoU of edgeseg's model (without and with flips), of the peer's, and of the adapted run."""
     from edgeseg.spec import run_spec
     from edgeseg.tf_env import tf_keras
     from edgeseg.training.runs import load_run
@@ -116,9 +157,12 @@ def score_pair(run: str, peer: str, test: Path) -> dict:
     inp = keras.Input((256, 256, 3))
     theirs = keras.Model(inp, theirs(inp))  # the same 256 px tiles as ours
     result = {}
-    for name, model, tta in (("edgeseg", ours, None), ("edgeseg_flips", ours, "flips"),
-                             ("peer", theirs, None)):
-        s = score(keras_segmenter(model, meta, overlap=32, tta=tta), iter(data), table.names).scores
+    models = [("edgeseg", ours, meta, None), ("edgeseg_flips", ours, meta, "flips"),
+              ("peer", theirs, meta, None)]
+    if adapted:
+        models.append(("edgeseg_adapted", load_run(adapted, (256, 256))[0], run_spec(adapted), None))
+    for name, model, spec, tta in models:
+        s = score(keras_segmenter(model, spec, overlap=32, tta=tta), iter(data), table.names).scores
         result[name] = {"miou": round(float(s.miou), 4),
                         "iou": {n: round(float(v), 4) for n, v in zip(table.names, s.iou, strict=True)}}
     epochs = len((Path(run) / "history.csv").read_text().strip().splitlines()) - 1
@@ -127,19 +171,27 @@ def score_pair(run: str, peer: str, test: Path) -> dict:
 
 
 def table(rows: list[dict], header: str) -> str:
-    """The markdown table: one row per budget and seed, then the mean per budget."""
-    lines = [header, "", "| budget | seed | edgeseg | peer | edgeseg - peer | edgeseg + flips |",
-             "|---|---|---|---|---|---|"]
+    """The markdown table: one row per budget and seed, then the mean per budget.
+
+    Rows with an adapted run add its mIoU and its difference to the peer.
+    """
+    adapt = all("edgeseg_adapted" in r for r in rows)
+    keys = ("edgeseg", "peer", "edgeseg_flips") + (("edgeseg_adapted",) if adapt else ())
+    lines = [header, "", "| budget | seed | edgeseg | peer | edgeseg - peer | edgeseg + flips |"
+             + (" edgeseg adapted | adapted - peer |" if adapt else ""),
+             "|---|---|---|---|---|---|" + ("---|---|" if adapt else "")]
+
+    def line(minutes: float, seed: str, values: list[float]) -> str:
+        e, p, f = values[:3]
+        text = f"| {minutes:g} min | {seed} | {e:.4f} | {p:.4f} | {100 * (e - p):+.1f} | {f:.4f} |"
+        return text + (f" {values[3]:.4f} | {100 * (values[3] - p):+.1f} |" if adapt else "")
+
     for r in rows:
-        e, p, f = r["edgeseg"]["miou"], r["peer"]["miou"], r["edgeseg_flips"]["miou"]
-        lines.append(f"| {r['minutes']:g} min | {r['seed']} | {e:.4f} | {p:.4f} | "
-                     f"{100 * (e - p):+.1f} | {f:.4f} |")
+        lines.append(line(r["minutes"], str(r["seed"]), [r[k]["miou"] for k in keys]))
     for minutes in sorted({r["minutes"] for r in rows}):
         some = [r for r in rows if r["minutes"] == minutes]
-        e, p, f = (sum(r[k]["miou"] for r in some) / len(some)
-                   for k in ("edgeseg", "peer", "edgeseg_flips"))
-        lines.append(f"| {minutes:g} min | mean of {len(some)} | {e:.4f} | {p:.4f} | "
-                     f"{100 * (e - p):+.1f} | {f:.4f} |")
+        means = [sum(r[k]["miou"] for r in some) / len(some) for k in keys]
+        lines.append(line(minutes, f"mean of {len(some)}", means))
     return "\n".join(lines)
 
 
@@ -148,8 +200,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[5.0, 15.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--adapt-minutes", type=float, default=0.0,
+                        help="edgeseg trains for the budget less this, then adapts to the test "
+                             "images (unlabelled) for the rest (default 0: no adaptation)")
     parser.add_argument("--out", default="runs/train_vs_peer")
     args = parser.parse_args()
+    if args.adapt_minutes < 0 or any(args.adapt_minutes >= m for m in args.minutes if args.adapt_minutes):
+        raise SystemExit("--adapt-minutes must be 0, or more than 0 and less than every --minutes")
     data = os.environ.get("EDGESEG_DATA")
     weights = os.environ.get("EDGESEG_WEIGHTS")
     if not data or not (Path(data) / "images").is_dir():
@@ -161,17 +218,23 @@ def main() -> None:
     header = (f"Dubai tile 7 (9 images, never seen), mIoU; train tiles 1-5, select on tile 6; "
               f"edgeseg and the peer trained at the same time; {machine()}; {versions()}; "
               f"{time.strftime('%Y-%m-%d')}")
+    if args.adapt_minutes:
+        header += (f"; edgeseg trained for the budget less {args.adapt_minutes:g} min, then adapted "
+                   "to tile 7's images, unlabelled, for the rest (edgeseg adapt)")
     rows = []
     for minutes in args.minutes:
         for seed in args.seeds:
             pair_dir = out / f"{minutes:g}min_seed{seed}"
             print(f"== {minutes:g} min, seed {seed}: training both", flush=True)
-            trained = train_pair(folders, weights, minutes, seed, pair_dir)
-            row = {"minutes": minutes, "seed": seed, **trained,
-                   **score_pair(trained["run"], trained["peer"], folders["test"])}
+            trained = train_pair(folders, weights, minutes, seed, pair_dir, args.adapt_minutes)
+            row = {"minutes": minutes, "seed": seed, "adapt_minutes": args.adapt_minutes, **trained,
+                   **score_pair(trained["run"], trained["peer"], folders["test"],
+                                trained.get("adapted"))}
             rows.append(row)
+            adapted = (f", adapted {row['edgeseg_adapted']['miou']:.4f}"
+                       if "edgeseg_adapted" in row else "")
             print(f"   edgeseg {row['edgeseg']['miou']:.4f} (flips {row['edgeseg_flips']['miou']:.4f}),"
-                  f" peer {row['peer']['miou']:.4f}", flush=True)
+                  f" peer {row['peer']['miou']:.4f}{adapted}", flush=True)
             (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1))
     text = table(rows, header)
     (out / "table.md").write_text(text + "\n")

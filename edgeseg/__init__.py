@@ -4,7 +4,7 @@ Training-side code lives here; conversion in ``export``; the device runtime in
 ``firmware_bridge``. Dependencies point one way: edgeseg -> export -> firmware_bridge.
 
 ``edgeseg.Run`` is the engine: ``Run.train(...)`` or ``Run.open(path)``, then ``.evaluate``,
-``.qat`` and ``.export``.
+``.adapt``, ``.qat`` and ``.export``.
 """
 
 from edgeseg.exporting import ExportOutcome, ExportRequest  # noqa: E402

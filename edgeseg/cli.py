@@ -1,4 +1,4 @@
-"""``edgeseg``: the workstation command line (train, evaluate, pretrain, export, demo, data check).
+"""``edgeseg``: the workstation command line (train, adapt, evaluate, pretrain, export, demo, data check).
 
 Each sub-command lives in its own module under ``edgeseg.commands`` and exposes
 ``register(subparsers)``; importing those modules must not import TensorFlow (they import it
@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "edgeseg.commands.data",
     "edgeseg.commands.models",
     "edgeseg.commands.train",
+    "edgeseg.commands.adapt",
     "edgeseg.commands.evaluate",
     "edgeseg.commands.pretrain",
     "edgeseg.commands.bench",

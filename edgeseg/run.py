@@ -12,6 +12,9 @@ run's own run-time spec (:func:`edgeseg.spec.run_spec`), validation images and c
                          data="data/dubai_aerial")
     print(outcome.parity.table())
 
+``run.adapt(images, out, data=...)`` fine-tunes a run on unlabelled scenes from the deployment
+(self-training, :mod:`edgeseg.adaptation`) into a new run folder.
+
 The ``edgeseg`` commands parse their arguments and make one call here.
 """
 
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
+from edgeseg.adaptation.adapt import AdaptOptions, AdaptResult, adapt_run
 from edgeseg.data import load_split
 from edgeseg.evaluate import Evaluation, evaluate
 from edgeseg.exporting import ExportOutcome, ExportRequest, export_run
@@ -40,6 +44,8 @@ _OWN = {"num_classes", "class_names", "class_colours", "ignore_names", "ignore_c
         "val_pattern", "time_budget_s"}
 TRAIN_OPTIONS = tuple(f.name for f in fields(TrainConfig) if f.name not in _OWN)
 """Keyword options of :meth:`Run.train` besides ``val_pattern`` and ``minutes``."""
+ADAPT_OPTIONS = tuple(f.name for f in fields(AdaptOptions))
+"""Keyword options of :meth:`Run.adapt`."""
 
 
 def _table(classes: ClassTable | str | Path) -> ClassTable:
@@ -79,11 +85,14 @@ class Run:
     Attributes:
         path: The run folder.
         result: What the training that made it measured (``None`` for an opened run).
+        adaptation: What the adaptation that made it did (:meth:`adapt`; ``None`` otherwise).
     """
 
-    def __init__(self, path: str | Path, result: TrainResult | None = None) -> None:
+    def __init__(self, path: str | Path, result: TrainResult | None = None,
+                 adaptation: AdaptResult | None = None) -> None:
         self.path = Path(path)
         self.result = result
+        self.adaptation = adaptation
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -205,6 +214,42 @@ class Run:
         opts = replace(options or QatOptions(), **kw)
         table = self.classes() if classes is None else _table(classes)
         return qat_run(self.path, data, table, opts, on_epoch_end=on_epoch_end)
+
+    def adapt(self, images: str | Path, out: str | Path, *, data: str | Path,
+              classes: ClassTable | str | Path | None = None, verbose: bool = True,
+              log: Callable[[str], None] | None = None, **options) -> Run:
+        """Adapt the run to unlabelled scenes by self-training, into a new run folder.
+
+        Pseudo-labels of the scenes (confident pixels, class-balanced) and the run's labelled
+        training crops fine-tune the run's best model in rounds; the run's validation images
+        choose the best epoch (:mod:`edgeseg.adaptation`).
+
+        Args:
+            images: Folder of unlabelled 8-bit RGB images from the deployment.
+            out: The adapted run's folder: new or empty.
+            data: The run's dataset folder (training and validation images).
+            classes: Class table of ``data`` (``None``: the run's).
+            verbose: One line per epoch.
+            log: Where notes go (default: stderr).
+            **options: :class:`~edgeseg.adaptation.adapt.AdaptOptions` fields, e.g.
+                ``minutes``, ``rounds``, ``threshold``, ``portion``, ``mix``.
+
+        Returns:
+            The adapted run; ``run.result`` holds its fine-tuning's result and
+            ``run.adaptation`` the rounds' pseudo-labels.
+
+        Raises:
+            EdgesegError: For an unknown option or a bad value, a bad images folder, ``out``
+                or data, or images that also validate the run (before anything is written).
+        """
+        unknown = sorted(set(options) - set(ADAPT_OPTIONS))
+        if unknown:
+            raise EdgesegError(f"unknown adaptation option {', '.join(unknown)}; "
+                               f"options: {', '.join(ADAPT_OPTIONS)}")
+        table = None if classes is None else _table(classes)
+        result = adapt_run(self.path, images, out, data, table, AdaptOptions(**options), log,
+                           verbose)
+        return Run(out, result.training, result)
 
     def export(self, out: str | Path, request: ExportRequest | None = None,
                log: Callable[[str], None] | None = None, **kw) -> ExportOutcome:

@@ -14,41 +14,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edgeseg.data.pipeline import MEAN, STD
 from edgeseg.training import runs
-from edgeseg.training.config import TrainConfig
+from edgeseg.training.config import TrainConfig, output_kind
 from firmware_bridge.io.classes import ClassTable, parse_colour
 from firmware_bridge.runtime.metadata import ModelMetadata
+
+__all__ = ["at_tile", "config_spec", "output_kind", "run_spec", "spec_table"]
 
 SCORE_KEYS = ("miou", "mdice", "pixel_accuracy")
 """Validation scores an artifact's metadata carries."""
 
 
-def output_kind(num_classes: int) -> str:
-    """The output a model of ``num_classes`` gives: one sigmoid channel or a softmax."""
-    return "sigmoid" if num_classes == 1 else "softmax"
-
-
 def config_spec(config: TrainConfig, *, normalisation: dict | None = None) -> ModelMetadata:
-    """What a Segmenter needs to run a model of this configuration.
-
-    Args:
-        config: The training configuration.
-        normalisation: ``{"mean": m, "std": s}`` the model was trained with (``None``: the
-            training pipeline's).
-
-    Returns:
-        The spec: classes, colours, ignore rows, normalisation, output kind, the validation
-        tile and overlap (also the tile the artifacts recommend), architecture and backbone.
-    """
-    norm = normalisation or {"mean": MEAN, "std": STD}
-    return ModelMetadata(
-        classes=list(config.class_names), colours=list(config.class_colours),
-        ignore_names=list(config.ignore_names), ignore_colours=list(config.ignore_colours),
-        mean=[norm["mean"]], std=[norm["std"]], output=output_kind(config.num_classes),
-        input_size=(config.val_tile, config.val_tile), tile_size=config.val_tile,
-        tile_overlap=config.val_overlap, arch=config.arch, backbone=config.backbone,
-    )
+    """What a Segmenter needs to run a model of this configuration (:meth:`TrainConfig.spec`)."""
+    return config.spec(normalisation)
 
 
 def run_spec(run_dir) -> ModelMetadata:

@@ -7,7 +7,7 @@ import pytest
 from tiny_models import prob_atol
 
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.runtime.backend_openvino import check_device
+from firmware_bridge.runtime.backend_openvino import check_device, precision_config
 from firmware_bridge.runtime.backend_ort import check_providers
 from firmware_bridge.runtime.backends import BackendOptions, backend_for, guess_layout, open_backend
 
@@ -81,6 +81,25 @@ def test_openvino_reads_onnx_too(models):
     ov_ir = open_backend(models["nchw_xml"])
     assert ov_onnx.name == ov_ir.name == "openvino"
     np.testing.assert_allclose(ov_onnx.run(x), ov_ir.run(x), atol=prob_atol(x))  # two graphs
+
+
+def test_openvino_asks_the_cpu_for_f32(models):
+    """CPUs with AMX or AVX512_BF16 would infer in bf16 by default (probabilities off by ~1e-2):
+    the CPU is asked for f32 directly, and through the virtual devices that may pick it."""
+    import openvino as ov
+
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
+    assert precision_config("CPU") == precision_config("cpu") == precision_config("BATCH:CPU(4)") == f32
+    for device in ("AUTO", "AUTO:GPU,CPU", "MULTI:CPU", "HETERO:GPU,CPU"):
+        assert precision_config(device) == {"DEVICE_PROPERTIES": {"CPU": f32}}, device
+    assert precision_config("GPU") == precision_config("NPU") == precision_config("BATCH:GPU") == {}
+    x = np.random.default_rng(1).normal(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    cpu = open_backend(models["nchw_xml"], options=BackendOptions(threads=1))
+    want = cpu.run(x)
+    compiled = cpu._requests[x.shape].get_compiled_model()
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    auto = open_backend(models["nchw_xml"], options=BackendOptions(device="AUTO", threads=1))
+    np.testing.assert_allclose(auto.run(x), want, atol=prob_atol(x))  # the CPU through AUTO
 
 
 def test_litert_dynamic_batch_resizes(tflite):

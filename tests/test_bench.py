@@ -72,8 +72,11 @@ def test_throughput_rows(bench):
     assert len(sec["rows"]) == 2
     for r in sec["rows"]:
         assert _positive(r["seconds"]) and _positive(r["mpix_per_s"])
-        # the rate is the raster's megapixels over the time (both rounded to 3 decimals)
-        assert r["mpix_per_s"] * r["seconds"] == pytest.approx(RASTER * RASTER / 1e6, rel=0.01)
+        # the rate is the raster's megapixels over the time, both rounded to 3 decimals: their
+        # product is within 5e-4 * (rate + seconds) of the megapixels (more than 1 % when a fast
+        # CPU takes 0.05 s); a rate of another raster size or in other units is off by 4x or 1000x
+        rate, seconds = r["mpix_per_s"], r["seconds"]
+        assert abs(rate * seconds - RASTER * RASTER / 1e6) <= 5e-4 * (rate + seconds) + 1e-6
         assert r["tile"] == TILE and r["overlap"] == 16  # the model's metadata overlap
 
 
@@ -230,7 +233,9 @@ def test_tensorflow_baseline_matches_the_artifact(keras_model, artifacts):
     ort_seg = Segmenter(onnx, options=SegmenterOptions(tile=TILE))
     assert tf_seg.backend.name == "tensorflow" and tf_seg.overlap == ort_seg.overlap == 16
     tile = bench_tile(TILE)
-    np.testing.assert_allclose(tf_seg.scores(tile), ort_seg.scores(tile), atol=1e-5)
+    # TensorFlow's and ONNX Runtime's kernels round differently: up to prob_atol (4.4e-6 on this tile)
+    np.testing.assert_allclose(tf_seg.scores(tile), ort_seg.scores(tile),
+                               atol=tiny_models.prob_atol(tile[0]))
     image = smooth_image(150, 170)
     assert np.mean(tf_seg.predict_tiled(image).mask == ort_seg.predict_tiled(image).mask) >= 0.999
 
@@ -240,7 +245,10 @@ def test_tensorflow_baseline_matches_the_artifact(keras_model, artifacts):
     assert by["keras (TensorFlow)"].speedup == 1.0 and not notes
     for label in ("onnx", "openvino-fp32"):
         r = by[label]
-        assert r.speedup == pytest.approx(by["keras (TensorFlow)"].latency.p50 / r.latency.p50, rel=0.01)
+        # the ratio rounded to 2 decimals: within 0.005 whatever its size (below 0.5, where
+        # TensorFlow's kernels are the faster ones on a CPU, that is more than 1 %)
+        ratio = by["keras (TensorFlow)"].latency.p50 / r.latency.p50
+        assert r.speedup == pytest.approx(ratio, abs=0.005 + 1e-12)
 
 
 def test_computed_accuracy_with_agreement(keras_model, artifacts):

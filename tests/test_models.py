@@ -162,6 +162,10 @@ def test_mobilenetv3_rewritten_without_tf_ops_matches_application(backbone):
     outs = rebuilt(x)
     assert [tuple(o.shape[1:3]) for o in outs] == [(64 // s, 96 // s) for s in (2, 4, 8, 16, 32)]
     expected = app(x).numpy()
+    # Both graphs run the same convolutions; they differ in the 27-28 hard-sigmoids, relu6(x + 3)
+    # * (1/6) against x * (1/6) + 0.5 clipped at 1: two float32 roundings each way, up to
+    # 4 * 2^-24 of a value <= 1 per layer, at most 112 * 2^-24 = 6.7e-6 of the outputs' scale
+    # carried forward. A wrong constant (x + 2, or 1/5) moves a gate by 10 % or more.
     np.testing.assert_allclose(outs[-1].numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
@@ -224,7 +228,14 @@ def test_atrous_taps_equal_dilated_depthwise():
                 i, j = (int(c) for c in layer.name[-2:])
                 w = [kernel[i : i + 1, j : j + 1]] + ([bias] if layer.use_bias else [])
                 layer.set_weights(w)
-        np.testing.assert_allclose(taps(x).numpy(), reference(x).numpy(), atol=1e-5)
+        got, want = taps(x).numpy(), reference(x).numpy()
+        # Nine products and the bias summed in float32, in whatever order each path's kernel
+        # takes: each within 10 * 2^-24 of the sum of the terms' magnitudes, which the reference
+        # layer gives on |x| with |kernel| and |bias|. A misplaced or missing tap is off by a
+        # whole product (~1).
+        ref.set_weights([np.abs(kernel), np.abs(bias)])
+        magnitude = reference(np.abs(x)).numpy()
+        np.testing.assert_array_less(np.abs(got - want), 2 * 10 * 2.0**-24 * magnitude)
         n_taps = sum("_tap_" in layer.name for layer in taps.layers)
         assert n_taps == (3 if rate >= 12 else 9)
         assert all(type(layer).__name__ != "DepthwiseConv2D" or layer.dilation_rate == (1, 1)

@@ -22,8 +22,8 @@ def test_the_readme_example_goes_from_data_to_a_validated_int8_model(tmp_path, m
     from affine import Affine
 
     data = tmp_path / "data"
-    synthetic.write_dataset(data, 3, (96, 128), seed=0, prefix="train")
-    synthetic.write_dataset(data, 1, (96, 96), seed=10, prefix="tile7")
+    synthetic.write_dataset(data, 4, (128, 160), seed=0, prefix="train")
+    synthetic.write_dataset(data, 2, (128, 160), seed=10, prefix="tile7")
     image, _ = synthetic.generate_scene(200, 260, seed=3)
     h, w = image.shape[:2]
     with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", height=h, width=w, count=3,
@@ -34,9 +34,9 @@ def test_the_readme_example_goes_from_data_to_a_validated_int8_model(tmp_path, m
     small = {  # the same calls at the size of a test: no weights file, a tiny budget
         '"examples/dubai_classes.csv"': repr(str(data / "classes.csv")),
         'encoder_weights="mobilenet_v2_0.35_224_no_top.h5", minutes=15':
-            'encoder_weights="none", crop=64, batch=4, stage1_epochs=0, stage2_epochs=1, '
-            'steps_per_epoch=3, val_tile=64, verbose=False',
-        'run.qat("data/dubai_aerial")': 'run.qat("data/dubai_aerial", epochs=1, steps_per_epoch=2)',
+            'encoder_weights="none", crop=64, batch=8, stage1_epochs=0, stage2_epochs=4, '
+            'steps_per_epoch=12, val_tile=64, verbose=False',
+        'run.qat("data/dubai_aerial")': 'run.qat("data/dubai_aerial", epochs=2, steps_per_epoch=8)',
     }
     for old, new in small.items():
         assert old in code, old
@@ -46,7 +46,7 @@ def test_the_readme_example_goes_from_data_to_a_validated_int8_model(tmp_path, m
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     outcome = namespace["outcome"]
-    assert outcome.ok and outcome.parity.rows[0].format == "tflite-qat-int8"
+    assert outcome.ok, outcome.parity.table() and outcome.parity.rows[0].format == "tflite-qat-int8"
     assert outcome.parity.rows[0].passed and outcome.artifact("tflite-qat-int8").path.is_file()
     with rasterio.open(tmp_path / "scene_mask.tif") as mask:
         assert (mask.width, mask.height) == (w, h)

@@ -3,7 +3,7 @@ quantised models, foreign-model options and bad input."""
 
 import numpy as np
 import pytest
-from tiny_models import smooth_image
+from tiny_models import prob_atol, smooth_image
 
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime import tiling
@@ -92,16 +92,19 @@ def test_same_model_same_mask_on_three_backends(models, tflite, image):
     assert [s.backend.name for s in segs] == ["litert", "onnxruntime", "openvino"]
     assert all(s.tile == (64, 64) and s.meta.classes == ["c0", "c1", "c2", "c3"] for s in segs)
     results = [s.predict_tiled(image, probabilities=True) for s in segs]
+    # three runtimes' kernels round differently, by up to prob_atol (1.1e-5 on this image);
+    # bf16 inference or a wrong normalisation moves the probabilities by 1e-2 and more
     for other in results[1:]:
         assert (other.mask == results[0].mask).mean() >= 0.995
-        np.testing.assert_allclose(other.probabilities, results[0].probabilities, atol=1e-4)
+        np.testing.assert_allclose(other.probabilities, results[0].probabilities,
+                                   atol=prob_atol(image, tiled=True))
 
 
 def test_nhwc_and_nchw_models_agree(models, image):
     a = Segmenter(models["nchw"]).predict(image)
     b = Segmenter(models["nhwc"]).predict(image)
     assert Segmenter(models["nhwc"]).meta.layout == "NHWC"
-    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=prob_atol(image))  # rounding
     assert (a.mask == b.mask).mean() >= 0.9999
 
 
@@ -147,7 +150,8 @@ def test_batch_size_does_not_change_the_result(models, image):
     one = Segmenter(models["nchw"], options=SegmenterOptions(tile=64, overlap=16, batch=1))
     five = Segmenter(models["nchw"], options=SegmenterOptions(tile=64, overlap=16, batch=5))
     a, b = one.predict_tiled(image, True), five.predict_tiled(image, True)
-    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-6)
+    # batches of 1 and 5 tiles may run on other kernels: rounding alone (prob_atol)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, atol=prob_atol(image, tiled=True))
 
 
 def test_small_image_is_padded_and_cropped_back(models):
@@ -228,6 +232,8 @@ def test_tta_flips_average_the_mirrored_predictions(models, tflite, backend):
              plain.predict(np.ascontiguousarray(image[:, ::-1])).probabilities[:, ::-1],
              plain.predict(np.ascontiguousarray(image[::-1])).probabilities[::-1]]
     got = tta.predict_tiled(image, probabilities=True)
+    # each view is the same call on the same input as the plain prediction, and the one 64 px
+    # tile blends with weight 1: the same arithmetic on both sides, so the masks are equal too
     np.testing.assert_allclose(got.probabilities, sum(views) / 3, atol=1e-5)
     np.testing.assert_array_equal(got.mask, (sum(views) / 3).argmax(-1))
     assert not np.allclose(got.probabilities, views[0], atol=1e-4)  # the mirrors did change something

@@ -12,9 +12,14 @@ from dataclasses import dataclass, field
 
 from edgeseg.data.stats import inverse_frequency_weights, median_frequency_weights
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.runtime.metadata import DEFAULT_OVERLAP
+from firmware_bridge.runtime.metadata import DEFAULT_OVERLAP, ModelMetadata
 
 WEIGHTINGS = {"inverse": inverse_frequency_weights, "median": median_frequency_weights}
+
+
+def output_kind(num_classes: int) -> str:
+    """The output a model of ``num_classes`` gives: one sigmoid channel or a softmax."""
+    return "sigmoid" if num_classes == 1 else "softmax"
 
 
 @dataclass
@@ -124,6 +129,29 @@ class TrainConfig:
             raise EdgesegError(f"balance is a share of crops, between 0 and 1, got {self.balance}")
         if not 0 <= self.encoder_lr_factor:
             raise EdgesegError(f"encoder_lr_factor must be >= 0, got {self.encoder_lr_factor}")
+
+    def spec(self, normalisation: dict | None = None) -> ModelMetadata:
+        """The run-time spec of a model of this configuration (see :mod:`edgeseg.spec`).
+
+        Args:
+            normalisation: ``{"mean": m, "std": s}`` the model was trained with (``None``: the
+                training pipeline's).
+
+        Returns:
+            Classes, colours, ignore rows, normalisation, output kind, the validation tile and
+            overlap (also the tile the artifacts recommend), architecture and backbone.
+        """
+        from edgeseg.data.pipeline import MEAN, STD
+
+        norm = normalisation or {"mean": MEAN, "std": STD}
+        return ModelMetadata(
+            classes=list(self.class_names), colours=list(self.class_colours),
+            ignore_names=list(self.ignore_names), ignore_colours=list(self.ignore_colours),
+            mean=[norm["mean"]], std=[norm["std"]],
+            output=output_kind(self.num_classes),
+            input_size=(self.val_tile, self.val_tile), tile_size=self.val_tile,
+            tile_overlap=self.val_overlap, arch=self.arch, backbone=self.backbone,
+        )
 
     def augmentation(self):
         """The crops' :class:`~edgeseg.data.pipeline.Augment` (``augment`` off: none at all)."""

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.data.pipeline import CropSampler
-from edgeseg.spec import config_spec
 from edgeseg.training import runs
 from edgeseg.training.averaging import WeightAverage
 from edgeseg.training.distribute import Replicas, ScratchDir, host_copy, local_batchnorm
@@ -70,12 +69,16 @@ class TrainingLoop:
             one process on one device. ``model`` must then be placed under it.
         host: The same model outside the strategy
             (:func:`edgeseg.training.distribute.place_model`); ``None``: ``model``.
+        sampler: Where the training crops come from (``None``: a
+            :class:`~edgeseg.data.pipeline.CropSampler` over ``train_samples`` with the
+            config's crop, balance and augmentation).
 
     """
 
     def __init__(self, config, model, loss_fn, train_samples, val_samples, run_dir: Path,
                  state: dict, verbose: bool = True, started: float | None = None,
-                 replicas: Replicas | None = None, host=None) -> None:
+                 replicas: Replicas | None = None, host=None,
+                 sampler: CropSampler | None = None) -> None:
         from edgeseg.models import build_model
         from edgeseg.training.config import spread
 
@@ -95,15 +98,15 @@ class TrainingLoop:
         self.verbose, self.bars = verbose, verbose and sys.stderr.isatty()
         k = max(config.num_classes, 2)
         self.names = config.class_names if config.num_classes > 1 else ["0", "1"]
-        self.sampler = CropSampler(train_samples, k, config.crop, config.balance,
-                                   config.augmentation())
+        self.sampler = sampler if sampler is not None else CropSampler(
+            train_samples, k, config.crop, config.balance, config.augmentation())
         if not self.chief:  # validation and the saved model are the chief's
             self.val_samples = []
         self.val_model = self.val_segmenter = None
         if self.chief:
             self.val_model = build_model(config.arch, config.backbone, config.num_classes,
                                          input_size=(config.val_tile,) * 2, upsampling=config.upsampling)
-            self.val_segmenter = keras_segmenter(self.val_model, config_spec(config))
+            self.val_segmenter = keras_segmenter(self.val_model, config.spec())
         self.scratch = None if self.chief else ScratchDir()
         self.freeze_bn = (config.pretrained if config.freeze_encoder_bn is None
                           else config.freeze_encoder_bn)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from edgeseg.data.stats import class_pixel_counts
 from edgeseg.training import runs
-from edgeseg.training.config import WEIGHTINGS, TrainConfig, spread
+from edgeseg.training.config import WEIGHTINGS, TrainConfig, output_kind, spread
 from edgeseg.training.runs import load_run
 
 __all__ = ["TrainConfig", "TrainResult", "class_weights", "load_run", "spread", "train"]
@@ -72,7 +72,7 @@ def _write_config(run_dir: Path, config: TrainConfig, weights, note: str) -> Non
         "config": dataclasses.asdict(config), "class_weights": weights, "weights_from": note,
         "version": __version__, "normalisation": {"mean": MEAN, "std": STD},
         "input_size": [config.val_tile] * 2,
-        "output": "sigmoid" if config.num_classes == 1 else "softmax",
+        "output": output_kind(config.num_classes),
     })
 
 

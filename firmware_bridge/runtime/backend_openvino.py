@@ -91,11 +91,30 @@ def check_device(device: str, available: list[str]) -> None:
         )
 
 
+def precision_config(device: str) -> dict:
+    """The settings that make OpenVINO's CPU plugin infer a float model in f32.
+
+    On CPUs with AMX or AVX512_BF16 the CPU plugin infers in bf16 by default, whose 8-bit
+    significand moves the probabilities by ~1e-2 against the f32 of the other backends. The
+    hint goes to the CPU directly (``CPU``, ``CPU.0``, ``BATCH:CPU``), or through
+    ``DEVICE_PROPERTIES`` to a CPU that ``AUTO``, ``MULTI`` or ``HETERO`` may pick (``BATCH``
+    refuses ``DEVICE_PROPERTIES``); other devices keep their defaults (a GPU's f16). Quantized
+    layers stay int8: the hint sets the precision of the float ones.
+    """
+    base, _, targets = device.upper().partition(":")
+    if base.split(".")[0] == "CPU" or (base == "BATCH" and targets.startswith("CPU")):
+        return {"INFERENCE_PRECISION_HINT": "f32"}
+    if base in VIRTUAL_DEVICES and base != "BATCH":
+        return {"DEVICE_PROPERTIES": {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}}
+    return {}
+
+
 class OpenVINOBackend(Backend):
     """A model on OpenVINO.
 
-    On CPU, inference runs in f32 (``INFERENCE_PRECISION_HINT``): OpenVINO would otherwise
-    pick bf16 on CPUs that have it, and results would drift from the other backends.
+    On CPU, inference runs in f32 (``INFERENCE_PRECISION_HINT``, also through AUTO, MULTI
+    and HETERO: :func:`precision_config`): OpenVINO would otherwise pick bf16 on CPUs that
+    have it, and results would drift from the other backends.
 
     A model with a dynamic input dimension (the exported IRs have a dynamic batch) is
     compiled once per concrete input shape it is given, reshaped to that static shape first:
@@ -125,9 +144,7 @@ class OpenVINOBackend(Backend):
         if len(model.inputs) != 1:
             raise EdgesegError(f"{path}: the model has {len(model.inputs)} inputs; a "
                                "segmentation model takes one image tensor")
-        config: dict[str, str] = {}
-        if device.upper().startswith("CPU"):
-            config["INFERENCE_PRECISION_HINT"] = "f32"
+        config = precision_config(device)
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = str(options.threads)
         self.device = device
