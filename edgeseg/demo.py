@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.data import synthetic
+from edgeseg.models.backbones import keras_cache_file
 from edgeseg.quantization.run import QatOptions
 from edgeseg.run import Run
 from edgeseg.training.pretrain import PretrainConfig, pretrain_folder
@@ -32,7 +34,7 @@ from firmware_bridge.io.classes import ClassTable
 from firmware_bridge.io.pairs import matches
 from firmware_bridge.io.raster import predict_file
 from firmware_bridge.runtime.backends import model_suffixes
-from firmware_bridge.runtime.segmenter import Segmenter
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
 BACKBONE = "mobilenetv2_035"
 
@@ -108,8 +110,6 @@ def _show(prog: str, argv: list[str]) -> None:
 
 def _find_weights(opts: DemoOptions) -> str | None:
     """The encoder weights: the option's, else Keras's cached ImageNet ones, else ``None``."""
-    from edgeseg.models.backbones import keras_cache_file
-
     if opts.weights == "pretrain":
         return None
     if opts.weights:
@@ -119,8 +119,6 @@ def _find_weights(opts: DemoOptions) -> str | None:
 
 def _generate(opts: DemoOptions, root: Path) -> tuple[Path, Path, str, Path]:
     """Write the generated dataset, and a large scene in a dataset of its own."""
-    from edgeseg.data import synthetic
-
     data = root / "data"
     size = (opts.scene_size, opts.scene_size)
     synthetic.write_dataset(data, opts.scenes, size, seed=opts.seed, prefix="train")
@@ -133,8 +131,6 @@ def _generate(opts: DemoOptions, root: Path) -> tuple[Path, Path, str, Path]:
 
 def _latency(model_paths: dict[str, Path], runs: int = 20) -> dict[str, float]:
     """Median per-tile latency (ms, batch 1, 2 threads) of each artifact on random tiles."""
-    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
-
     out = {}
     for name, path in model_paths.items():
         seg = Segmenter(path, options=SegmenterOptions(threads=2))

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from edgeseg.data import load_split
 from edgeseg.data.pipeline import MEAN, STD
-from edgeseg.spec import output_kind, run_spec
+from edgeseg.spec import output_kind, run_spec, spec_table
+from edgeseg.tf_env import tf_keras
 from edgeseg.training.runs import is_run_dir, load_config, load_run
 from export.keras_backend import keras_segmenter
 from firmware_bridge.errors import EdgesegError
@@ -67,8 +68,6 @@ def load_model(path, tile: int | None = None):
     Raises:
         EdgesegError: When the path is neither, or ``tile`` is asked of a bare model file.
     """
-    from edgeseg.tf_env import tf_keras
-
     path = Path(path)
     if is_run_dir(path):
         edge = tile or run_spec(path).tile_size
@@ -124,8 +123,6 @@ def evaluate(
     Raises:
         EdgesegError: Class count mismatch, no images, unreadable model or data.
     """
-    from edgeseg.spec import spec_table
-
     path = Path(model_path)
     run = is_run_dir(path)
     model = load_model(path, tile)

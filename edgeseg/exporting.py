@@ -23,13 +23,16 @@ import numpy as np
 
 from edgeseg.data import load_split
 from edgeseg.data.calibration import CALIBRATION_IMAGES, calibration_crops
+from edgeseg.quantization import debug as quant_debug
+from edgeseg.quantization.store import has_qat, load_qat
 from edgeseg.spec import at_tile, run_spec, spec_table
 from edgeseg.training import runs
+from export import ExportContext, ExportOptions
 from export.formats import FORMATS, Artifact, CheckFailed, ExportFormat, export_formats, parse_formats
-from export.parity import ParityReport, ParityThresholds
-from export.tile_choice import TileTrial
+from export.parity import ParityReport, ParityThresholds, check_parity, keras_reference
+from export.tile_choice import TileTrial, candidates, choose_tile, sweep_tiles
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.io.classes import ClassTable
+from firmware_bridge.io.classes import ClassTable, hex_colour
 from firmware_bridge.runtime.metadata import ModelMetadata
 
 PARITY_FILE, TILE_FILE, QUANT_REPORT = "parity.json", "tile_choice.json", "quant_report.json"
@@ -157,8 +160,6 @@ def export_run(run_dir, out, request: ExportRequest | None = None,
         EdgesegError: For a bad request, a run folder without a model, a missing QAT model,
             dependency or image, or a failed conversion (the output folder is then unchanged).
     """
-    from edgeseg.quantization.store import has_qat, load_qat
-
     req = request or ExportRequest()
     say = log or (lambda line: None)
     run = Path(run_dir)
@@ -187,7 +188,6 @@ def export_run(run_dir, out, request: ExportRequest | None = None,
     spec = _with_ignore_rows(spec, table)
     calib = (calibration_crops(Path(req.data), val_pattern or "", edge, count=req.calibration)
              if req.data else np.zeros((0, edge, edge, 3), np.float32))
-    from export import ExportContext, ExportOptions
 
     ctx = ExportContext(model, spec, calib, qat, ExportOptions(
         stem=req.stem, io_type=req.io_type, onnx_opset=req.opset,
@@ -221,8 +221,6 @@ def export_run(run_dir, out, request: ExportRequest | None = None,
 
 def _with_ignore_rows(spec: ModelMetadata, table: ClassTable) -> ModelMetadata:
     """The spec with the class table's ignore rows when the run kept none."""
-    from firmware_bridge.io.classes import hex_colour
-
     if spec.ignore_colours or not table.ignore_colours:
         return spec
     return dataclasses.replace(spec, ignore_names=list(table.ignore_names),
@@ -244,8 +242,6 @@ def validation_samples(data, table: ClassTable, val_pattern: str | None) -> list
 def choose_run_tile(run: Path, spec: ModelMetadata, data, table: ClassTable, val_pattern: str | None,
                     log: Callable[[str], None]) -> tuple[TileTrial, list[TileTrial]]:
     """Measure the tile candidates on the validation images; return ``(chosen, every trial)``."""
-    from export.tile_choice import candidates, choose_tile, sweep_tiles
-
     val = validation_samples(data, table, val_pattern)
     log(f"choosing the tile on {len(val)} validation images (float model)")
     trials = sweep_tiles(lambda e: runs.load_run(run, (e, e))[0], spec, [v.image for v in val],
@@ -257,8 +253,6 @@ def parity_report(model, spec: ModelMetadata, artifacts: list[Artifact], data, t
                   val_pattern: str | None, thresholds: ParityThresholds, threads: int | None,
                   log: Callable[[str], None]) -> ParityReport:
     """Keras reference masks on the validation images, then each artifact's parity."""
-    from export.parity import check_parity, keras_reference
-
     val = validation_samples(data, table, val_pattern)
     images, truths = [s.image for s in val], [s.mask for s in val]
     reference, keras_miou = keras_reference(model, spec, images, truths)
@@ -273,8 +267,6 @@ def explain_int8_loss(report: ParityReport, model, qat, calib: np.ndarray, out: 
     range-calibrated quantized twin of the float model
     (:func:`edgeseg.quantization.debug.simulated_int8`). Writes ``quant_report.json``.
     """
-    from edgeseg.quantization import debug as quant_debug
-
     failed = [r.format for r in report.rows if not r.passed and not r.error and FORMATS[r.format].quantized]
     if not failed or len(calib) == 0:
         return

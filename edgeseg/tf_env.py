@@ -7,6 +7,7 @@ gets TensorFlow and Keras through :func:`tf_keras`.
 
 from __future__ import annotations
 
+from export.context import tensorflow
 from firmware_bridge.errors import MissingDependencyError
 
 
@@ -21,8 +22,6 @@ def tf_keras():
             was already imported with Keras 3 selected.
 
     """
-    from export.context import tensorflow
-
     tf = tensorflow()
     try:
         import tf_keras as keras

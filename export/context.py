@@ -123,6 +123,8 @@ class ExportContext:
         qat_model: The quantization-aware model (same input size), or ``None``.
         options: :class:`ExportOptions`.
         workdir: Scratch folder for SavedModels (the dispatcher creates and removes it).
+        notes: Lines a format adds about its artifact (what its runtime runs in integer);
+            the dispatcher logs them after the format's own line and empties the list.
     """
 
     model: Any
@@ -132,6 +134,7 @@ class ExportContext:
     options: ExportOptions = field(default_factory=ExportOptions)
     workdir: Path | None = None
     cache: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -46,8 +46,8 @@ class ExportFormat:
         default: Part of ``--formats all``.
         needs_qat: Only from a QAT model.
         uses_qat: Built from the QAT model when there is one (``needs_qat`` or a choice).
-        companions: Endings of the other files of the artifact, in the order they are written
-            (with the main file's stem).
+        companions: Extensions of the other files of the artifact (the main file's name with
+            its last extension replaced).
         runnable: ``(main file, scratch folder) -> file a firmware_bridge backend opens``
             (``None``: no backend opens it on the workstation); that file carries the
             artifact's metadata.
@@ -71,13 +71,13 @@ class ExportFormat:
         return self.needs_qat or (self.uses_qat and options.carray_source != "ptq")
 
     def files(self, main: Path) -> list[Path]:
-        """Every file of the artifact whose main file is ``main`` (companions first)."""
-        stem = main.name[: -len(self.suffix)]
-        return [main.with_name(stem + c) for c in self.companions] + [main]
+        """Every file of the artifact whose main file is ``main`` (the main file first)."""
+        return [main] + [main.with_suffix(c) for c in self.companions]
 
 
 _TF = ("tensorflow",)
 _OV = ("tf2onnx", "onnx", "openvino")
+_ORT = ("tf2onnx", "onnx", "onnxruntime")
 FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("tflite-fp32", "_fp32.tflite", to_tflite.export_tflite_fp32, _TF, "train"),
     ExportFormat("tflite-fp16", "_fp16.tflite", to_tflite.export_tflite_fp16, _TF, "train"),
@@ -87,8 +87,9 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
                  ("io_type", "calibration", "float_layers"), quantized=True),
     ExportFormat("tflite-qat-int8", "_qat_int8.tflite", to_tflite.export_tflite_qat_int8, _TF,
                  "train", ("io_type", "calibration"), quantized=True, needs_qat=True, uses_qat=True),
-    ExportFormat("onnx", ".onnx", to_onnx.export_onnx, ("tf2onnx", "onnx", "onnxruntime"),
-                 "export", ("onnx_opset",)),
+    ExportFormat("onnx", ".onnx", to_onnx.export_onnx, _ORT, "export", ("onnx_opset",)),
+    ExportFormat("onnx-qat-int8", "_qat_int8.onnx", to_onnx.export_onnx_qat_int8, _ORT, "export",
+                 ("onnx_opset", "calibration"), quantized=True, needs_qat=True, uses_qat=True),
     ExportFormat("openvino-fp32", "_fp32.xml", to_openvino.export_openvino_fp32, _OV, "export",
                  ("onnx_opset",), companions=(".bin",)),
     ExportFormat("openvino-fp16", "_fp16.xml", to_openvino.export_openvino_fp16, _OV, "export",
@@ -96,6 +97,9 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in [
     ExportFormat("openvino-int8", "_int8.xml", to_openvino.export_openvino_int8, (*_OV, "nncf"),
                  "export", ("onnx_opset", "calibration", "nncf_subset", "float_layers"), quantized=True,
                  companions=(".bin",)),
+    ExportFormat("openvino-qat-int8", "_qat_int8.xml", to_openvino.export_openvino_qat_int8, _OV,
+                 "export", ("onnx_opset", "calibration"), quantized=True, needs_qat=True,
+                 uses_qat=True, companions=(".bin",)),
     ExportFormat("c-array", ".cc", to_carray.export_c_array, _TF, "train",
                  ("io_type", "carray_source"), quantized=True, default=False, uses_qat=True,
                  companions=(".h",), runnable=to_carray.runnable_tflite),
@@ -186,7 +190,8 @@ def export_formats(ctx: ExportContext, formats: list[ExportFormat], out_dir: str
         ctx: The models, metadata and calibration images (``workdir`` is set here).
         formats: Rows from :func:`parse_formats`.
         out_dir: Output folder (created when missing).
-        log: Called with one line per finished format.
+        log: Called with one line per finished format, and the lines it noted
+            (``ctx.notes``: what its runtime runs on integer kernels).
         check: Called with the artifacts while they are still staged; returns ``None`` to
             accept them, or the reason to refuse them.
 
@@ -200,7 +205,8 @@ def export_formats(ctx: ExportContext, formats: list[ExportFormat], out_dir: str
     """
     check_dependencies(formats)
     if any(f.needs_qat for f in formats) and ctx.qat_model is None:
-        raise EdgesegError("tflite-qat-int8 needs a QAT model: run 'edgeseg qat RUN' first")
+        names = ", ".join(f.name for f in formats if f.needs_qat)
+        raise EdgesegError(f"{names} need(s) a QAT model: run 'edgeseg qat RUN' first")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".edgeseg-export-", dir=out))
@@ -214,6 +220,9 @@ def export_formats(ctx: ExportContext, formats: list[ExportFormat], out_dir: str
             done.append(Artifact(fmt.name, files, time.monotonic() - t0))
             if log:
                 log(f"{fmt.name}: {', '.join(f.name for f in files)} ({time.monotonic() - t0:.1f} s)")
+                for note in ctx.notes:
+                    log(f"{fmt.name}: {note}")
+            ctx.notes.clear()
         refused = check(done) if check is not None else None
         if refused:
             raise CheckFailed(refused)
@@ -227,4 +236,5 @@ def export_formats(ctx: ExportContext, formats: list[ExportFormat], out_dir: str
     finally:
         ctx.workdir = None
         ctx.cache.clear()
+        ctx.notes.clear()
         shutil.rmtree(stage, ignore_errors=True)

@@ -1,8 +1,13 @@
-"""ONNX artifact: tf2onnx from the Keras model, checked, metadata in ``metadata_props``.
+"""ONNX artifacts: float32 from the Keras model, int8 Q/DQ from the QAT model; metadata in ``metadata_props``.
 
-As timm's ``onnx_export``: convert, check the file (``onnx.checker``), and compare outputs
-with the Keras model on one calibration image (the full parity check on validation images
-follows in :mod:`export.parity`). The graph keeps NHWC and a dynamic batch axis.
+Float (``onnx``), as timm's ``onnx_export``: tf2onnx from the Keras model, check the file
+(``onnx.checker``), and compare outputs with the Keras model on one calibration image (the
+full parity check on validation images follows in :mod:`export.parity`). The graph keeps NHWC
+and a dynamic batch axis.
+
+QAT int8 (``onnx-qat-int8``): tf2onnx from the int8 TFLite flatbuffer of the QAT model, the
+Q/DQ graph rewritten for ONNX Runtime's integer kernels (:mod:`export.qdq_onnx`), and the
+convolutions of the optimised graph checked (:mod:`export.int8_ops`).
 """
 
 from __future__ import annotations
@@ -87,4 +92,68 @@ def export_onnx(ctx: ExportContext, path: Path) -> list[Path]:
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
     check_against_keras(path, ctx)
+    return [path]
+
+
+def qat_int8_proto(ctx: ExportContext, weights: str):
+    """The QAT model's Q/DQ graph from its int8 TFLite flatbuffer (cached per export).
+
+    The flatbuffer is the one ``tflite-qat-int8`` writes (:func:`export.to_tflite.int8_flatbuffer`,
+    converted and checked once per export), so both carry the same scales and zero points
+    (:mod:`export.qdq_onnx`). Callers that change the proto work on a copy.
+
+    Args:
+        ctx: Export context.
+        weights: ``"uint8"`` (ONNX Runtime) or ``"int8"`` (OpenVINO).
+
+    Returns:
+        The ``onnx.ModelProto`` (float32 NHWC input and output, batch 1; no metadata).
+
+    Raises:
+        EdgesegError: When the TFLite conversion, tf2onnx or the Q/DQ rewrite fails.
+    """
+    from export.qdq_onnx import from_tflite, qdq_model
+    from export.to_tflite import int8_flatbuffer
+
+    if "onnx_proto_qat_tf2onnx" not in ctx.cache:
+        ctx.cache["onnx_proto_qat_tf2onnx"] = from_tflite(int8_flatbuffer(ctx, "qat"), ctx.workdir,
+                                                          ctx.options.onnx_opset)
+    key = f"onnx_proto_qat_int8_{weights}"
+    if key not in ctx.cache:
+        ctx.cache[key] = qdq_model(ctx.cache["onnx_proto_qat_tf2onnx"], weights)
+    return ctx.cache[key]
+
+
+def qat_int8_onnx_file(ctx: ExportContext) -> Path:
+    """The Q/DQ graph with int8 weights (OpenVINO's) as a file in the scratch folder (cached)."""
+    onnx = require("onnx", "export")
+    if "onnx_file_qat_int8" not in ctx.cache:
+        path = ctx.workdir / "model_qat_int8_int8_weights.onnx"
+        onnx.save(qat_int8_proto(ctx, "int8"), str(path))
+        ctx.cache["onnx_file_qat_int8"] = path
+    return ctx.cache["onnx_file_qat_int8"]
+
+
+def export_onnx_qat_int8(ctx: ExportContext, path: Path) -> list[Path]:
+    """Q/DQ int8 ONNX of the QAT model, whose convolutions ONNX Runtime runs on integer kernels.
+
+    Float32 NHWC input and output, batch 1, uint8 activations and weights (ONNX Runtime's
+    U8U8 kernels: see :mod:`export.qdq_onnx`); the metadata's precision is ``int8-qat``. The
+    optimised graph ONNX Runtime builds is checked (:mod:`export.int8_ops`) and its count of
+    integer and float convolutions goes to the export's log.
+
+    Raises:
+        EdgesegError: When the conversion fails, or ONNX Runtime runs an ordinary convolution
+            in float.
+    """
+    from export.int8_ops import check_integer_convolutions, ort_conv_kernels
+
+    onnx = require("onnx", "export")
+    proto = onnx.ModelProto()
+    proto.CopyFrom(qat_int8_proto(ctx, "uint8"))
+    add_metadata(proto, ctx.metadata("int8-qat").to_json())
+    onnx.save(proto, str(path))
+    kernels = ort_conv_kernels(path)
+    check_integer_convolutions(kernels, path.name)
+    ctx.notes.append(kernels.summary())
     return [path]

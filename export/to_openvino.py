@@ -1,4 +1,4 @@
-"""OpenVINO IR artifacts: FP32, FP16 (weights compressed) and INT8 (NNCF post-training).
+"""OpenVINO IR artifacts: FP32, FP16 (weights compressed), INT8 (NNCF post-training) and QAT INT8.
 
 Converted from the ONNX file of the export (tf2onnx), never from a TFLite file: OpenVINO's
 TFLite reader got a MobileUNet's TRANSPOSE_CONV with a fused activation wrong (mIoU 0.98 ->
@@ -10,6 +10,10 @@ into the IR's ``rt_info`` as ``edgeseg`` (a string attribute of ``<rt_info><edge
 in the ``.xml``), which
 :func:`firmware_bridge.runtime.metadata.read_metadata` reads without OpenVINO. An IR is two files;
 ``save_model`` writes the ``.bin`` beside the ``.xml`` with the same stem.
+
+The QAT model's IR (``openvino-qat-int8``) is converted from the Q/DQ ONNX of
+``onnx-qat-int8``: its quantisation is the QAT model's own, where NNCF's post-training
+``openvino-int8`` calibrates the float model (the route for runs without QAT).
 """
 
 from __future__ import annotations
@@ -74,3 +78,26 @@ def export_openvino_int8(ctx: ExportContext, path: Path) -> list[Path]:
     except nncf.ValidationError as exc:
         raise EdgesegError(f"--float-layers: {exc}") from exc
     return _save(quantized, path, ctx, "int8-mixed" if layers else "int8", fp16=False)
+
+
+def export_openvino_qat_int8(ctx: ExportContext, path: Path) -> list[Path]:
+    """OpenVINO IR of the QAT model's Q/DQ ONNX graph (``onnx-qat-int8``'s, with int8 weights).
+
+    OpenVINO reads each Q/DQ pair as a FakeQuantize with the QAT model's own range, and its
+    CPU plugin runs the convolutions in int8; no NNCF pass, no calibration of its own. The
+    compiled model's layer precisions are checked (:mod:`export.int8_ops`) and its count of
+    integer and float convolutions goes to the export's log.
+
+    Raises:
+        EdgesegError: When the conversion fails, or the CPU plugin runs an ordinary
+            convolution in float.
+    """
+    from export.int8_ops import check_integer_convolutions, openvino_conv_kernels
+    from export.to_onnx import qat_int8_onnx_file
+
+    ov = require("openvino", "export")
+    files = _save(ov.convert_model(str(qat_int8_onnx_file(ctx))), path, ctx, "int8-qat", fp16=False)
+    kernels = openvino_conv_kernels(path)
+    check_integer_convolutions(kernels, path.name)
+    ctx.notes.append(kernels.summary())
+    return files

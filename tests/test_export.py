@@ -56,7 +56,8 @@ def test_every_format_written_and_parity_passes(exported):
     assert parity["keras_miou"] > 0.2
     for name in FLOAT_FORMATS:
         assert rows[name]["agreement"] >= 0.995, rows[name]
-    for name in ("tflite-int8", "tflite-qat-int8", "openvino-int8", "c-array"):
+    for name in ("tflite-int8", "tflite-qat-int8", "onnx-qat-int8", "openvino-int8",
+                 "openvino-qat-int8", "c-array"):
         assert rows[name]["miou_drop"] <= 5.0, rows[name]
         assert rows[name]["agreement"] >= 0.9, rows[name]  # the default quantized floor
     # The C array is the same int8 model as the QAT TFLite file: same masks.
@@ -82,7 +83,8 @@ def test_metadata_read_back_without_tensorflow(exported):
                           "model_dynamic.tflite": "int8-dynamic", "model_int8.tflite": "int8",
                           "model_qat_int8.tflite": "int8-qat", "model.onnx": "fp32",
                           "model_fp32.xml": "fp32", "model_fp16.xml": "fp16",
-                          "model_int8.xml": "int8"}
+                          "model_int8.xml": "int8", "model_qat_int8.onnx": "int8-qat",
+                          "model_qat_int8.xml": "int8-qat"}
     for m in metas.values():
         assert m["classes"] == synthetic.CLASSES
         assert m["colours"][0] == "#3C1098"
@@ -103,6 +105,111 @@ def test_int8_tflite_is_fully_integer(exported, name):
         if op.name == "QUANTIZE")  # int8 I/O: no float input edge
     assert "DEQUANTIZE" not in ops
     assert ops["TRANSPOSE_CONV"] == 5 and ops["CONCATENATION"] == 4 and ops["SOFTMAX"] == 1
+
+
+def cpu_has_vnni() -> bool:
+    """True on an x86 CPU with VNNI (or AMX): its 8-bit dot products do not saturate."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def test_qat_onnx_and_openvino_agree_with_the_qat_tflite(exported):
+    """Same QAT int8 model on three runtimes: the masks of the validation images agree."""
+    from edgeseg.data import load_split
+    from firmware_bridge.evaluate import score
+    from firmware_bridge.io.classes import ClassTable
+    from firmware_bridge.runtime.segmenter import Segmenter
+
+    out, data = exported["out"], exported["data"]
+    rows = {a["format"]: a for a in exported["parity"]["artifacts"]}
+    _, val = load_split(str(data), ClassTable.load(data / "classes.csv"), "val_*", need_train=False)
+    pairs = [(s.image, s.mask) for s in val]
+    reference = score(Segmenter(out / "model_qat_int8.tflite"), pairs, keep_masks=True).masks
+    agreement = {}
+    for name in ("model_qat_int8.onnx", "model_qat_int8.xml"):
+        seg = Segmenter(out / name)
+        assert seg.backend.input.dtype == np.float32  # float edges, quantized inside
+        agreement[name] = score(seg, pairs, reference=reference).agreement
+    print(f"agreement with model_qat_int8.tflite: {agreement}; parity: "
+          f"{ {n: (rows[n]['agreement'], rows[n]['miou_drop']) for n in rows if 'qat' in n} }")
+    assert agreement["model_qat_int8.onnx"] >= 0.99
+    # OpenVINO's int8 convolutions saturate on x86 CPUs without VNNI (16-bit pair sums, as
+    # OpenVINO documents): 96 % there; the parity rules still hold.
+    assert agreement["model_qat_int8.xml"] >= (0.99 if cpu_has_vnni() else 0.9)
+    for name in ("onnx-qat-int8", "openvino-qat-int8"):
+        assert rows[name]["passed"] and rows[name]["precision"] == "int8-qat", rows[name]
+
+
+def test_qat_onnx_carries_the_scales_of_the_qat_tflite(exported):
+    """Every activation scale and zero point of the Q/DQ graph is one of the TFLite file's."""
+    import onnx
+    from ai_edge_litert import schema_py_generated as schema
+
+    from export.qdq_onnx import activation_quantization
+
+    out = exported["out"]
+    data = (out / "model_qat_int8.tflite").read_bytes()
+    graph = schema.Model.GetRootAsModel(data[: flatbuffer_size(data)], 0).Subgraphs(0)
+    tflite = set()
+    for i in range(graph.TensorsLength()):
+        q = graph.Tensors(i).Quantization()
+        if q is not None and q.ScaleLength() == 1:
+            tflite.add((float(np.float32(q.Scale(0))), int(q.ZeroPoint(0))))
+    first = graph.Tensors(graph.Inputs(0)).Quantization()
+    model = onnx.load(str(out / "model_qat_int8.onnx"))
+    found = activation_quantization(model)
+    assert len(found) >= 10 and set(found) <= tflite
+    assert found[0] == (float(np.float32(first.Scale(0))), int(first.ZeroPoint(0)))  # the input
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 64, 64, 3]
+
+
+def test_qat_onnx_and_openvino_run_integer_convolutions(exported):
+    from export.int8_ops import check_integer_convolutions, openvino_conv_kernels, ort_conv_kernels
+
+    out = exported["out"]
+    ort_kernels = ort_conv_kernels(out / "model_qat_int8.onnx")
+    ov_kernels = openvino_conv_kernels(out / "model_qat_int8.xml")
+    print(ort_kernels.summary())
+    print(ov_kernels.summary())
+    # 62 convolutions and 5 transposed ones (the decoder's upsampling).
+    assert ort_kernels.integer == {"QLinearConv": 62} and ort_kernels.in_float == {}
+    assert ort_kernels.transposed_in_float == {"ConvTranspose": 5}  # no integer kernel in ORT's CPU provider
+    assert ov_kernels.integer["Convolution/u8"] == 62 and ov_kernels.in_float == {}
+    assert ov_kernels.total == 67 and ov_kernels.integer.get("Deconvolution/u8", 0) >= 4
+    for kernels in (ort_kernels, ov_kernels):
+        check_integer_convolutions(kernels, "model")
+    # The checks are not vacuous: the float artifacts are refused.
+    float_ort, float_ov = ort_conv_kernels(out / "model.onnx"), openvino_conv_kernels(out / "model_fp32.xml")
+    assert float_ort.integer == {} and sum(float_ort.in_float.values()) >= 62
+    assert float_ov.integer == {} and float_ov.in_float["Convolution/f32"] >= 62
+    for kernels in (float_ort, float_ov):
+        with pytest.raises(EdgesegError, match="runs convolutions in float"):
+            check_integer_convolutions(kernels, "model")
+
+
+def test_qdq_rewrite_keeps_every_value(models):
+    """uint8 activations and float edges: the same outputs as the int8 graph, bit for bit."""
+    import onnx
+    import onnxruntime as ort
+
+    from export.qdq_onnx import qdq_model
+
+    original = onnx.load(str(models["int8"]))
+    rewritten = qdq_model(original, "uint8")
+    assert rewritten.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    q = np.random.default_rng(0).integers(-128, 128, (2, 3, 16, 16)).astype(np.int8)
+
+    def run(model, x):
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+    want = (run(original, q).astype(np.float32) + 128) / 256  # int8 output, zero point -128
+    got = run(rewritten, (q.astype(np.float32) / np.float32(127.5)).astype(np.float32))
+    np.testing.assert_array_equal(got, want)
 
 
 def test_float_tflite_does_compute_in_float(exported):

@@ -43,8 +43,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgeseg.adaptation.labelling import pseudo_samples, read_images
+from edgeseg.adaptation.mixing import MixedSampler
+from edgeseg.data import load_split
+from edgeseg.spec import config_spec, run_spec, spec_table
+from edgeseg.tf_env import tf_keras
+from edgeseg.training import runs
+from edgeseg.training.config import spread
+from edgeseg.training.loop import TrainingLoop, clock, new_state
+from edgeseg.training.losses import get_loss
+from edgeseg.training.train import TrainResult
+from export.keras_backend import keras_segmenter
+from firmware_bridge import __version__
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.evaluate import score
 from firmware_bridge.fsutil import writing
+from firmware_bridge.io.classes import ClassTable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -151,8 +165,6 @@ def check_out(out: str | Path, source: Path) -> Path:
 
 
 def _table(classes: ClassTable | str | Path | None, source: Path) -> ClassTable:
-    from edgeseg.spec import run_spec, spec_table
-    from firmware_bridge.io.classes import ClassTable
 
     if classes is None:
         return spec_table(run_spec(source))
@@ -172,10 +184,6 @@ def adapted_config(config: TrainConfig, source: Path, opts: AdaptOptions) -> Tra
 
 def _source_miou(source: Path, model, spec, val: list[Sample]) -> float | None:
     """The run's model on the validation images the adaptation scores (its record when it has one)."""
-    from edgeseg.training import runs
-    from export.keras_backend import keras_segmenter
-    from firmware_bridge.evaluate import score
-
     if not val:
         return None
     recorded = runs.read_json(source / runs.SCORES) if (source / runs.SCORES).is_file() else {}
@@ -207,11 +215,6 @@ def adapt_run(run_dir: str | Path, images_dir: str | Path, out_dir: str | Path, 
             class table that does not fit the run, images that are also validation images,
             or bad data; nothing is written then.
     """
-    from edgeseg.adaptation.labelling import read_images
-    from edgeseg.data import load_split
-    from edgeseg.training import runs
-    from edgeseg.training.loop import clock
-
     started = clock()
     opts = options or AdaptOptions()
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -270,17 +273,6 @@ def _adapt(source: Path, targets: list[tuple[str, np.ndarray]], train: list[Samp
            val: list[Sample], tmp: Path, out: Path, config: TrainConfig, opts: AdaptOptions,
            say: Callable[[str], None], verbose: bool, started: float) -> AdaptResult:
     """Label, fine-tune in rounds and write the run into ``tmp`` (which becomes ``out``)."""
-    from edgeseg import __version__
-    from edgeseg.adaptation.labelling import pseudo_samples
-    from edgeseg.adaptation.mixing import MixedSampler
-    from edgeseg.spec import config_spec
-    from edgeseg.tf_env import tf_keras
-    from edgeseg.training import runs
-    from edgeseg.training.config import spread
-    from edgeseg.training.loop import TrainingLoop, clock, new_state
-    from edgeseg.training.losses import get_loss
-    from edgeseg.training.train import TrainResult
-
     _, keras = tf_keras()
     cfg = adapted_config(config, source, opts)
     info = runs.read_json(source / runs.CONFIG)

@@ -9,8 +9,12 @@ import numpy as np
 
 from edgeseg.adaptation.pseudo import PseudoLabels, class_thresholds, confidence, select
 from edgeseg.data.dataset import Sample
+from export.keras_backend import keras_segmenter
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.io.images import read_image
+from firmware_bridge.io.pairs import IMAGE_SUFFIXES
 from firmware_bridge.runtime.metadata import ModelMetadata
+from firmware_bridge.runtime.segmenter import SegmenterOptions
 
 TTA = "flips"
 """Test-time augmentation of the pseudo-labelling prediction (three views of every tile)."""
@@ -30,10 +34,6 @@ def read_images(folder: str | Path) -> list[tuple[str, np.ndarray]]:
             unreadable image, one that is not 8-bit RGB or one too small for the model (each
             names the file and what to do).
     """
-    from firmware_bridge.io.images import read_image
-    from firmware_bridge.io.pairs import IMAGE_SUFFIXES
-    from firmware_bridge.runtime.segmenter import SegmenterOptions
-
     folder = Path(folder)
     if not folder.is_dir():
         raise EdgesegError(f"{folder}: not a folder; pass the folder of unlabelled images with "
@@ -78,8 +78,6 @@ def predict(model, spec: ModelMetadata, images: Sequence[np.ndarray],
     Returns:
         ``(labels, confidences)``, one ``HxW`` array each per image (255 / -1 without data).
     """
-    from export.keras_backend import keras_segmenter
-
     segmenter = keras_segmenter(model, spec, tta=TTA)
     labels, confs = [], []
     for i, image in enumerate(images):

@@ -17,6 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.bench.artifacts import ArtifactInfo, ParityFile
+from edgeseg.data import load_sample
+from export.keras_backend import keras_segmenter
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.evaluate import score
+from firmware_bridge.io.classes import ClassTable
+from firmware_bridge.io.images import overlay, write_png
+from firmware_bridge.io.pairs import find_pairs, split_by_pattern
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
 KerasLoader = Callable[[int], object]
 
@@ -65,9 +73,6 @@ def validation_pairs(data: Path, pattern: str) -> list:
     Raises:
         EdgesegError: When pairing finds problems or nothing matches.
     """
-    from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.io.pairs import find_pairs, split_by_pattern
-
     pairing = find_pairs(data)
     if pairing.problems:
         raise EdgesegError(f"{data}: {pairing.problems[0]} (run 'edgeseg data check {data}')")
@@ -79,9 +84,6 @@ def validation_pairs(data: Path, pattern: str) -> list:
 
 def load_validation(data: Path, classes: Path, pattern: str) -> ValidationSet:
     """Decode the validation images and masks (only those; the training set is not read)."""
-    from edgeseg.data import load_sample
-    from firmware_bridge.io.classes import ClassTable
-
     table = ClassTable.load(classes)
     samples = [load_sample(p, table) for p in validation_pairs(data, pattern)]
     return ValidationSet([s.image for s in samples], [s.mask for s in samples],
@@ -127,10 +129,6 @@ def compute_rows(missing: list[ArtifactInfo], val: ValidationSet, threads: int,
     Returns:
         The computed rows (Keras rows first for each size).
     """
-    from export.keras_backend import keras_segmenter
-    from firmware_bridge.evaluate import score
-    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
-
     rows: list[AccuracyRow] = []
     n = len(val.images)
     reference: dict[tuple[int, int], tuple[list[np.ndarray], float]] = {}
@@ -212,11 +210,6 @@ def write_overlay(path: Path, model: Path, data: Path, classes: Path, pattern: s
     Returns:
         The stem of the image shown.
     """
-    from edgeseg.data import load_sample
-    from firmware_bridge.io.classes import ClassTable
-    from firmware_bridge.io.images import overlay, write_png
-    from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
-
     table = ClassTable.load(classes)
     sample = load_sample(validation_pairs(data, pattern)[0], table)
     mask = Segmenter(model, options=SegmenterOptions(threads=threads)).predict_tiled(sample.image).mask

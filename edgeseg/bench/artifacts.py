@@ -10,11 +10,15 @@ matches none (a foreign model) keeps its file name as its label.
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from export.formats import FORMATS
+from export.formats import format_of as row_of
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.runtime.backends import model_suffixes
+from firmware_bridge.runtime.backends import model_suffixes, open_backend
+from firmware_bridge.runtime.metadata import read_metadata
 
 PARITY_FILE = "parity.json"
 
@@ -76,19 +80,12 @@ class ParityFile:
 
 def format_of(path: Path) -> str:
     """The export format of a file name (longest matching main-file ending), ``""`` when none."""
-    from export.formats import format_of as row_of
-
     row = row_of(path)
     return row.name if row else ""
 
 
 def _describe(path: Path, fmt: str) -> tuple[int | None, str]:
     """``(square input edge or None, precision)`` from the file's metadata or its input."""
-    import tempfile
-
-    from export.formats import FORMATS
-    from firmware_bridge.runtime.metadata import read_metadata
-
     row = FORMATS.get(fmt)
     if path.suffix not in model_suffixes():  # opened through its format row (the C array)
         with tempfile.TemporaryDirectory() as tmp:
@@ -100,7 +97,6 @@ def _describe(path: Path, fmt: str) -> tuple[int | None, str]:
     if meta is not None and meta.input_size is not None:
         h, w = meta.input_size
         return (h if h == w else None), meta.precision
-    from firmware_bridge.runtime.backends import open_backend
 
     backend = open_backend(path)
     layout = meta.layout if meta else backend.layout
@@ -124,8 +120,6 @@ def find_artifacts(folders: list[Path], formats: tuple[str, ...] | None = None) 
     Raises:
         EdgesegError: For a folder that does not exist.
     """
-    from export.formats import FORMATS
-
     order = {name: i for i, name in enumerate(FORMATS)}
     found: list[ArtifactInfo] = []
     for folder in folders:

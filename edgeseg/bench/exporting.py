@@ -15,6 +15,7 @@ from pathlib import Path
 from edgeseg.bench.options import BenchOptions, require_data
 from edgeseg.exporting import ExportRequest
 from edgeseg.run import Run
+from export.formats import format_of
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.backends import model_suffixes
 
@@ -38,8 +39,6 @@ def export_run(opts: BenchOptions, folder: Path, formats: tuple[str, ...] | None
             left as it was). A parity failure is logged, not raised: the benchmark reports
             the numbers.
     """
-    from export.formats import format_of
-
     if opts.run is None:
         raise EdgesegError("exporting needs --run RUN")
     data = require_data(opts.data_dir)

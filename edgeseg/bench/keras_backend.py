@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeseg.tf_env import tf_keras
+from export.keras_backend import KerasBackend
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.runtime.segmenter import Segmenter
 
 
 def keras_segmenter_like(model, template: Path, options):
@@ -30,13 +33,10 @@ def keras_segmenter_like(model, template: Path, options):
     Raises:
         EdgesegError: When the template's tile differs from the model's input size.
     """
-    from firmware_bridge.runtime.segmenter import Segmenter
-
     seg = Segmenter(template, options=options)
     size = tuple(int(v) for v in model.input_shape[1:3])
     if seg.tile != size:
         raise EdgesegError(f"{template}: tiles of {seg.tile} but the Keras model takes {size}")
-    from export.keras_backend import KerasBackend
 
     seg.backend = KerasBackend(model)
     return seg
@@ -52,8 +52,6 @@ def set_tensorflow_threads(threads: int) -> dict:
         ``{"intra_op": n, "inter_op": m, "applied": bool}`` as TensorFlow reports them
         (``applied`` is False when TensorFlow had already started and kept its settings).
     """
-    from edgeseg.tf_env import tf_keras
-
     tf, _ = tf_keras()
     applied = True
     try:

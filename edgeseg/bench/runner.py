@@ -10,10 +10,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgeseg.bench import report as rep
+from edgeseg.bench.accuracy import (
+    accuracy_section,
+    load_validation,
+    validation_pairs,
+    write_overlay,
+)
 from edgeseg.bench.artifacts import ArtifactInfo, find_artifacts, read_parity
+from edgeseg.bench.exporting import export_run
 from edgeseg.bench.machine import machine_info
+from edgeseg.bench.memory import load_only_mb, memory_section
 from edgeseg.bench.options import BenchOptions, require_data
-from edgeseg.bench.speed import rows_to_dicts
+from edgeseg.bench.scenes import ensure_scene
+from edgeseg.bench.speed import rows_to_dicts, throughput_section
+from edgeseg.training.runs import load_run
 from firmware_bridge.errors import EdgesegError
 
 Log = Callable[[str], None]
@@ -35,7 +45,6 @@ def keras_loader(run: Path):
     """Size -> the run's Keras model rebuilt at that square size (loaded anew each time)."""
 
     def load(size: int):
-        from edgeseg.training.runs import load_run
 
         return load_run(run, (size, size))[0]
 
@@ -48,8 +57,6 @@ def artifact_folders(opts: BenchOptions, log: Log) -> list[Path]:
     Raises:
         EdgesegError: When there is nothing to measure and nothing to export from.
     """
-    from edgeseg.bench.exporting import export_run
-
     folders = list(opts.artifacts) or [opts.out / "artifacts"]
     for folder in folders:
         has = folder.is_dir() and any(a.runnable for a in find_artifacts([folder], opts.formats))
@@ -69,8 +76,6 @@ def size_folders(opts: BenchOptions, artifacts: list[ArtifactInfo], log: Log) ->
     Returns:
         ``(new folders, notes)``.
     """
-    from edgeseg.bench.exporting import export_run
-
     runnable = [a for a in artifacts if a.runnable]
     have = {a.resolution for a in runnable}
     formats = tuple(dict.fromkeys(a.format for a in runnable if a.format))
@@ -200,13 +205,6 @@ def run_benchmark(opts: BenchOptions, command: str = "edgeseg bench", log: Log =
 
 def accuracy(opts: BenchOptions, artifacts: list[ArtifactInfo], keras, log: Log) -> dict:
     """The accuracy section (see :mod:`edgeseg.bench.accuracy`)."""
-    from edgeseg.bench.accuracy import (
-        accuracy_section,
-        load_validation,
-        validation_pairs,
-        write_overlay,
-    )
-
     parities = {}
     for folder in dict.fromkeys(a.path.parent for a in artifacts):
         parity = read_parity(folder)
@@ -239,9 +237,6 @@ def accuracy(opts: BenchOptions, artifacts: list[ArtifactInfo], keras, log: Log)
 def throughput(opts: BenchOptions, artifacts: list[ArtifactInfo], primary: list[Path], keras,
                log: Log) -> dict:
     """The throughput section on a generated ``raster_size`` scene."""
-    from edgeseg.bench.scenes import ensure_scene
-    from edgeseg.bench.speed import throughput_section
-
     tile = _throughput_tile(opts, artifacts, primary)
     scene = ensure_scene(opts.out / "scenes", opts.raster_size, log=log)
     rows, notes = throughput_section(artifacts, tile, scene, opts.raster_size, opts.threads,
@@ -253,9 +248,6 @@ def throughput(opts: BenchOptions, artifacts: list[ArtifactInfo], primary: list[
 
 def memory(opts: BenchOptions, artifacts: list[ArtifactInfo], log: Log) -> dict:
     """The memory section with the int8 TFLite model (or ``--memory-format``)."""
-    from edgeseg.bench.memory import load_only_mb, memory_section
-    from edgeseg.bench.scenes import ensure_scene
-
     model = _memory_model(artifacts, opts.memory_format)
     settings = {"threads": opts.threads, "block": opts.block, "sizes": list(opts.memory_sizes)}
     if model is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from firmware_bridge.fsutil import atomic_path
+from firmware_bridge.io.synthetic_raster import write_synthetic_raster
 
 
 def scene_path(folder: Path, size: int, channels: int = 3) -> Path:
@@ -31,7 +32,6 @@ def ensure_scene(folder: Path, size: int, channels: int = 3, log=None) -> Path:
     """
     import rasterio
 
-    from firmware_bridge.io.synthetic_raster import write_synthetic_raster
 
     path = scene_path(folder, size, channels)
     if path.is_file():

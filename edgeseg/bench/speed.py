@@ -29,6 +29,9 @@ import numpy as np
 
 from edgeseg.bench.artifacts import ArtifactInfo
 from edgeseg.bench.timing import LatencyStats, time_calls, timed
+from firmware_bridge.io.raster import predict_geotiff
+from firmware_bridge.io.synthetic_raster import synthetic_block
+from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
 
 KerasLoader = Callable[[int], object]
 """Square input size -> the run's Keras model rebuilt at that size."""
@@ -99,22 +102,16 @@ def rows_to_dicts(rows) -> list[dict]:
 
 def bench_tile(resolution: int, channels: int = 3) -> np.ndarray:
     """A deterministic ``(1, R, R, C)`` uint8 tile (the generator of the scenes)."""
-    from firmware_bridge.io.synthetic_raster import synthetic_block
-
     return np.stack(synthetic_block(0, 0, resolution, resolution, channels, np.uint8), -1)[None]
 
 
 def segmenter_options(threads: int, tile: int | None = None, batch: int = 1):
     """:class:`SegmenterOptions` with the benchmark's threads."""
-    from firmware_bridge.runtime.segmenter import SegmenterOptions
-
     return SegmenterOptions(threads=threads, tile=tile, batch=batch)
 
 
 def open_artifact(artifact: ArtifactInfo, threads: int, tile: int, batch: int = 1):
     """Open an artifact on its runtime; returns ``(segmenter, load seconds)``."""
-    from firmware_bridge.runtime.segmenter import Segmenter
-
     opts = segmenter_options(threads, None if artifact.resolution else tile, batch)
     return timed(lambda: Segmenter(artifact.path, options=opts))
 
@@ -196,8 +193,6 @@ def latency_section(artifacts: list[ArtifactInfo], resolutions: tuple[int, ...],
 
 def throughput_of(seg, scene: Path, raster: int, label: str, fmt: str, block: int) -> ThroughputRow:
     """Predict ``scene`` into a temporary mask GeoTIFF and time it."""
-    from firmware_bridge.io.raster import predict_geotiff
-
     with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
         _, seconds = timed(lambda: predict_geotiff(seg, scene, Path(tmp) / "mask.tif", block=block))
     return ThroughputRow(label, fmt, seg.backend.name, seg.tile[0], seg.overlap, seg.options.batch,

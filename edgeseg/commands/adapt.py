@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgeseg.run import Run
 from firmware_bridge.cliutil import count, non_negative_float, positive_float, positive_int, share
 
 
@@ -55,8 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_adapt(args: argparse.Namespace) -> int:
     """Adapt (:meth:`edgeseg.Run.adapt`); print the validation scores before and after."""
-    from edgeseg.run import Run
-
     run = Run.open(args.run).adapt(
         args.images, args.out, data=args.data, classes=args.classes, verbose=not args.quiet,
         minutes=args.minutes or None, epochs=args.epochs, rounds=args.rounds,

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
+from edgeseg.bench.options import SECTIONS, BenchOptions
+from edgeseg.bench.report import to_json
+from edgeseg.bench.runner import run_benchmark, stderr_log
 from firmware_bridge.cliutil import count, positive_int
+from firmware_bridge.errors import EdgesegError
 
 SECTION_HELP = "accuracy, latency, throughput, memory, sizes"
 
@@ -70,11 +76,6 @@ def options_from_args(args: argparse.Namespace):
     Raises:
         EdgesegError: For unknown section names or non-positive settings.
     """
-    from pathlib import Path
-
-    from edgeseg.bench.options import SECTIONS, BenchOptions
-    from firmware_bridge.errors import EdgesegError
-
     chosen = args.sections or SECTIONS
     unknown = [s for s in (*chosen, *args.skip) if s not in SECTIONS]
     if unknown:
@@ -93,11 +94,6 @@ def options_from_args(args: argparse.Namespace):
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print the report as JSON."""
-    import shlex
-
-    from edgeseg.bench.report import to_json
-    from edgeseg.bench.runner import run_benchmark, stderr_log
-
     opts = options_from_args(args)
     command = shlex.join(["edgeseg", *args.argv])  # args.argv: set by run_main, as given
     report = run_benchmark(opts, command, stderr_log if opts.verbose else (lambda line: None))

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from edgeseg.data.check import check_dataset
+from firmware_bridge.io.classes import ClassTable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,11 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     """Run the data check; exit 0 when clean, 1 when problems were found."""
-    import sys
-
-    from edgeseg.data.check import check_dataset
-    from firmware_bridge.io.classes import ClassTable
-
     table = ClassTable.load(args.classes)
     report = check_dataset(args.dir, table, args.unknown_to_ignore, progress=sys.stderr.isatty())
     print(report.render())

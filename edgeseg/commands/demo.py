@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from edgeseg.demo import DemoOptions, run_demo
 from firmware_bridge.cliutil import positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
-    from edgeseg.demo import DemoOptions
-
     d = DemoOptions()
     p = sub.add_parser("demo", help="train -> QAT -> export -> tiled device inference -> validation")
     p.add_argument("--out", default=d.out, help=f"output folder, replaced if present (default {d.out})")
@@ -28,8 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo."""
-    from edgeseg.demo import DemoOptions, run_demo
-
     run_demo(DemoOptions(out=args.out, data=args.data, classes=args.classes,
                          val_pattern=args.val_pattern, weights=args.weights,
                          train_minutes=args.train_minutes, scenes=args.scenes,

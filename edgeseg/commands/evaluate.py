@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
+from edgeseg.evaluate import evaluate
 from firmware_bridge.cliutil import count, positive_int
+from firmware_bridge.fsutil import atomic_write_bytes
+from firmware_bridge.io.classes import ClassTable
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,13 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate and print the per-class table; optionally write JSON."""
-    import json
-    import sys
-
-    from edgeseg.evaluate import evaluate
-    from firmware_bridge.fsutil import atomic_write_bytes
-    from firmware_bridge.io.classes import ClassTable
-
     table = ClassTable.load(args.classes) if args.classes else None
     result = evaluate(args.model, args.data, table, args.val_pattern, args.tile, args.overlap,
                       progress=sys.stderr.isatty())

@@ -7,9 +7,12 @@ prints. Exit status 1 when an artifact misses its parity threshold, 2 on errors.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from edgeseg.exporting import TILE_CHOICES, TILE_FILE, ExportRequest
+from edgeseg.run import Run
 from export.formats import FORMATS
+from export.parity import ParityThresholds
 from firmware_bridge.cliutil import non_negative_float, positive_int
 
 
@@ -59,11 +62,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Export, check parity, print the table; 1 when parity fails."""
-    import sys
-
-    from edgeseg.run import Run
-    from export.parity import ParityThresholds
-
     request = ExportRequest(
         formats=args.formats, data=args.data, classes=args.classes, val_pattern=args.val_pattern,
         input_size=args.input_size, tile=args.tile, calibration=args.calibration,

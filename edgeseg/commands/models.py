@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 
+from edgeseg.models import ARCHITECTURES, BACKBONES, build_model, list_models, model_summary
+from edgeseg.tf_env import tf_keras
 from firmware_bridge.cliutil import positive_int
+from firmware_bridge.errors import EdgesegError
+from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,9 +44,6 @@ def model_rows(size: int, classes: int, archs=None, backbones=None,
     Raises:
         EdgesegError: Unknown names or an invalid size (from :func:`build_model`).
     """
-    from edgeseg.models import build_model, list_models, model_summary
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     rows = []
     for arch, backbone in list_models():
@@ -66,12 +68,6 @@ def render(rows: list[dict]) -> str:
 
 def run_models(args: argparse.Namespace) -> int:
     """Print the table (and write JSON when asked)."""
-    import json
-
-    from edgeseg.models import ARCHITECTURES, BACKBONES
-    from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
-
     if args.json:
         check_output_file(args.json, "--json")  # before the models are built, not after
     for name, valid in ((args.arch, ARCHITECTURES), (args.backbone, BACKBONES)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from edgeseg.training.pretrain import PretrainConfig, pretrain_folder
 from firmware_bridge.cliutil import non_negative_float, positive_float, positive_int, share
 
 
@@ -32,8 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """Read the images, pretrain, report where the encoder weights are."""
-    from edgeseg.training.pretrain import PretrainConfig, pretrain_folder
-
     config = PretrainConfig(
         backbone=args.backbone, crop=args.crop, batch=args.batch, epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch, lr=args.lr, noise=args.noise,

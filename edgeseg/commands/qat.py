@@ -14,7 +14,10 @@ still written, for a user who accepts the loss.
 from __future__ import annotations
 
 import argparse
+import sys
 
+from edgeseg.quantization.run import QatOptions
+from edgeseg.run import Run
 from firmware_bridge.cliutil import count, non_negative_float, positive_float, positive_int
 
 
@@ -43,11 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_qat(args: argparse.Namespace) -> int:
     """Fine-tune (:meth:`edgeseg.Run.qat`); print float vs QAT mIoU."""
-    import sys
-
-    from edgeseg.quantization.run import QatOptions
-    from edgeseg.run import Run
-
     def show(row: dict) -> None:
         if not args.quiet:
             loss = "ranges calibrated" if row["loss"] is None else f"loss {row['loss']:.4f}"

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
+from edgeseg.run import Run
+from edgeseg.training.config import TrainConfig
 from firmware_bridge.cliutil import count, non_negative_float, positive_float, positive_int, share
 
 
 def _defaults() -> dict:
     """The command's defaults: :class:`edgeseg.training.config.TrainConfig`'s field defaults."""
-    import dataclasses
-
-    from edgeseg.training.config import TrainConfig
-
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)
             if f.default is not dataclasses.MISSING}
 
@@ -93,8 +92,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train (:meth:`edgeseg.Run.train`), print the best validation scores."""
-    from edgeseg.run import Run
-
     run = Run.train(
         args.data, args.classes, args.out, val_pattern=args.val_pattern, minutes=args.minutes,
         resume=args.resume, strategy=args.strategy, verbose=not args.quiet,

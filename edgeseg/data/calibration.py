@@ -6,7 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.data.pipeline import normalise
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.io.images import read_image
+from firmware_bridge.io.pairs import find_pairs, split_by_pattern
+from firmware_bridge.runtime.tiling import pad_to_tile
 
 CALIBRATION_IMAGES = 64
 
@@ -25,11 +29,6 @@ def calibration_crops(data: Path, val_pattern: str, size: int,
     Returns:
         ``(count, size, size, C)`` float32, normalised as in training.
     """
-    from edgeseg.data.pipeline import normalise
-    from firmware_bridge.io.images import read_image
-    from firmware_bridge.io.pairs import find_pairs, split_by_pattern
-    from firmware_bridge.runtime.tiling import pad_to_tile
-
     pairs = find_pairs(data).pairs
     train = split_by_pattern(pairs, val_pattern)[0] if val_pattern else pairs
     if not train:

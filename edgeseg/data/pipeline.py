@@ -33,6 +33,7 @@ import numpy as np
 
 from edgeseg.data.dataset import Sample
 from edgeseg.data.stats import class_pixel_counts
+from edgeseg.tf_env import tf_keras
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
 
@@ -295,8 +296,6 @@ class CropSampler:
         Returns:
             The dataset (``steps * batch / (count * replica_batch)`` batches).
         """
-        from edgeseg.tf_env import tf_keras
-
         tf, _ = tf_keras()
         index, count = shard
         share = batch // count

@@ -26,6 +26,7 @@ from __future__ import annotations
 import glob
 import os
 
+from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
 NORMALISATION = {"mean": 127.5, "std": 127.5}
@@ -166,8 +167,6 @@ def build_backbone(name: str, input_tensor, weights: str | os.PathLike | None = 
         EdgesegError: Unknown backbone, missing weights, or a weights file that does not fit
             the backbone (e.g. the wrong alpha).
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     spec = get_backbone_spec(name)
     path = resolve_weights(name, weights)
@@ -208,8 +207,6 @@ def _retrace_without_tf_ops(model, input_tensor) -> dict:
     Raises:
         EdgesegError: On a TFOpLambda or ReLU6 that is not part of a hard-sigmoid.
     """
-    from edgeseg.tf_env import tf_keras
-
     tf, keras = tf_keras()
     mapping = {id(model.inputs[0]): input_tensor}
     rescaled = set()  # ids of new tensors x / 6 + 0.5

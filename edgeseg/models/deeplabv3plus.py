@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from edgeseg.models import layers as blocks
 from edgeseg.models.backbones import build_backbone
+from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -49,8 +50,6 @@ def aspp(x, filters: int, rates, dropout: float):
     Returns:
         ``(N, h, w, filters)``.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     L = keras.layers
     h, w = int(x.shape[1]), int(x.shape[2])
@@ -99,8 +98,6 @@ def build_deeplabv3plus(
     Raises:
         EdgesegError: Invalid output stride, input size, rates or upsampling mode.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     if output_stride not in OUTPUT_STRIDES:
         raise EdgesegError(

@@ -14,6 +14,7 @@ the input, belong to the encoder. tfmot's QAT wrappers prefix names with ``quant
 
 from __future__ import annotations
 
+from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
 UPSAMPLING_MODES = ("bilinear", "nearest", "transpose")
@@ -74,8 +75,6 @@ def check_input_size(input_size, multiple: int, arch: str) -> tuple[int, int]:
 
 def conv_bn_relu(x, filters: int, name: str, kernel_size: int = 1):
     """Conv2D (no bias) -> BatchNormalization -> ReLU."""
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     L = keras.layers
     x = L.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv")(x)
@@ -105,8 +104,6 @@ def atrous_depthwise(x, rate: int, name: str):
     Returns:
         ``(N, h, w, C)``.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     L = keras.layers
     h, w = int(x.shape[1]), int(x.shape[2])
@@ -142,8 +139,6 @@ def sep_conv_bn_relu(x, filters: int, name: str, dilation: int = 1):
     the depthwise part is :func:`atrous_depthwise` with a bias instead of a batch-norm
     (tfmot cannot quantize a batch-norm that follows an ``Add``).
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     L = keras.layers
     if dilation > 1:
@@ -174,8 +169,6 @@ def upsample(x, factor: int, mode: str, name: str, filters: int | None = None):
     Returns:
         The upsampled tensor.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     check_upsampling(mode)
     if factor == 1:
@@ -204,8 +197,6 @@ def head(x, num_classes: int, factor: int, upsampling: str):
     Raises:
         EdgesegError: When ``num_classes`` is smaller than 1.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     if int(num_classes) < 1:
         raise EdgesegError(f"num_classes must be at least 1, got {num_classes}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from edgeseg.models import layers as blocks
 from edgeseg.models.backbones import build_backbone
+from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
 DEFAULT_DECODER_FILTERS = (128, 64, 48, 32)
@@ -45,8 +46,6 @@ def build_mobileunet(
     Raises:
         EdgesegError: Invalid input size, decoder filters or upsampling mode.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     blocks.check_upsampling(upsampling)
     h, w = blocks.check_input_size(input_size, 32, "mobileunet")

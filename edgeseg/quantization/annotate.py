@@ -19,6 +19,9 @@ from __future__ import annotations
 import contextlib
 import functools
 
+from edgeseg.tf_env import tf_keras
+from firmware_bridge.errors import EdgesegError, require
+
 OUTPUT_ONLY = ("Multiply", "Rescaling")
 """Weightless elementwise layers quantized at their output."""
 
@@ -31,8 +34,6 @@ def output_quantize_config():
         A ``tfmot.quantization.keras.QuantizeConfig`` subclass: no weights or activations
         quantized, the output by an 8-bit asymmetric moving-average quantizer.
     """
-    from firmware_bridge.errors import require
-
     qk = require("tensorflow_model_optimization", "train").quantization.keras
 
     class OutputQuantizeConfig(qk.QuantizeConfig):
@@ -76,10 +77,7 @@ def annotate_and_quantize(model, registry):
     Returns:
         The quantization-aware model.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
-    from firmware_bridge.errors import require
 
     qk = require("tensorflow_model_optimization", "train").quantization.keras
     config_cls = output_quantize_config()
@@ -107,8 +105,6 @@ def concat_order_fix():
     QAT model agreed with the float one on 63 % of the pixels. Within this context the method
     returns the layers in the order of the names (first occurrence; the same set as before).
     """
-    from firmware_bridge.errors import require
-
     module = require("tensorflow_model_optimization.python.core.quantization.keras."
                      "graph_transformations.model_transformer", "train")
     transformer = module.ModelTransformer
@@ -131,7 +127,6 @@ def check_input_order(model, qat) -> None:
     Raises:
         EdgesegError: Naming the layer and both orders.
     """
-    from firmware_bridge.errors import EdgesegError
 
     def inputs(layer) -> list[str]:
         inbound = layer.inbound_nodes[0].inbound_layers

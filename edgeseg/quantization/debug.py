@@ -29,6 +29,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgeseg.quantization.qat import quantize
+from edgeseg.quantization.ranges import calibrate_ranges
+from edgeseg.tf_env import tf_keras
+
 QAT_PREFIX = "quant_"
 INPUT_QUANTIZER = "QuantizeLayer"
 MAX_DB = 99.0
@@ -155,8 +159,6 @@ def layer_errors(model, qat, images: np.ndarray) -> QuantReport:
     Returns:
         The report; layers without a twin are left out, the input is reported on its own.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     pairs = [(layer, _twin(qat, layer)) for layer in model.layers]
     pairs = [(a, b) for a, b in pairs if b is not None]
@@ -187,9 +189,6 @@ def simulated_int8(model, images: Sequence[np.ndarray] | np.ndarray):
     It quantizes as a post-training int8 conversion calibrated on the same images would, so
     :func:`layer_errors` on it tells where such a conversion loses accuracy.
     """
-    from edgeseg.quantization.qat import quantize
-    from edgeseg.quantization.ranges import calibrate_ranges
-
     qat = quantize(model)
     batch = np.asarray(images, np.float32)
     calibrate_ranges(qat, model, [batch[i : i + 8] for i in range(0, len(batch), 8)])

@@ -27,19 +27,34 @@ QAT starts from the float model's weights. Saving and loading: :mod:`edgeseg.qua
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from firmware_bridge.errors import EdgesegError
+from edgeseg.models import build_model
+from edgeseg.quantization.annotate import (
+    OUTPUT_ONLY,
+    annotate_and_quantize,
+    check_input_order,
+    concat_order_fix,
+    needs_annotation,
+)
+from edgeseg.quantization.ranges import calibrate_ranges
+from edgeseg.spec import config_spec
+from edgeseg.tf_env import tf_keras
+from edgeseg.training.losses import get_loss
+from edgeseg.training.stages import cosine_factor
+from export.keras_backend import keras_segmenter
+from firmware_bridge.errors import EdgesegError, require
+from firmware_bridge.evaluate import score
 
 FLOAT_TYPES_NOT_QUANTIZED = ("InputLayer",)
 
 
 def _tfmot():
-    from firmware_bridge.errors import require
 
     return require("tensorflow_model_optimization", "train")
 
@@ -56,9 +71,6 @@ def unsupported_layers(model) -> list[str]:
     that :mod:`edgeseg.quantization.annotate` annotates (``Multiply``, ``Rescaling``). Input layers
     are skipped.
     """
-    from edgeseg.quantization.annotate import OUTPUT_ONLY
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     registry = _registry()
     bad = []
@@ -85,14 +97,6 @@ def quantize(model):
     Raises:
         EdgesegError: When a layer cannot be quantized (listed), e.g. a ``Lambda``.
     """
-    from edgeseg.quantization.annotate import (
-        annotate_and_quantize,
-        check_input_order,
-        concat_order_fix,
-        needs_annotation,
-    )
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     tfmot = _tfmot()
     bad = unsupported_layers(model)
@@ -147,11 +151,6 @@ def qat_finetune(
     Returns:
         The QAT model with the weights of the epoch with the best validation mIoU.
     """
-    from edgeseg.quantization.ranges import calibrate_ranges
-    from edgeseg.tf_env import tf_keras
-    from edgeseg.training.losses import get_loss
-    from edgeseg.training.stages import cosine_factor
-
     tf, keras = tf_keras()
     if epochs < 1:
         raise EdgesegError(f"QAT needs at least one epoch, got {epochs}")
@@ -200,8 +199,6 @@ def qat_finetune(
 
 def build_qat(config, input_size: tuple[int, int]):
     """An untrained QAT model of a run's architecture at ``input_size``."""
-    from edgeseg.models import build_model
-
     model = build_model(config.arch, config.backbone, config.num_classes,
                         input_size=tuple(input_size), upsampling=config.upsampling)
     return quantize(model)
@@ -230,12 +227,6 @@ def validator(config, samples, tile: int, overlap: int):
     size (built once, at the first call), so the score is comparable with the float model's
     (same Segmenter, tiles, overlap and scoring loop). Returns ``None`` without samples.
     """
-    import dataclasses
-
-    from edgeseg.spec import config_spec
-    from export.keras_backend import keras_segmenter
-    from firmware_bridge.evaluate import score
-
     if not samples:
         return None
     cache: dict = {}

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
 ACTIVATION_RANGES = ("output", "post_activation", "pre_activation")
@@ -109,8 +110,6 @@ def calibrate_ranges(qat, model, batches: Iterable) -> int:
     Returns:
         The number of range variables set.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     images = [np.asarray(b, np.float32) for b in batches]
     targets = range_targets(qat, model)

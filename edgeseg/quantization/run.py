@@ -13,7 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeseg.data import load_split
+from edgeseg.data.pipeline import CropSampler
+from edgeseg.quantization.debug import layer_errors
+from edgeseg.quantization.qat import qat_finetune, validator
+from edgeseg.quantization.store import QAT_DIR, SUMMARY, save_qat
+from edgeseg.training import runs
+from edgeseg.training.losses import get_loss
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.io.classes import ClassTable
 
 
 @dataclass
@@ -75,15 +83,6 @@ def qat_run(run_dir, data, classes, options: QatOptions | None = None,
     Raises:
         EdgesegError: For a class table that does not fit the run, or bad data.
     """
-    from edgeseg.data import load_split
-    from edgeseg.data.pipeline import CropSampler
-    from edgeseg.quantization.debug import layer_errors
-    from edgeseg.quantization.qat import qat_finetune, validator
-    from edgeseg.quantization.store import QAT_DIR, SUMMARY, save_qat
-    from edgeseg.training import runs
-    from edgeseg.training.losses import get_loss
-    from firmware_bridge.io.classes import ClassTable
-
     opts = options or QatOptions()
     run = Path(run_dir)
     crop = int(runs.read_json(run / runs.CONFIG)["config"]["crop"])
@@ -132,8 +131,6 @@ def _float_miou(run: Path, config, val, score) -> float | None:
     ``val_images`` scored a subset; runs older than the ``images`` record are not trusted), else
     the float model is scored with the QAT validator ``score`` (same Segmenter and scoring loop).
     """
-    from edgeseg.training import runs
-
     if not val:
         return None
     recorded = runs.read_json(run / runs.SCORES) if (run / runs.SCORES).is_file() else {}

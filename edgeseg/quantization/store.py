@@ -8,11 +8,14 @@ convolutional, and ``.keras`` files of tfmot models fail to load again in tf-ker
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from edgeseg.quantization.qat import build_qat
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.fsutil import atomic_write_bytes
 
 QAT_DIR = "qat"
 WEIGHTS = "weights.npz"
@@ -26,10 +29,6 @@ def has_qat(run_dir) -> bool:
 
 def save_qat(qat, run_dir) -> Path:
     """Write the QAT weights (per layer, ``<run>/qat/weights.npz``) atomically."""
-    import io
-
-    from firmware_bridge.fsutil import atomic_write_bytes
-
     folder = Path(run_dir) / QAT_DIR
     folder.mkdir(parents=True, exist_ok=True)
     arrays = {f"{i:04d}_{j:02d}": w for i, layer in enumerate(qat.layers)
@@ -58,7 +57,6 @@ def load_qat(run_dir, config, input_size: tuple[int, int]):
     path = Path(run_dir) / QAT_DIR / WEIGHTS
     if not path.is_file():
         raise EdgesegError(f"{run_dir}: no QAT model ({QAT_DIR}/{WEIGHTS}); run 'edgeseg qat {run_dir}'")
-    from edgeseg.quantization.qat import build_qat
 
     qat = build_qat(config, input_size)
     with np.load(path) as data:

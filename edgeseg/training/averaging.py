@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from edgeseg.tf_env import tf_keras
+
 
 def ema_decay(decay: float, step: int) -> float:
     """The decay used at update ``step`` (1-based): ``min(decay, (1 + step) / (10 + step))``."""
@@ -35,7 +37,6 @@ class WeightAverage:
     """
 
     def __init__(self, variables: Sequence, decay: float) -> None:
-        from edgeseg.tf_env import tf_keras
 
         tf, _ = tf_keras()
         self.variables, self.decay = list(variables), float(decay)
@@ -44,8 +45,6 @@ class WeightAverage:
 
     def update(self) -> None:
         """One averaging step (the formula in the module docstring)."""
-        from edgeseg.tf_env import tf_keras
-
         tf, _ = tf_keras()
         n = self.steps.assign_add(1.0)
         d = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))

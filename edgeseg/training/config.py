@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from edgeseg.data.pipeline import MEAN, STD, Augment
 from edgeseg.data.stats import inverse_frequency_weights, median_frequency_weights
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.metadata import DEFAULT_OVERLAP, ModelMetadata
@@ -141,8 +142,6 @@ class TrainConfig:
             Classes, colours, ignore rows, normalisation, output kind, the validation tile and
             overlap (also the tile the artifacts recommend), architecture and backbone.
         """
-        from edgeseg.data.pipeline import MEAN, STD
-
         norm = normalisation or {"mean": MEAN, "std": STD}
         return ModelMetadata(
             classes=list(self.class_names), colours=list(self.class_colours),
@@ -155,8 +154,6 @@ class TrainConfig:
 
     def augmentation(self):
         """The crops' :class:`~edgeseg.data.pipeline.Augment` (``augment`` off: none at all)."""
-        from edgeseg.data.pipeline import Augment
-
         return Augment.with_colour(self.colour_jitter, self.scale_jitter) if self.augment else Augment.off()
 
     @classmethod

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -164,8 +165,6 @@ class Replicas:
 
 def _make_broadcast(strategy):
     """A compiled all-reduce in which only replica 0 (on the chief) contributes."""
-    from edgeseg.tf_env import tf_keras
-
     tf, _ = tf_keras()
 
     def replica_fn(x):
@@ -187,8 +186,6 @@ def make_replicas(name: str) -> Replicas:
         EdgesegError: For an unknown name, a bad ``TF_CONFIG`` (``multiworker``), or a cluster
             that fails to start.
     """
-    from edgeseg.tf_env import tf_keras
-
     if name not in STRATEGIES:
         raise EdgesegError(f"unknown strategy {name!r}; use one of {', '.join(STRATEGIES)}")
     tf, _ = tf_keras()
@@ -220,8 +217,6 @@ def place_model(replicas: Replicas, template):
         ``(model, host)``: the model to train, and a model outside the strategy that
         :func:`host_copy` fills (``template`` itself; both are ``template`` without a strategy).
     """
-    from edgeseg.tf_env import tf_keras
-
     if not replicas.distributed:
         return template, template
     _, keras = tf_keras()
@@ -247,8 +242,6 @@ def host_copy(model, host):
 
 def batchnorm_layers(model) -> list:
     """The model's ``BatchNormalization`` layers."""
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
 

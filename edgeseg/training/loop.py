@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from edgeseg.data.pipeline import CropSampler
+from edgeseg.models import build_model
+from edgeseg.tf_env import tf_keras
 from edgeseg.training import runs
 from edgeseg.training.averaging import WeightAverage
+from edgeseg.training.config import spread
 from edgeseg.training.distribute import Replicas, ScratchDir, host_copy, local_batchnorm
 from edgeseg.training.stages import (
     cosine_factor,
@@ -36,6 +40,7 @@ from edgeseg.training.stages import (
 from export.keras_backend import keras_segmenter
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.evaluate import score
+from firmware_bridge.runtime.tiling import tile_boxes
 
 clock = time.monotonic
 """The loop's clock (seconds); tests replace it to check the time budget without waiting."""
@@ -79,8 +84,6 @@ class TrainingLoop:
                  state: dict, verbose: bool = True, started: float | None = None,
                  replicas: Replicas | None = None, host=None,
                  sampler: CropSampler | None = None) -> None:
-        from edgeseg.models import build_model
-        from edgeseg.training.config import spread
 
         self.config, self.model, self.loss_fn, self.state = config, model, loss_fn, state
         self.replicas = replicas or Replicas("default", None)
@@ -124,8 +127,6 @@ class TrainingLoop:
 
     def _estimate_val_cost(self) -> float:
         """Seconds a validation will take, from one timed batch of tiles (also compiles it)."""
-        from firmware_bridge.runtime.tiling import tile_boxes
-
         if not self.val_samples:
             return 0.0
         tile = self.config.val_tile
@@ -147,8 +148,6 @@ class TrainingLoop:
 
     def _enter_stage(self, stage: int) -> None:
         """Freeze / unfreeze, new optimizers and step; restore the checkpoint when resuming."""
-        from edgeseg.tf_env import tf_keras
-
         tf, _ = tf_keras()
         c, state = self.config, self.state
         block = top_block(c.backbone) if c.unfreeze == "top" else c.unfreeze
@@ -255,8 +254,6 @@ class TrainingLoop:
 
     def _validate(self, epoch: int):
         """Re-estimate batch-norm statistics, copy the (averaged) weights to the tile model, score it."""
-        from contextlib import nullcontext
-
         c = self.config
         t0 = clock()
         recal = self.sampler.dataset(c.seed + 1, epoch, c.bn_batches, c.batch)

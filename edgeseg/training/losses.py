@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 
+from edgeseg.tf_env import tf_keras
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
 
@@ -31,8 +32,6 @@ EPS = 1e-7
 
 def _prepare(y_true, y_pred):
     """Return ``(onehot NxHxWxK float, probs NxHxWxK float, valid NxHxW float, K)``."""
-    from edgeseg.tf_env import tf_keras
-
     tf, _ = tf_keras()
     y_pred = tf.cast(y_pred, tf.float32)
     y_true = tf.convert_to_tensor(y_true)
@@ -51,7 +50,6 @@ def _prepare(y_true, y_pred):
 
 
 def _weights(class_weights, k: int):
-    from edgeseg.tf_env import tf_keras
 
     tf, _ = tf_keras()
     if class_weights is None:
@@ -70,8 +68,6 @@ def soft_dice_per_class(y_true, y_pred):
         ``(dice (K,), present (K,))``: Dice of each class (of ``[1 - p, p]`` for a sigmoid
         output) and 1.0 where the class occurs in the valid targets.
     """
-    from edgeseg.tf_env import tf_keras
-
     tf, _ = tf_keras()
     onehot, probs, valid, _ = _prepare(y_true, y_pred)
     mask = valid[..., None]
@@ -88,8 +84,6 @@ def dice_loss(class_weights=None):
 
     For a sigmoid output only the foreground Dice counts.
     """
-    from edgeseg.tf_env import tf_keras
-
     tf, _ = tf_keras()
 
     def loss(y_true, y_pred):
@@ -114,8 +108,6 @@ def focal_loss(class_weights=None, gamma: float = 2.0):
 
     With ``gamma=0`` it equals :func:`cross_entropy_loss`.
     """
-    from edgeseg.tf_env import tf_keras
-
     tf, _ = tf_keras()
 
     def loss(y_true, y_pred):

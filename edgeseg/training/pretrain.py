@@ -32,8 +32,15 @@ import numpy as np
 
 from edgeseg.data.dataset import Sample
 from edgeseg.data.pipeline import Augment, CropSampler
-from edgeseg.training.runs import PRETRAINED_ENCODER, write_json
+from edgeseg.models import layers as blocks
+from edgeseg.models.backbones import build_backbone, get_backbone_spec
+from edgeseg.tf_env import tf_keras
+from edgeseg.training.runs import PRETRAINED_ENCODER, copy_weights, write_json
+from edgeseg.training.stages import recalibrate_batchnorm
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.fsutil import atomic_path
+from firmware_bridge.io.images import read_image
+from firmware_bridge.io.pairs import IMAGE_SUFFIXES
 
 
 @dataclass
@@ -80,10 +87,6 @@ def build_autoencoder(backbone: str, crop: int, encoder_weights=None):
     Returns:
         The autoencoder; its encoder layers keep the Keras-applications names.
     """
-    from edgeseg.models import layers as blocks
-    from edgeseg.models.backbones import build_backbone
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     inputs = keras.Input((crop, crop, 3), name="image")
     features = build_backbone(backbone, inputs, encoder_weights)
@@ -105,11 +108,6 @@ def save_encoder(model, backbone: str, path) -> None:
     model, whose ``save_weights`` writes exactly the layout that ``weights=<file>`` loads
     (by layer order), whatever order the flat copy inside ``model`` has.
     """
-    from edgeseg.models.backbones import get_backbone_spec
-    from edgeseg.tf_env import tf_keras
-    from edgeseg.training.runs import copy_weights
-    from firmware_bridge.fsutil import atomic_path
-
     _, keras = tf_keras()
     spec = get_backbone_spec(backbone)
     constructor = getattr(keras.applications, spec["constructor"])
@@ -136,9 +134,6 @@ def pretrain(config: PretrainConfig, images: list[np.ndarray], out_dir, verbose:
     Raises:
         EdgesegError: With no images or images that are not 8-bit RGB.
     """
-    from edgeseg.tf_env import tf_keras
-    from edgeseg.training.stages import recalibrate_batchnorm
-
     started = time.monotonic()
     tf, keras = tf_keras()
     if not images:
@@ -200,9 +195,6 @@ def pretrain_folder(images_dir, out_dir, config: PretrainConfig | None = None,
     Raises:
         EdgesegError: For a missing folder or one without images.
     """
-    from firmware_bridge.io.images import read_image
-    from firmware_bridge.io.pairs import IMAGE_SUFFIXES
-
     folder = Path(images_dir)
     if not folder.is_dir():
         raise EdgesegError(f"{folder}: not a folder of images")

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeseg.models import build_model, encoder_layers
+from edgeseg.tf_env import tf_keras
+from edgeseg.training.config import TrainConfig
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.fsutil import atomic_path, atomic_write_bytes
 
@@ -163,8 +166,6 @@ def load_config(run_dir):
     Raises:
         EdgesegError: When the folder holds no ``config.json``.
     """
-    from edgeseg.training.config import TrainConfig
-
     return TrainConfig.from_dict(read_json(Path(run_dir) / CONFIG)["config"])
 
 
@@ -182,10 +183,6 @@ def load_run(run_dir, input_size: tuple[int, int] | None = None):
     Raises:
         EdgesegError: When the directory holds no finished model.
     """
-    from edgeseg.models import build_model
-    from edgeseg.tf_env import tf_keras
-    from edgeseg.training.config import TrainConfig
-
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir):
         raise EdgesegError(f"{run_dir}: not a run directory with a model (needs {CONFIG} and {MODEL})")
@@ -255,9 +252,6 @@ def initial_model(config, input_size: tuple[int, int]):
     Raises:
         EdgesegError: Missing weights, or a run that shares no layers with this model.
     """
-    from edgeseg.models import build_model, encoder_layers
-    from edgeseg.tf_env import tf_keras
-
     source = config.encoder_weights
     args = (config.arch, config.backbone, config.num_classes)
     kw = {"input_size": input_size, "upsampling": config.upsampling}

@@ -20,6 +20,8 @@ import math
 import re
 
 from edgeseg.models import decoder_layers, encoder_layers, head_layers
+from edgeseg.models.backbones import get_backbone_spec
+from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
 
@@ -28,8 +30,6 @@ def top_block(backbone: str) -> str:
 
     It is the block holding the stride-16 skip feature of the backbone table.
     """
-    from edgeseg.models.backbones import get_backbone_spec
-
     ref = get_backbone_spec(backbone)["features"][16].split(":")[0].split("/")[0]
     match = re.match(r"^(block_\d+|expanded_conv(?:_\d+)?)", ref)
     return match.group(1) if match else ref
@@ -73,8 +73,6 @@ def set_stage(model, stage: int, unfreeze: str = "all", freeze_encoder_bn: bool 
     Returns:
         Trainable variables of the encoder, and of the decoder plus head.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     enc = encoder_layers(model)
     start = len(enc) if stage == 1 else unfreeze_start(enc, unfreeze)
@@ -97,8 +95,6 @@ def make_optimizers(enc_vars, head_vars, lr_head: float, encoder_lr_factor: floa
     Returns:
         ``(encoder_optimizer or None when the encoder is frozen, head_optimizer)``, built.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     head_opt = keras.optimizers.Adam(lr_head)
     head_opt.build(head_vars)
@@ -131,8 +127,6 @@ def make_train_step(model, loss_fn, enc_vars, head_vars, enc_opt, head_opt, stra
     Returns:
         ``step(images, masks) -> loss`` (a ``tf.function``; the loss of the global batch).
     """
-    from edgeseg.tf_env import tf_keras
-
     tf, _ = tf_keras()
     n = len(enc_vars)
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -187,8 +181,6 @@ def recalibrate_batchnorm(model, batches) -> int:
     Returns:
         The number of batches used.
     """
-    from edgeseg.tf_env import tf_keras
-
     _, keras = tf_keras()
     bns = [layer for layer in model.layers
            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]

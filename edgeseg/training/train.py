@@ -24,10 +24,16 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeseg.data.pipeline import MEAN, STD
 from edgeseg.data.stats import class_pixel_counts
+from edgeseg.tf_env import tf_keras
+from edgeseg.training import loop as epoch_loop
 from edgeseg.training import runs
 from edgeseg.training.config import WEIGHTINGS, TrainConfig, output_kind, spread
+from edgeseg.training.distribute import make_replicas, place_model, weights_digest
+from edgeseg.training.losses import get_loss
 from edgeseg.training.runs import load_run
+from firmware_bridge import __version__
 
 __all__ = ["TrainConfig", "TrainResult", "class_weights", "load_run", "spread", "train"]
 
@@ -64,8 +70,6 @@ def _start(run_dir: Path, config: TrainConfig, resume: bool) -> tuple[TrainConfi
 
 
 def _write_config(run_dir: Path, config: TrainConfig, weights, note: str) -> None:
-    from edgeseg import __version__
-    from edgeseg.data.pipeline import MEAN, STD
 
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_json(run_dir / runs.CONFIG, {
@@ -107,11 +111,6 @@ def train(
             (:func:`edgeseg.training.runs.check_out_dir`), a bad ``TF_CONFIG``, or a batch
             that does not split over the replicas.
     """
-    from edgeseg.tf_env import tf_keras
-    from edgeseg.training import loop as epoch_loop
-    from edgeseg.training.distribute import make_replicas, place_model, weights_digest
-    from edgeseg.training.losses import get_loss
-
     started = epoch_loop.clock()
     _, keras = tf_keras()
     replicas = make_replicas(strategy)  # before TensorFlow runs anything else
