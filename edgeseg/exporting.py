@@ -183,15 +183,14 @@ def export_run(run_dir, out, request: ExportRequest | None = None,
         spec = at_tile(spec, req.input_size)
     edge = spec.tile_size
     model, _ = runs.load_run(run, (edge, edge))
-    wants_qat = any(f.needs_qat or (f.name == "c-array" and req.c_array_source != "ptq") for f in formats)
-    qat = load_qat(run, config, (edge, edge)) if with_qat and wants_qat else None
+    options = ExportOptions(stem=req.stem, io_type=req.io_type, onnx_opset=req.opset,
+                            carray_source=req.c_array_source, float_layers=tuple(req.float_layers))
+    qat = (load_qat(run, config, (edge, edge))
+           if with_qat and any(f.wants_qat(options) for f in formats) else None)
     spec = _with_ignore_rows(spec, table)
     calib = (calibration_crops(Path(req.data), val_pattern or "", edge, count=req.calibration)
              if req.data else np.zeros((0, edge, edge, 3), np.float32))
-
-    ctx = ExportContext(model, spec, calib, qat, ExportOptions(
-        stem=req.stem, io_type=req.io_type, onnx_opset=req.opset,
-        carray_source=req.c_array_source, float_layers=tuple(req.float_layers)))
+    ctx = ExportContext(model, spec, calib, qat, options)
 
     def check(staged: list[Artifact]) -> str | None:
         report = parity_report(model, spec, staged, req.data, table, val_pattern, req.thresholds,

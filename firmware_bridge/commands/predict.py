@@ -65,11 +65,10 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.io.images import GEOTIFF_SUFFIXES
     from firmware_bridge.io.inputs import expand_inputs
     from firmware_bridge.io.pairs import IMAGE_SUFFIXES
-    from firmware_bridge.io.raster import output_stems, predict_file
-    from firmware_bridge.progress import progress
+    from firmware_bridge.io.raster import output_stems
+    from firmware_bridge.predict import predict_images
     from firmware_bridge.video.source import is_video_source
 
     videos = [s for s in args.inputs if is_video_source(s)]
@@ -84,34 +83,13 @@ def run_predict(args: argparse.Namespace) -> int:
         raise EdgesegError("--overwrite, --dashboard, --connect-timeout and --worker-timeout go "
                            "with --workers or --scheduler")
     inputs = [str(p) for p in expand_inputs(args.inputs, IMAGE_SUFFIXES)]
-    stems = output_stems(inputs)  # two inputs never write the same file
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise EdgesegError(f"{out}: exists and is not a folder: pass a folder to --out")
+    output_stems(inputs)  # two inputs that would write the same file fail before the model loads
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise EdgesegError(f"{args.out}: exists and is not a folder: pass a folder to --out")
     seg = load_segmenter(args)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
-    if args.overlay and any(Path(s).suffix.lower() in GEOTIFF_SUFFIXES for s in inputs):
-        print("note: --overlay applies to ordinary images; GeoTIFFs get a colour-mapped mask",
-              file=sys.stderr)
-    show = not args.quiet and sys.stderr.isatty()
-    failed = 0
-    jobs = list(zip(inputs, stems, strict=True))
-    for src, stem in progress(jobs, len(jobs), "predict", show and len(jobs) > 1):
-        try:
-            done = predict_file(seg, src, out, args.bands, args.overlay, args.block, show, stem)
-        except EdgesegError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        if done.nodata:
-            print(f"note: {src}: {done.nodata} of {done.pixels} pixels "
-                  f"({100 * done.nodata / done.pixels:.1f} %) have no data (NaN or the nodata "
-                  "value): 255 in the mask, in no class", file=sys.stderr)
-        for path in done.files:
-            print(path)
+    failed = predict_images(seg, inputs, args.out, args.bands, args.overlay, args.block,
+                            not args.quiet and sys.stderr.isatty(),
+                            warn=lambda line: print(line, file=sys.stderr))
     return 1 if failed else 0
 
 
@@ -152,7 +130,8 @@ def _run_video(args: argparse.Namespace) -> int:
 
     from firmware_bridge.commands.modelargs import load_segmenter
     from firmware_bridge.errors import EdgesegError
-    from firmware_bridge.video import VideoOptions, VideoSource, predict_video
+    from firmware_bridge.predict import predict_videos
+    from firmware_bridge.video import VideoOptions, VideoSource
 
     if args.workers or args.scheduler or args.overlay or args.bands:
         raise EdgesegError("--workers, --scheduler, --overlay and --bands apply to images and "
@@ -167,27 +146,8 @@ def _run_video(args: argparse.Namespace) -> int:
         raise EdgesegError(f"two sources would write {twice[0]}_frames.csv: predict them into "
                            "different --out folders")
     seg = load_segmenter(args)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
     options = VideoOptions(args.mask_video, args.overlay_video, args.png_every)
-    show = not args.quiet and sys.stderr.isatty()
-    failed = 0
-    for source in sources:
-        try:
-            report = predict_video(seg, source, out, options, args.max_frames, show)
-        except EdgesegError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        for path in report.files:
-            print(path)
-        if report.ended_early:
-            print(f"warning: {source.spec}: the stream ended early ({report.ended_early}); the "
-                  f"outputs hold the {report.predicted} frames predicted until then",
-                  file=sys.stderr)
-        dropped = f", {report.skipped} skipped to keep up with the source" if source.live else ""
-        print(f"{source.spec}: {report.predicted} frames in {report.seconds:.1f} s, "
-              f"{report.fps:.1f} frames/s{dropped}", file=sys.stderr)
+    failed = predict_videos(seg, sources, out, options, args.max_frames,
+                            not args.quiet and sys.stderr.isatty(),
+                            warn=lambda line: print(line, file=sys.stderr))
     return 1 if failed else 0
