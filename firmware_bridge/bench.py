@@ -3,7 +3,9 @@
 :func:`bench_model` is the engine behind ``edgeseg-run bench MODEL``: it measures a loaded
 :class:`~firmware_bridge.runtime.segmenter.Segmenter` on generated tiles and a generated
 raster streamed through the tiled path, and relates the streamed rate of new pixels to the
-model's own rate (a tile alone) and the runtime's (the backend call alone).
+model's own rate (a tile alone) and the runtime's (the backend call alone). The streamed run
+is timed per stage (:class:`~firmware_bridge.runtime.stages.StageClock`): read, normalise,
+model, scores, blend, argmax and write per tile, and the calling thread's idle time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.io.synthetic_raster import synthetic_block, write_synthetic_raster_in_child
+from firmware_bridge.runtime.stages import StageClock
 
 
 def peak_rss_mb() -> float:
@@ -27,25 +30,39 @@ def peak_rss_mb() -> float:
 
 
 def _throughput(seg, size: int, block: int) -> dict:
+    """Time one tiled prediction of a generated ``size`` raster, with the per-stage split."""
+    clock = seg.clock = StageClock()
     try:
-        import rasterio  # noqa: F401
-    except ImportError:
-        image = np.stack(synthetic_block(0, 0, size, size, seg.channels, np.uint8), axis=-1)
-        t0 = time.perf_counter()
-        seg.predict_tiled(image)
-        return {"mode": "in-memory (rasterio not installed)",
-                "seconds": time.perf_counter() - t0}
-    from firmware_bridge.io.raster import predict_geotiff
+        try:
+            import rasterio  # noqa: F401
+        except ImportError:
+            image = np.stack(synthetic_block(0, 0, size, size, seg.channels, np.uint8), axis=-1)
+            t0 = time.perf_counter()
+            seg.predict_tiled(image)
+            seconds = time.perf_counter() - t0
+            return {"mode": "in-memory (rasterio not installed)", "seconds": seconds,
+                    **_stages(clock, seconds, seg.options.pipeline)}
+        from firmware_bridge.io.raster import predict_geotiff
 
-    with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
-        src = Path(tmp) / "scene.tif"
-        # generated in a child, so that this process's peak memory is the prediction's alone
-        write_synthetic_raster_in_child(src, size, seg.channels)
-        rss_before = peak_rss_mb()
-        t0 = time.perf_counter()
-        predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)
-        seconds = time.perf_counter() - t0
-    return {"mode": "streamed GeoTIFF", "seconds": seconds, "peak_rss_before_mb": round(rss_before, 1)}
+        with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
+            src = Path(tmp) / "scene.tif"
+            # generated in a child, so that this process's peak memory is the prediction's alone
+            write_synthetic_raster_in_child(src, size, seg.channels)
+            rss_before = peak_rss_mb()
+            t0 = time.perf_counter()
+            predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)
+            seconds = time.perf_counter() - t0
+        return {"mode": "streamed GeoTIFF", "seconds": seconds,
+                "peak_rss_before_mb": round(rss_before, 1),
+                **_stages(clock, seconds, seg.options.pipeline)}
+    finally:
+        seg.clock = None
+
+
+def _stages(clock: StageClock, seconds: float, pipelined: bool) -> dict:
+    """The clock's per-tile split (ms) and the tiles it counted."""
+    split = clock.per_tile_ms(seconds, pipelined)
+    return {"tiles": clock.tiles, "stage_ms_per_tile": {k: round(v, 3) for k, v in split.items()}}
 
 
 def bench_model(seg, load_s: float, runs: int = 30, size: int = 2048, block: int = 1024,
@@ -138,6 +155,12 @@ def report_lines(r: dict) -> list[str]:
         f"({r['runtime_latency_ms']['p50']} ms) {r['runtime_rate_mpix_per_s']} MPix/s; streamed: "
         f"{r['streamed_vs_model']:.2f} and {r['streamed_vs_runtime']:.2f} of those",
     ]
+    if "stage_ms_per_tile" in raster:
+        st = raster["stage_ms_per_tile"]
+        split = ", ".join(f"{k} {v:.2f}" for k, v in st.items() if k != "idle")
+        lines.append(f"per tile, ms ({raster['tiles']} tiles; stages overlap on their threads): "
+                     f"{split}; idle {st['idle']:.2f} (the calling thread waiting); streamed / "
+                     f"own rate {r['streamed_vs_model']:.2f}")
     if "compute" in r:
         c = r["compute"]
         lines.append(f"the model: {c['gmac_per_tile']} GMAC per tile, {c['gmac_per_mpix']} GMAC per "

@@ -138,3 +138,68 @@ def test_a_mask_that_does_not_read_back_is_refused(tmp_path):
         out.write(np.ones((256, 256), np.uint8), 1, window=Window(0, 0, 256, 256))
     with pytest.raises(OSError, match="block 0,1 is missing"):
         check_readable(sparse)
+
+
+def test_every_tile_is_predicted_once_and_the_band_handed_down_is_overlap_rows(seg, tmp_path):
+    from firmware_bridge.io.blocks import BandCarry
+    from firmware_bridge.runtime import tiling
+
+    # 19 x 19 tile positions (64 px tiles, 48 px stride), 4 x 4 blocks of 256 px
+    image = smooth_image(928, 928, seed=16)
+    src = write_tif(tmp_path / "scene.tif", image)
+    positions = len(tiling.tile_boxes(928, 928, seg.tile, seg.overlap))
+    assert positions == 361
+    tiles, bands = [], []
+    run, put = seg.backend.run, BandCarry.put
+
+    def counting(x):
+        tiles.append(len(x))
+        return run(x)
+
+    def keeping(self, region, band):
+        bands.append((region, None if band is None else band.acc.shape))
+        put(self, region, band)
+
+    seg.backend.run = counting
+    BandCarry.put = keeping
+    try:
+        out = predict_geotiff(seg, src, tmp_path / "mask.tif", block=256).mask
+    finally:
+        seg.backend.run = run
+        BandCarry.put = put
+    assert sum(tiles) == positions
+    for region, shape in bands:  # the band below each block: overlap rows x its columns x K
+        assert shape == (None if region.y1 == 928 else (seg.overlap, region.width, 4))
+    assert len({r.y0 for r, _ in bands}) > 1 and len({r.x0 for r, _ in bands}) > 1
+    with rasterio.open(out) as ds:
+        streamed = ds.read(1)
+    # the same sums in the same order as tiling the whole image: identical masks
+    np.testing.assert_array_equal(streamed, seg.predict_tiled(image).mask)
+
+
+@pytest.mark.parametrize(("height", "width", "align", "rows", "cols"),
+                         [(700, 300, 256, 224, 128), (700, 300, 256, 96, 300), (40, 50, 1, 16, 20),
+                          (600, 256, 256, 600, 256)])
+def test_masks_are_written_in_rows_of_whole_output_tiles(height, width, align, rows, cols):
+    from firmware_bridge.io.blocks import AlignedRows
+    from firmware_bridge.runtime.tiling import Box
+
+    truth = np.random.default_rng(0).integers(0, 4, (height, width), dtype=np.uint8)
+    written = np.full((height, width), 255, np.uint8)
+    windows = []
+
+    def write(box, mask):
+        assert mask.shape == (box.height, box.width)
+        assert (written[box.y0 : box.y1, box.x0 : box.x1] == 255).all()  # each pixel once
+        written[box.y0 : box.y1, box.x0 : box.x1] = mask
+        windows.append(box)
+
+    out = AlignedRows(height, width, align, write)
+    regions = [Box(y, x, min(y + rows, height), min(x + cols, width))
+               for y in range(0, height, rows) for x in range(0, width, cols)]
+    for r in regions:
+        out.add(r, truth[r.y0 : r.y1, r.x0 : r.x1])
+    np.testing.assert_array_equal(written, truth)
+    assert all(b.y0 % align == 0 and (b.y1 % align == 0 or b.y1 == height) for b in windows)
+    with pytest.raises(ValueError, match="row-major"):
+        AlignedRows(height, width, align, write).add(Box(1, 0, 2, 1), truth[:1, :1])

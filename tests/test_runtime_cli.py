@@ -115,7 +115,13 @@ def test_bench_reports_numbers(models, tmp_path, capsys):
     assert data["raster"]["megapixels"] == pytest.approx(0.065536)
     assert data["raster"]["mode"] == "streamed GeoTIFF" and data["raster"]["mpix_per_s"] > 0
     assert data["peak_rss_mb"] >= data["raster"]["peak_rss_before_mb"] > 0
-    assert "MPix/s" in capsys.readouterr().out
+    assert data["raster"]["tiles"] == 25  # 5 x 5 tile positions, each predicted once
+    stages = data["raster"]["stage_ms_per_tile"]
+    assert list(stages) == ["read", "normalise", "model", "scores", "blend", "argmax", "write",
+                            "idle"]
+    assert all(v >= 0 for v in stages.values()) and stages["model"] > 0
+    out = capsys.readouterr().out
+    assert "MPix/s" in out and "per tile, ms (25 tiles" in out and "own rate" in out
 
 
 FORBIDDEN = ("tensorflow", "tf_keras", "keras", "tensorflow_model_optimization", "tflite_runtime")

@@ -151,3 +151,33 @@ def test_accumulate_clips_to_region():
     np.testing.assert_array_equal(acc[..., 0], [[6, 7, 0], [10, 11, 0]])
     np.testing.assert_array_equal(wsum, [[1, 1, 0], [1, 1, 0]])
     np.testing.assert_array_equal(tiling.normalise(acc, wsum)[..., 0], [[6, 7, 0], [10, 11, 0]])
+
+
+def test_stream_regions_cut_rows_on_tile_starts():
+    regions = tiling.stream_regions(4096, 4096, 256, 32, 1024)
+    rows = sorted({(r.y0, r.y1) for r in regions})
+    assert rows == [(0, 896), (896, 1792), (1792, 2688), (2688, 3584), (3584, 4096)]
+    assert sorted({(r.x0, r.x1) for r in regions}) == [(0, 1024), (1024, 2048), (2048, 3072),
+                                                        (3072, 4096)]
+    boxes = tiling.tile_boxes(4096, 4096, 256, 32)
+    assert [tiling.rows_below(boxes, y0) for y0, _ in rows] == [0, 32, 32, 32, 32]
+    # a block under one stride still cuts on every tile start; a scene under a tile is one row
+    assert sorted({(r.y0, r.y1) for r in tiling.stream_regions(300, 50, 64, 16, 20)}) == [
+        (0, 48), (48, 96), (96, 144), (144, 192), (192, 300)]
+    assert tiling.stream_regions(40, 300, 64, 16, 256) == [Box(0, 0, 40, 256), Box(0, 256, 40, 300)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 900), st.integers(1, 300), st.integers(1, 200), st.integers(8, 128),
+       st.data())
+def test_stream_regions_tile_the_scene_and_hand_down_overlap_rows(height, width, block, tile,
+                                                                 data):
+    overlap = data.draw(st.integers(0, tile - 1))
+    regions = tiling.stream_regions(height, width, tile, overlap, block)
+    cover = np.zeros((height, width), np.int32)
+    for r in regions:
+        cover[r.y0 : r.y1, r.x0 : r.x1] += 1
+    assert (cover == 1).all()
+    boxes = tiling.tile_boxes(max(height, tile), width, tile, overlap)
+    for y0 in {r.y0 for r in regions} - {0}:
+        assert tiling.rows_below(boxes, y0) == overlap  # the band handed down: overlap rows

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import numpy as np
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.runtime import tiling
+from firmware_bridge.runtime.segmenter import Band
 
 GDAL_CACHE_MB = 64
 """GDAL's block cache per process: memory must not grow with the scene."""
@@ -51,13 +52,28 @@ class SceneGrid:
         """Every tile of the (padded) scene."""
         return tiling.tile_boxes(*self.padded, self.tile, self.overlap)
 
-    def context(self, region: tiling.Box, boxes: list[tiling.Box] | None = None) -> tiling.Box:
-        """The window of pixels that the tiles touching ``region`` cover."""
-        return tiling.bounding_box(tiling.boxes_touching(boxes or self.boxes(), region))
+    def context(self, region: tiling.Box, boxes: list[tiling.Box] | None = None,
+                carried: bool = False) -> tiling.Box:
+        """The window of pixels that the tiles touching ``region`` cover.
+
+        Args:
+            region: The block.
+            boxes: The scene's tiles (``None``: :meth:`boxes`).
+            carried: Leave out the tiles starting above the block (their sums come in a
+                :class:`~firmware_bridge.runtime.segmenter.Band` from the block above).
+        """
+        touching = tiling.boxes_touching(boxes or self.boxes(), region)
+        if carried:
+            touching = [b for b in touching if b.y0 >= region.y0] or touching
+        return tiling.bounding_box(touching)
 
     def regions(self, block: int) -> list[tiling.Box]:
         """The scene's output blocks, row-major."""
         return tiling.block_regions(self.height, self.width, block)
+
+    def stream_regions(self, block: int) -> list[tiling.Box]:
+        """Output blocks, rows cut on tile starts (:func:`~firmware_bridge.runtime.tiling.stream_regions`)."""
+        return tiling.stream_regions(self.height, self.width, self.tile, self.overlap, block)
 
 
 @dataclass
@@ -67,6 +83,7 @@ class BlockInput:
     context: tiling.Box
     pixels: np.ndarray
     invalid: np.ndarray | None
+    carried: bool = False
 
 
 @contextlib.contextmanager
@@ -112,8 +129,22 @@ def scene_bands(src: Path, ds, bands: Sequence[int] | None, seg) -> list[int]:
 
 
 def read_block(seg, ds, bands: list[int], grid: SceneGrid, region: tiling.Box, src: Path,
-               boxes: list[tiling.Box] | None = None) -> BlockInput:
+               boxes: list[tiling.Box] | None = None, carried: bool = False) -> BlockInput:
     """Read a block's context window, fill pixels without data and pad it to whole tiles.
+
+    Args:
+        seg: The model.
+        ds: The open raster.
+        bands: 1-based bands to read.
+        grid: The scene's tile grid.
+        region: The block.
+        src: The raster's path (for messages).
+        boxes: The scene's tiles (``None``: computed).
+        carried: The block above hands its band down (:class:`BandCarry`): the tiles starting
+            above the block are not read.
+
+    Returns:
+        The window, its pixels and where they had no data.
 
     Raises:
         EdgesegError: When the window cannot be read (names the file).
@@ -121,14 +152,14 @@ def read_block(seg, ds, bands: list[int], grid: SceneGrid, region: tiling.Box, s
     rasterio = require("rasterio", "geo")
     from rasterio.windows import Window
 
-    bb = grid.context(region, boxes)
+    bb = grid.context(region, boxes, carried)
     window = Window(bb.x0, bb.y0, min(bb.x1, grid.width) - bb.x0, min(bb.y1, grid.height) - bb.y0)
     try:
         data = ds.read(bands, window=window)
     except rasterio.errors.RasterioError as exc:
         raise EdgesegError(f"{src}: reading window {window} failed ({exc})") from exc
     data, invalid = seg.clean(np.moveaxis(data, 0, -1), ds.nodata)
-    return BlockInput(bb, tiling.pad_to_tile(data, (bb.height, bb.width)), invalid)
+    return BlockInput(bb, tiling.pad_to_tile(data, (bb.height, bb.width)), invalid, carried)
 
 
 class RowShare:
@@ -151,8 +182,107 @@ class RowShare:
         return self.tiles
 
 
+class BandCarry:
+    """Blended sums handed from each block to the block beneath it (one per stream of blocks).
+
+    The tiles that straddle the border between two rows of blocks are predicted once, with
+    the upper row: each block keeps the partial sums of the rows below it that those tiles
+    cover, ``overlap`` rows when the rows of blocks are cut on tile starts
+    (:meth:`SceneGrid.stream_regions`), and the block beneath starts from them. Memory: that
+    band across the scene's width, twice at most (the row being handed down and the next).
+    Blocks must come in row-major order, with the same column cuts in every row.
+
+    Args:
+        boxes: The scene's tiles.
+    """
+
+    def __init__(self, boxes: list[tiling.Box]) -> None:
+        self.boxes = boxes
+        self.row: tuple[int, int] | None = None
+        self.above: dict[int, Band] = {}
+        self.below: dict[int, Band] = {}
+
+    def _enter(self, region: tiling.Box) -> None:
+        if self.row is not None and region.y0 == self.row[0]:
+            return
+        moved = self.row is not None and region.y0 == self.row[1]
+        self.above = self.below if moved else {}
+        self.below = {}
+        self.row = (region.y0, region.y1)
+
+    def take(self, region: tiling.Box) -> Band | None:
+        """The band handed down to ``region`` (``None`` in the first row)."""
+        self._enter(region)
+        return self.above.pop(region.x0, None)
+
+    def rows(self, region: tiling.Box, height: int) -> int:
+        """Rows of sums ``region`` hands down (0 in the last row of a scene of ``height``)."""
+        return 0 if region.y1 >= height else tiling.rows_below(self.boxes, region.y1)
+
+    def put(self, region: tiling.Box, band: Band | None) -> None:
+        """Keep ``region``'s band for the block beneath."""
+        if band is not None:
+            self.below[region.x0] = band
+
+
+class AlignedRows:
+    """Masks of row-major blocks, written in rows of whole output tiles.
+
+    Rows of blocks cut on tile starts (:meth:`SceneGrid.stream_regions`) do not fall on the
+    output file's tile rows, and a compressed tile written in two parts is stored twice. So
+    each block writes its rows from the last aligned row (the rows above it that the blocks
+    above left over, kept for its columns) down to the last multiple of ``align`` it
+    reaches (its bottom, at the scene's end), and leaves the rest for the block beneath.
+    Memory: under ``align`` rows across the width, twice.
+
+    Args:
+        height: Scene rows.
+        width: Scene columns.
+        align: Rows of the output file's tiles (1: write every block whole).
+        write: Called with the window (full-scene box) and its ``uint8`` mask.
+    """
+
+    def __init__(self, height: int, width: int, align: int,
+                 write: Callable[[tiling.Box, np.ndarray], None]) -> None:
+        self.height, self.width, self.align, self._write = height, width, max(1, align), write
+        self.first = 0  # scene row of left[0]: the rows above the current row of blocks
+        self.left = np.empty((0, width), np.uint8)
+        self.next_left: np.ndarray | None = None
+        self.row: tuple[int, int] | None = None
+
+    def add(self, region: tiling.Box, mask: np.ndarray) -> None:
+        """Write one block's mask, with the rows left above it, down to an aligned row.
+
+        Raises:
+            ValueError: When blocks come out of row-major order.
+        """
+        if self.row is None or region.y0 != self.row[0]:
+            if self.row is not None:
+                self._finish_row()
+            if region.y0 != self.first + len(self.left):
+                raise ValueError(f"block {region} out of row-major order")
+            self.row = (region.y0, region.y1)
+            end = region.y1 if region.y1 >= self.height else region.y1 - region.y1 % self.align
+            self.upto = max(end, self.first)
+            self.next_left = np.empty((region.y1 - self.upto, self.width), np.uint8)
+        cols = slice(region.x0, region.x1)
+        above = self.left[:, cols]
+        rows = np.concatenate([above, mask]) if len(above) else mask
+        cut = self.upto - self.first
+        if cut > 0:
+            self._write(tiling.Box(self.first, region.x0, self.upto, region.x1), rows[:cut])
+        self.next_left[:, cols] = rows[cut:]
+        if region.y1 >= self.height and region.x1 >= self.width:
+            self._finish_row()
+
+    def _finish_row(self) -> None:
+        self.left, self.first = self.next_left, self.upto
+        self.row = None
+
+
 def predict_block(seg, grid: SceneGrid, region: tiling.Box, block: BlockInput,
-                  share: RowShare | None = None) -> tuple[np.ndarray, int]:
+                  share: RowShare | None = None, carry: BandCarry | None = None
+                  ) -> tuple[np.ndarray, int]:
     """The mask of one block, and how many of its pixels have no data (255 in the mask).
 
     Args:
@@ -161,11 +291,27 @@ def predict_block(seg, grid: SceneGrid, region: tiling.Box, block: BlockInput,
         region: The block.
         block: Its context window, from :func:`read_block`.
         share: Tiles shared with the previous block of the row (see :class:`RowShare`).
+        carry: Sums handed down between rows of blocks (see :class:`BandCarry`); the block
+            must have been read with ``carried`` set exactly when it is not in the first row.
+
+    Returns:
+        The mask and the count of pixels without data.
+
+    Raises:
+        EdgesegError: When the block was read without the rows its missing band would hold.
     """
     bb = block.context
     shared = share.for_region(region) if share is not None else None
-    mask = seg.to_mask(seg.predict_region(block.pixels, (bb.y0, bb.x0), grid.padded, region,
-                                          shared))
+    above = carry.take(region) if carry is not None else None
+    if block.carried and above is None and tiling.rows_below(
+            carry.boxes if carry is not None else grid.boxes(), region.y0) > 0:
+        raise EdgesegError(f"block {region} was read for a band from the block above, "
+                           "which was not handed down")
+    below = carry.rows(region, grid.height) if carry is not None else 0
+    mask, band = seg.blend_region(block.pixels, (bb.y0, bb.x0), grid.padded, region, shared,
+                                  above, below, mask=True)
+    if carry is not None:
+        carry.put(region, band)
     if block.invalid is None:
         return mask, 0
     part = block.invalid[region.y0 - bb.y0 : region.y1 - bb.y0, region.x0 - bb.x0 : region.x1 - bb.x0]

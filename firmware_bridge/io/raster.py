@@ -1,12 +1,16 @@
 """Prediction over files: GeoTIFFs streamed window by window, ordinary images to PNG.
 
-A GeoTIFF is cut into output blocks (``block x block``, aligned to the 256-pixel tiles of the
-output file); the next block is read and the previous one written while one is predicted
-(:func:`firmware_bridge.runtime.pipeline.stream`). For each block, the model tiles of the
-*whole scene's* tile grid that touch it are read in one window (the block plus its overlap
-context), predicted and blended, and only the block is written. The result therefore equals
-tiling the whole scene in memory, while memory holds one block and its context regardless of
-the scene's size; GDAL's block cache is capped for the same reason. The mask is a tiled,
+A GeoTIFF is cut into output blocks (``block`` columns, aligned to the 256-pixel tiles of the
+output file; rows cut on tile starts about ``block`` apart); the next block is read and the
+previous one written while one is predicted (:func:`firmware_bridge.runtime.pipeline.stream`).
+For each block, the model tiles of the *whole scene's* tile grid that touch it are read in one
+window (the block plus its overlap context), predicted and blended, and only the block is
+written. Every tile is predicted once: a tile on the border of two blocks of a row is kept for
+the block on the right (:class:`~firmware_bridge.io.blocks.RowShare`), and the blended sums of
+the ``overlap`` rows below a row of blocks are handed to the row beneath
+(:class:`~firmware_bridge.io.blocks.BandCarry`). The result therefore equals tiling the whole
+scene in memory, while memory holds one block, its context and that band regardless of the
+scene's height; GDAL's block cache is capped for the same reason. The mask is a tiled,
 deflate-compressed GeoTIFF with the source's CRS and transform, written through
 :func:`firmware_bridge.fsutil.atomic_path` and read back once closed
 (:mod:`firmware_bridge.io.geotiff`), so a failure (a full disk included) leaves no partial
@@ -18,6 +22,7 @@ the mask, which is also the mask file's nodata value; :class:`Prediction` counts
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,8 @@ import numpy as np
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.fsutil import atomic_path
 from firmware_bridge.io.blocks import (
+    AlignedRows,
+    BandCarry,
     BlockInput,
     RowShare,
     SceneGrid,
@@ -129,7 +136,9 @@ def predict_geotiff(
         src: Input raster.
         dst: Output ``.tif``; its folder must exist.
         bands: 1-based bands to feed the model, in order (``None``: all).
-        block: Output block edge in pixels (a multiple of 256 keeps writes tile-aligned).
+        block: Output block edge in pixels: columns are cut every ``block`` (a multiple of 256
+            keeps writes tile-aligned), rows every whole number of tile strides, at most ``block``
+            (one stride if less).
         show_progress: Show a progress bar over blocks.
 
     Returns:
@@ -151,27 +160,46 @@ def predict_geotiff(
         chosen = scene_bands(src, ds, bands, seg)
         grid = SceneGrid(height, width, seg.tile, seg.overlap)
         boxes = grid.boxes()
-        regions = grid.regions(block)
+        regions = grid.stream_regions(block)
         colours = class_table(seg).palette()
         nodata = 0
 
         share = RowShare()
+        carry = BandCarry(boxes)
 
         def compute(region: tiling.Box, data: BlockInput) -> np.ndarray:
             nonlocal nodata
-            mask, missing = predict_block(seg, grid, region, data, share)
+            mask, missing = predict_block(seg, grid, region, data, share, carry)
             nodata += missing
             return mask
 
-        with atomic_path(dst) as tmp, \
-                mask_writer(tmp, mask_profile(ds.profile, height, width), colours) as out:
+        out_profile = mask_profile(ds.profile, height, width)
+        with atomic_path(dst) as tmp, mask_writer(tmp, out_profile, colours) as out:
+
+            clock = seg.clock
+
+            def read(region: tiling.Box) -> BlockInput:
+                t0 = time.perf_counter() if clock else 0.0
+                data = read_block(seg, ds, chosen, grid, region, src, boxes,
+                                  carried=region.y0 > 0)
+                if clock:
+                    clock.add("read", t0)
+                return data
+
+            def write_rows(box: tiling.Box, mask: np.ndarray) -> None:
+                out.write(mask, 1, window=Window(box.x0, box.y0, box.width, box.height))
+
+            rows = AlignedRows(height, width, out_profile.get("blockysize", 1)
+                               if out_profile.get("tiled") else 1, write_rows)
 
             def write(region: tiling.Box, mask: np.ndarray) -> None:
-                out.write(mask, 1, window=Window(region.x0, region.y0, region.width, region.height))
+                t0 = time.perf_counter() if clock else 0.0
+                rows.add(region, mask)
+                if clock:
+                    clock.add("write", t0)
 
             stream(progress(regions, len(regions), src.name, show_progress, "block"),
-                   lambda region: read_block(seg, ds, chosen, grid, region, src, boxes),
-                   compute, write, pipelined=seg.options.pipeline)
+                   read, compute, write, pipelined=seg.options.pipeline)
     return Prediction([dst], height * width, nodata)
 
 

@@ -13,6 +13,7 @@ before the model sees them and get the ignore value 255 in the mask
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from firmware_bridge.runtime.modelspec import input_channels, output_channels, r
 from firmware_bridge.runtime.nodata import fill_invalid, invalid_pixels
 from firmware_bridge.runtime.pipeline import run_ahead
 from firmware_bridge.runtime.postprocess import resize_bilinear, to_probabilities
+from firmware_bridge.runtime.stages import StageClock
 
 DEFAULT_TILE = 512
 TTA_FLIPS = {"none": [(1, 1)], "flips": [(1, 1), (1, -1), (-1, 1)]}
@@ -60,6 +62,10 @@ class SegmenterOptions:
             same either way.
         tta: Test-time augmentation: ``"flips"`` also predicts every tile mirrored left-right
             and top-bottom and averages the three (3x the inference); ``None``: none.
+        integer_blend: For a model with 8-bit softmax output, blend the integer scores in
+            16-bit integers and take the mask's argmax there, without dequantising
+            (:meth:`Segmenter.integer_masks`); the window is rounded to integer weights, so
+            masks may differ from the float blend where tiles overlap and classes nearly tie.
     """
 
     threads: int | None = None
@@ -79,6 +85,7 @@ class SegmenterOptions:
     output: str | None = None
     pipeline: bool = True
     tta: str | None = None
+    integer_blend: bool = True
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
@@ -127,6 +134,39 @@ class SegResult:
     nodata: int = 0
 
 
+@dataclass
+class Band:
+    """Partial blended sums of the rows just below a region, for the region beneath it.
+
+    Attributes:
+        acc: ``rows x width x K`` sum of window-weighted scores: float32, or uint16 when
+            8-bit scores are blended in integers (:meth:`Segmenter.integer_masks`).
+        wsum: ``rows x width`` sum of the windows, of the same type.
+    """
+
+    acc: np.ndarray
+    wsum: np.ndarray
+
+
+def _core(box: tiling.Box, region: tiling.Box, rows_once: np.ndarray, cols_once: np.ndarray
+          ) -> tiling.Box | None:
+    """The part of ``region`` that ``box`` alone covers (rows and columns covered once), if any."""
+    y0, y1 = max(box.y0, region.y0), min(box.y1, region.y1)
+    x0, x1 = max(box.x0, region.x0), min(box.x1, region.x1)
+    ys = np.flatnonzero(rows_once[y0 - region.y0 : y1 - region.y0])
+    xs = np.flatnonzero(cols_once[x0 - region.x0 : x1 - region.x0])
+    if not len(ys) or not len(xs):
+        return None
+    return tiling.Box(y0 + int(ys[0]), x0 + int(xs[0]), y0 + int(ys[-1]) + 1, x0 + int(xs[-1]) + 1)
+
+
+def _frame(box: tiling.Box, core: tiling.Box) -> list[tiling.Box]:
+    """``box`` less ``core`` (a box inside it), as up to four non-overlapping boxes."""
+    parts = [tiling.Box(box.y0, box.x0, core.y0, box.x1), tiling.Box(core.y1, box.x0, box.y1, box.x1),
+             tiling.Box(core.y0, box.x0, core.y1, core.x0), tiling.Box(core.y0, core.x1, core.y1, box.x1)]
+    return [p for p in parts if p.height > 0 and p.width > 0]
+
+
 class Segmenter:
     """A segmentation model ready to predict.
 
@@ -165,6 +205,8 @@ class Segmenter:
         self._scale = np.float32(self.meta.scale)
         self._in_table: np.ndarray | None = None  # normalised value of every 8-bit pixel
         self._out_buf: np.ndarray | None = None  # dequantized scores, reused between batches
+        self.clock: StageClock | None = None  # per-stage times of tiled inference, when set
+        self._int_blend: bool | None = None  # masks from 8-bit scores (integer_masks)
         self.tile = self._tile_size()
         self.overlap = self.meta.tile_overlap if opts.overlap is None else opts.overlap
         if not 0 <= self.overlap < min(self.tile):
@@ -322,60 +364,231 @@ class Segmenter:
             ``region.height x region.width x K`` float32 probabilities, the same values that
             tiling the whole image gives there (tiles are added in the same order either way).
         """
+        return self.blend_region(pixels, origin, image_size, region, shared)[0]
+
+    def blend_region(self, pixels: np.ndarray, origin: tuple[int, int],
+                     image_size: tuple[int, int], region: tiling.Box,
+                     shared: dict[tiling.Box, np.ndarray] | None = None,
+                     above: Band | None = None, below: int = 0, mask: bool = False
+                     ) -> tuple[np.ndarray, Band | None]:
+        """:meth:`predict_region`, handing the partial sums of the rows below to the next region.
+
+        Only the overlap bands are summed: where one tile alone covers a pixel its window is
+        1 and the blended score is the tile's score, taken (or its argmax, with ``mask``)
+        straight from the tile.
+
+        Args:
+            pixels: Image part holding every tile that touches ``region`` (with ``above``:
+                every such tile that starts at or below ``region.y0``).
+            origin: Full-image ``(row, col)`` of ``pixels[0, 0]``.
+            image_size: Full image ``(height, width)``, at least one tile in both axes.
+            region: Part to predict, in full-image coordinates.
+            shared: As :meth:`predict_region`.
+            above: The band that the region just above handed down (same columns): the sums
+                of every tile starting above ``region.y0``, which are then not predicted again.
+            below: Rows past ``region.y1`` to hand down (:func:`~firmware_bridge.runtime.tiling.rows_below`).
+            mask: Return the ``uint8`` mask (:meth:`to_mask`) instead of the probabilities.
+
+        Returns:
+            ``(result, band)``: the region's probabilities, the same values as
+            :meth:`predict_region` (and as tiling the whole image: every pixel's sum is taken
+            in the same order), or their mask; and the band of the ``below`` rows (``None``
+            when 0).
+
+        Raises:
+            ValueError: When ``above`` does not fit the region (other columns, too few rows).
+        """
         h, w = image_size
+        th, tw = self.tile
         boxes = tiling.boxes_touching(tiling.tile_boxes(h, w, self.tile, self.overlap), region)
+        rows_once = tiling.covered_once(h, th, self.overlap)[region.y0 : region.y1].copy()
+        cols_once = tiling.covered_once(w, tw, self.overlap)[region.x0 : region.x1]
+        if above is not None:
+            reach = tiling.rows_below(boxes, region.y0)
+            if above.acc.shape[1] != region.width or above.acc.shape[0] < min(reach, region.height):
+                raise ValueError(f"band {above.acc.shape[:2]} does not fit region {region} "
+                                 f"(needs {reach} rows x {region.width})")
+            boxes = [b for b in boxes if b.y0 >= region.y0]
+            rows_once[:reach] = False  # summed partly above: finished from the sums
         known = shared if shared is not None else {}
         todo = [b for b in boxes if b not in known]
-        computed = self._scored(todo, pixels, origin)
+        top = (tiling.integer_weight_top(h, w, self.tile, self.overlap)
+               if mask and self.integer_masks() else 0)
+        integer = top >= tiling.INT_WEIGHT_MIN
+        computed = self._scored(todo, pixels, origin, integer)
         keep: dict[tiling.Box, np.ndarray] = {}
-        acc = wsum = None
+        rows = region.height + below
+        acc = wsum = out = None
+        kind = np.uint16 if integer else np.float32
+
+        def start(k: int) -> None:
+            nonlocal acc, wsum, out
+            acc = np.zeros((rows, region.width, k), kind)
+            wsum = np.zeros((rows, region.width), kind)
+            out = (np.empty((region.height, region.width), np.uint8) if mask
+                   else np.empty((region.height, region.width, k), np.float32))
+
+        if above is not None:
+            if above.acc.dtype != kind:
+                raise ValueError(f"band of {above.acc.dtype} for a {np.dtype(kind)} blend")
+            start(above.acc.shape[-1])
+            n = min(above.acc.shape[0], rows)
+            acc[:n], wsum[:n] = above.acc[:n], above.wsum[:n]
+        origin_r = (region.y0, region.x0)
+        clock = self.clock
+        timed = {"blend": 0.0, "argmax": 0.0}
         try:
             for box in boxes:
                 if box in known:
                     s, scratch = known[box], False
                 else:
                     _, s = next(computed)  # ``todo`` keeps the order of ``boxes``
-                    scratch = True
+                    scratch = not integer
                     if shared is not None and box.x1 > region.x1:
                         keep[box] = s.copy()
+                t0 = time.perf_counter() if clock else 0.0
                 if acc is None:
-                    acc = np.zeros((region.height, region.width, s.shape[-1]), np.float32)
-                    wsum = np.zeros((region.height, region.width), np.float32)
-                tiling.accumulate(acc, wsum, s, tiling.tile_window(box, h, w), box,
-                                  (region.y0, region.x0), scratch=scratch)
+                    start(s.shape[-1])
+                window = (tiling.integer_window(box, h, w, self.overlap, top) if integer
+                          else tiling.tile_window(box, h, w, ramp=self.overlap))
+                core = _core(box, region, rows_once, cols_once)
+                if core is None:
+                    tiling.accumulate(acc, wsum, s, window, box, origin_r, scratch=scratch)
+                    if clock:
+                        timed["blend"] += time.perf_counter() - t0
+                    continue
+                src = s[core.y0 - box.y0 : core.y1 - box.y0, core.x0 - box.x0 : core.x1 - box.x0]
+                dst = (slice(core.y0 - region.y0, core.y1 - region.y0),
+                       slice(core.x0 - region.x0, core.x1 - region.x0))
+                t1 = time.perf_counter() if clock else 0.0
+                out[dst] = self.to_mask(src) if mask else src
+                if clock:
+                    t2 = time.perf_counter()
+                    timed["argmax"] += t2 - t1
+                    timed["blend"] += t1 - t0
+                    t0 = t2
+                for part in _frame(box, core):
+                    sl = (slice(part.y0 - box.y0, part.y1 - box.y0),
+                          slice(part.x0 - box.x0, part.x1 - box.x0))
+                    tiling.accumulate(acc, wsum, s[sl], window[sl], part, origin_r,
+                                      scratch=scratch)
+                if clock:
+                    timed["blend"] += time.perf_counter() - t0
         finally:
             computed.close()
+        t0 = time.perf_counter() if clock else 0.0
         if shared is not None:
             shared.clear()
             shared.update(keep)
-        return tiling.normalise(acc, wsum)
+        row_runs = tiling.runs(~rows_once)
+        spans = [(slice(a, b), slice(None)) for a, b in row_runs]
+        spans += [(slice(a, b), slice(c, d)) for a, b in tiling.runs(rows_once)
+                  for c, d in tiling.runs(~cols_once)]
+        last_argmax = 0.0
+        for sl in spans:
+            probs = acc[sl] if integer else tiling.normalise(acc[sl], wsum[sl])
+            if mask:
+                t1 = time.perf_counter() if clock else 0.0
+                out[sl] = self.to_mask(probs)
+                if clock:
+                    last_argmax += time.perf_counter() - t1
+            else:
+                out[sl] = probs
+        band = None
+        if below > 0:
+            band = Band(acc[region.height :].copy(), wsum[region.height :].copy())
+        if clock:
+            clock.seconds["blend"] += timed["blend"] + time.perf_counter() - t0 - last_argmax
+            clock.seconds["argmax"] += timed["argmax"] + last_argmax
+        return out, band
 
-    def _scored(self, boxes: list[tiling.Box], pixels: np.ndarray, origin: tuple[int, int]):
+    def integer_masks(self) -> bool:
+        """Whether tiled masks come from the model's 8-bit scores, blended in 16-bit integers.
+
+        For a softmax output quantised to ``uint8``/``int8`` (scale above 0), the dequantised
+        probability ``(q - z) * s`` is increasing in ``q`` with the same ``z`` and ``s`` for
+        every class and tile, so the argmax of ``sum_t w_t * p_t`` is the argmax of
+        ``sum_t w_t * q_t``: no float is needed (``int8`` is mapped to ``uint8`` keeping its
+        order). Needs ``options.integer_blend``, more than one class, no test-time
+        augmentation, and an output map of the tile's size (checked once on a blank tile
+        when the model's shape does not say).
+        """
+        if self._int_blend is None:
+            out = self.backend.output
+            ok = (self.options.integer_blend and out.quantized
+                  and out.dtype in (np.dtype(np.uint8), np.dtype(np.int8))
+                  and self.meta.output == "softmax" and not self.single_channel
+                  and (self.options.tta or "none") == "none")
+            if ok:
+                ok = self._output_size() == self.tile
+            self._int_blend = bool(ok)
+        return self._int_blend
+
+    def _output_size(self) -> tuple[int, int]:
+        """Rows and columns of the model's output map for one tile."""
+        shape = self.backend.output.shape
+        hw = shape[2:4] if self.meta.layout == "NCHW" and len(shape) == 4 else shape[1:3]
+        if len(hw) == 2 and None not in hw:
+            return int(hw[0]), int(hw[1])
+        blank = np.zeros((1, *self.tile, self.channels), np.uint8)
+        raw = self.backend.run(self.preprocess(blank))
+        if raw.ndim == 4 and self.meta.layout == "NCHW":
+            return int(raw.shape[2]), int(raw.shape[3])
+        return int(raw.shape[1]), int(raw.shape[2])
+
+    def _int_scores(self, raw: np.ndarray) -> np.ndarray:
+        """A batch's 8-bit output as ``(N, H, W, K)`` ``uint8``, order kept (int8 + 128)."""
+        y = raw[..., None] if raw.ndim == 3 else raw
+        if self.meta.layout == "NCHW" and raw.ndim == 4:
+            y = y.transpose(0, 2, 3, 1)
+        if y.dtype == np.int8:
+            y = np.bitwise_xor(y.view(np.uint8), np.uint8(0x80))
+        return y
+
+    def _scored(self, boxes: list[tiling.Box], pixels: np.ndarray, origin: tuple[int, int],
+                integer: bool = False):
         """``(box, scores)`` for each box in order, the model one batch ahead on its thread.
 
         The scores live in a buffer reused by the next batch: use them before asking for more.
         With ``options.tta == "flips"`` each batch also runs mirrored left-right and top-bottom,
-        and the scores, mirrored back, are averaged.
+        and the scores, mirrored back, are averaged. With ``integer`` the scores are the
+        model's 8-bit output (:meth:`integer_masks`).
         """
         oy, ox = origin
         step = max(self.options.batch, 1)
         flips = TTA_FLIPS[self.options.tta or "none"]
 
+        clock = self.clock
+
         def prepare(chunk: list[tiling.Box]) -> list[np.ndarray]:
+            t0 = time.perf_counter() if clock else 0.0
             tiles = np.stack([pixels[b.y0 - oy : b.y1 - oy, b.x0 - ox : b.x1 - ox] for b in chunk])
-            return [self.preprocess(np.ascontiguousarray(tiles[:, ::fy, ::fx])) for fy, fx in flips]
+            out = [self.preprocess(np.ascontiguousarray(tiles[:, ::fy, ::fx])) for fy, fx in flips]
+            if clock:
+                clock.add("normalise", t0)
+            return out
 
         def run(batches: list[np.ndarray]) -> list[np.ndarray]:
-            return [self.backend.run(x) for x in batches]
+            t0 = time.perf_counter() if clock else 0.0
+            out = [self.backend.run(x) for x in batches]
+            if clock:
+                clock.add("model", t0)
+            return out
 
         chunks = [boxes[i : i + step] for i in range(0, len(boxes), step)]
         worker = self._model_thread() if len(chunks) > 1 else None
         for chunk, raws in run_ahead(chunks, prepare, run, worker):
-            if len(raws) == 1:
+            t0 = time.perf_counter() if clock else 0.0
+            if integer:
+                scores = self._int_scores(raws[0])
+            elif len(raws) == 1:
                 scores = self.to_scores(raws[0], *self.tile, reuse=True)
             else:
                 scores = sum(self.to_scores(raw, *self.tile)[:, ::fy, ::fx]
                              for raw, (fy, fx) in zip(raws, flips, strict=True)) / len(raws)
+            if clock:
+                clock.add("scores", t0)
+                clock.tiles += len(chunk)
             yield from zip(chunk, scores, strict=True)
 
     def _model_thread(self) -> ThreadPoolExecutor | None:
@@ -425,8 +638,10 @@ class Segmenter:
         image, invalid = self.clean(image, nodata)
         padded = tiling.pad_to_tile(image, self.tile)
         ph, pw = padded.shape[:2]
-        probs = self.predict_region(padded, (0, 0), (ph, pw), tiling.Box(0, 0, ph, pw))[:h, :w]
-        mask = self.to_mask(probs)
+        out, _ = self.blend_region(padded, (0, 0), (ph, pw), tiling.Box(0, 0, ph, pw),
+                                   mask=not probabilities)
+        probs = out[:h, :w] if probabilities else None
+        mask = self.to_mask(probs) if probabilities else out[:h, :w].copy()
         if invalid is not None:
             mask[invalid] = IGNORE_INDEX
         return SegResult(mask, probs if probabilities else None,
