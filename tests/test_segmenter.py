@@ -67,7 +67,7 @@ def test_tiled_agrees_with_whole_image(models, image, tile, overlap):
 
 
 def test_blending_window_is_what_removes_seams(models, image):
-    """Control: plain averaging (floor 1) leaves seams the Hann window does not."""
+    """Control: plain averaging (floor 1) leaves seams the tapering window does not."""
     seg = Segmenter(models["nchw"], options=SegmenterOptions(tile=96, overlap=32, batch=8))
     h, w = image.shape[:2]
     boxes = tiling.tile_boxes(h, w, 96, 32)
