@@ -300,7 +300,7 @@ def test_validation_on_a_subset_scores_those_images(tiny_data, tmp_path):
     from firmware_bridge.evaluate import score
 
     seg = keras_segmenter(load_run(tmp_path / "sub")[0], run_spec(tmp_path / "sub"))
-    assert seg.tile == (64, 64) and seg.overlap == 32
+    assert seg.tile == (64, 64) and seg.overlap == 16  # the run's own
     scores = score(seg, [(s.image, s.mask) for s in spread(val_s, 1)]).scores
     assert scores.miou == pytest.approx(result.best_miou, abs=1e-6)
     recorded = json.loads((tmp_path / "sub" / "scores.json").read_text())

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeseg.adaptation.labelling import pseudo_samples, read_images
+from edgeseg.adaptation import labelling
+from edgeseg.adaptation.labelling import read_images
 from edgeseg.adaptation.mixing import MixedSampler
 from edgeseg.data import load_split
 from edgeseg.spec import config_spec, run_spec, spec_table
@@ -290,7 +291,7 @@ def _adapt(source: Path, targets: list[tuple[str, np.ndarray]], train: list[Samp
 
     def label(model, round_: int, after_epoch: int) -> list[Sample]:
         t0 = clock()
-        samples, chosen = pseudo_samples(model, spec, targets, opts.threshold,
+        samples, chosen = labelling.pseudo_samples(model, spec, targets, opts.threshold,
                                          opts.portion_at(round_))
         seconds = clock() - t0
         result.rounds.append({"round": round_, "after_epoch": after_epoch,
