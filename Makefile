@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-train bench-recipes bench-throughput bench-multiworker clean
+.PHONY: demo test lint bench bench-train bench-levers bench-recipes bench-throughput bench-multiworker clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ clean:
 ## (EDGESEG_DATA, EDGESEG_WEIGHTS): budgets of 5 and 15 minutes, seeds 0 and 1 (about 50 minutes)
 bench-train: $(STAMP)
 	$(BIN)/python benchmarks/train_vs_peer.py
+
+## bench-levers: the default recipe against stronger colour jitter and 384 px crops and tiles, all
+## three trained at the same time for 15 minutes, seeds 0 and 1, on Dubai (about 40 minutes)
+bench-levers: $(STAMP)
+	$(BIN)/python benchmarks/train_levers.py --variant colour2="--colour-jitter 2" \
+		--variant crop384="--crop 384"
 
 ## bench-recipes: four training recipes on Dubai, same budget each (about an hour)
 bench-recipes: $(STAMP)

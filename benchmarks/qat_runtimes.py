@@ -13,10 +13,10 @@ Usage: ``.venv/bin/python benchmarks/qat_runtimes.py EXPORT_DIR DATA_DIR --class
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 from importlib.metadata import version
 from pathlib import Path
+
+from machine import cpu
 
 from edgeseg.data import load_split
 from export.formats import format_of
@@ -24,17 +24,6 @@ from firmware_bridge.evaluate import score
 from firmware_bridge.io.classes import ClassTable
 from firmware_bridge.runtime.backends import model_suffixes
 from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
-
-
-def cpu() -> str:
-    """``lscpu`` model name, cores and the ISA flags that decide int8 speed."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    name = next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                 if line.startswith("Model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in out.splitlines()
-                  if line.startswith("Flags")), [])
-    isa = sorted({f for f in flags if f == "avx2" or f.startswith(("avx512", "amx")) or "vnni" in f})
-    return f"{name}, {os.cpu_count()} cores, {' '.join(isa) or 'no AVX2'}"
 
 
 def main(argv: list[str] | None = None) -> None:

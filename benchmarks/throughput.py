@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,19 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from machine import cpu  # noqa: E402 -- the script's own folder
+
 FORMATS = "tflite-fp32,tflite-int8,onnx,openvino-fp32,openvino-int8"
-
-
-def machine() -> str:
-    """``lscpu``'s model name and the core count."""
-    name = platform.processor() or "?"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def measure(seg, scene: Path, out: Path, batch: int, runs: int = 40) -> dict:
@@ -120,7 +108,7 @@ def main() -> None:
             rows[a.format] = measure(seg, scene, tmp / "m.tif", args.batch)
             print(f"{a.format}: {rows[a.format]}", file=sys.stderr)
     tf_rate = rows["tensorflow (Keras)"]["streamed"]
-    print(f"machine: {machine()}; {args.size} x {args.size} scene, {t} px tiles, {args.overlap} px overlap, "
+    print(f"machine: {cpu()}; {args.size} x {args.size} scene, {t} px tiles, {args.overlap} px overlap, "
           f"batch {args.batch}, {args.threads} threads")
     print("| format | runtime alone, ms per tile | streamed MPix/s | streamed / runtime's own rate "
           "| streamed vs TensorFlow | int8 vs fp32 per tile |")

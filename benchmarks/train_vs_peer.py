@@ -35,19 +35,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 CLASSES = ROOT / "examples" / "dubai_classes.csv"
 SPLITS = {"train_val": "tile[1-6]_*", "train": "tile[1-5]_*", "val": "tile6_*", "test": "tile7_*"}
+from machine import cpu  # noqa: E402 -- after the path is set
+
 START_S = 10.0
 """Seconds kept for the adaptation's process start, outside its own clock."""
-
-
-def machine() -> str:
-    """CPU model and core count, as ``lscpu`` names them."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model = next((line.split(":", 1)[1].strip() for line in out.splitlines()
-                  if line.startswith("Model name")), platform.processor() or "?")
-    return f"{model}, {os.cpu_count()} cores"
 
 
 def versions() -> str:
@@ -216,7 +211,7 @@ def main() -> None:
     out = Path(args.out)
     folders = make_splits(Path(data), out / "split")
     header = (f"Dubai tile 7 (9 images, never seen), mIoU; train tiles 1-5, select on tile 6; "
-              f"edgeseg and the peer trained at the same time; {machine()}; {versions()}; "
+              f"edgeseg and the peer trained at the same time; {cpu()}; {versions()}; "
               f"{time.strftime('%Y-%m-%d')}")
     if args.adapt_minutes:
         header += (f"; edgeseg trained for the budget less {args.adapt_minutes:g} min, then adapted "
