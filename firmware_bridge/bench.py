@@ -29,14 +29,20 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def _throughput(seg, size: int, block: int) -> dict:
-    """Time one tiled prediction of a generated ``size`` raster, with the per-stage split."""
+def _throughput(seg, size: int, block: int, bands: list[int] | None = None) -> dict:
+    """Time one tiled prediction of a generated ``size`` raster, with the per-stage split.
+
+    With ``bands`` the raster has as many bands as the highest one, and those are read.
+    """
     clock = seg.clock = StageClock()
+    count = max([seg.channels, *(bands or [])])
     try:
         try:
             import rasterio  # noqa: F401
         except ImportError:
-            image = np.stack(synthetic_block(0, 0, size, size, seg.channels, np.uint8), axis=-1)
+            image = np.stack(synthetic_block(0, 0, size, size, count, np.uint8), axis=-1)
+            if bands:
+                image = np.ascontiguousarray(image[..., [b - 1 for b in bands]])
             t0 = time.perf_counter()
             seg.predict_tiled(image)
             seconds = time.perf_counter() - t0
@@ -47,10 +53,10 @@ def _throughput(seg, size: int, block: int) -> dict:
         with tempfile.TemporaryDirectory(prefix="edgeseg-bench-") as tmp:
             src = Path(tmp) / "scene.tif"
             # generated in a child, so that this process's peak memory is the prediction's alone
-            write_synthetic_raster_in_child(src, size, seg.channels)
+            write_synthetic_raster_in_child(src, size, count)
             rss_before = peak_rss_mb()
             t0 = time.perf_counter()
-            predict_geotiff(seg, src, Path(tmp) / "mask.tif", block=block)
+            predict_geotiff(seg, src, Path(tmp) / "mask.tif", bands, block=block)
             seconds = time.perf_counter() - t0
         return {"mode": "streamed GeoTIFF", "seconds": seconds,
                 "peak_rss_before_mb": round(rss_before, 1),
@@ -66,7 +72,8 @@ def _stages(clock: StageClock, seconds: float, pipelined: bool) -> dict:
 
 
 def bench_model(seg, load_s: float, runs: int = 30, size: int = 2048, block: int = 1024,
-                threads: int | None = None, delegated: bool = False) -> dict:
+                threads: int | None = None, delegated: bool = False,
+                bands: list[int] | None = None) -> dict:
     """Measure a loaded model.
 
     Args:
@@ -77,6 +84,8 @@ def bench_model(seg, load_s: float, runs: int = 30, size: int = 2048, block: int
         block: GeoTIFF streaming block edge.
         threads: CPU threads it was loaded with (reported).
         delegated: Whether a delegate runs it (no XNNPACK comparison then).
+        bands: 1-based bands of the generated raster to feed the model, as ``predict
+            --bands`` (``None``: the raster has the model's bands).
 
     Returns:
         The report (JSON-ready): latencies, throughput, rates of new pixels and their ratios,
@@ -100,7 +109,7 @@ def bench_model(seg, load_s: float, runs: int = 30, size: int = 2048, block: int
         t0 = time.perf_counter()
         seg.backend.run(prepared)
         runtime_ms.append((time.perf_counter() - t0) * 1e3)
-    tp = _throughput(seg, size, block)
+    tp = _throughput(seg, size, block, bands)
     mpix = size * size / 1e6
     report = {
         "model": str(seg.backend.path), "machine": platform.machine(),
@@ -140,6 +149,12 @@ def bench_model(seg, load_s: float, runs: int = 30, size: int = 2048, block: int
     return report
 
 
+def stride_label(th: int, tw: int, overlap: int) -> str:
+    """``"224 px"`` for a square tile, ``"224x480 px"`` (rows x columns) for another."""
+    sy, sx = th - overlap, tw - overlap
+    return f"{sy} px" if sy == sx else f"{sy}x{sx} px"
+
+
 def report_lines(r: dict) -> list[str]:
     """The report of :func:`bench_model` as lines for a person."""
     th, tw = r["tile"]
@@ -150,7 +165,8 @@ def report_lines(r: dict) -> list[str]:
         f"{r['tile_latency_ms']['p90']} ms",
         f"{size}x{size} raster ({raster['mode']}): {raster['seconds']} s, {raster['mpix_per_s']} "
         f"MPix/s, peak RSS {r['peak_rss_mb']} MiB",
-        f"new pixels per second ({th - r['overlap']} px stride): a tile alone, normalised and read "
+        f"new pixels per second ({stride_label(th, tw, r['overlap'])} stride): a tile alone, "
+        "normalised and read "
         f"back (p50) {r['model_rate_mpix_per_s']} MPix/s, the runtime alone "
         f"({r['runtime_latency_ms']['p50']} ms) {r['runtime_rate_mpix_per_s']} MPix/s; streamed: "
         f"{r['streamed_vs_model']:.2f} and {r['streamed_vs_runtime']:.2f} of those",

@@ -14,7 +14,7 @@ predicted mask) are left out of the scores like ignore pixels of the truth, and 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,7 @@ class Scored:
         agreement: Share of pixels whose class equals the reference's (``None`` without one).
         masks: The predicted masks, when asked to keep them.
         nodata: Pixels without data in the images, left out of the scores.
+        notes: One-line notes for the user (alpha bands dropped, ...).
     """
 
     scores: SegScores
@@ -41,6 +42,7 @@ class Scored:
     agreement: float | None = None
     masks: list[np.ndarray] | None = None
     nodata: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
@@ -98,7 +100,7 @@ def score(segmenter, pairs: Iterable[tuple[np.ndarray, np.ndarray]],
 
 
 def validate_folder(segmenter, data, table=None, unknown_to_ignore: bool = False,
-                    progress: bool = False) -> tuple[Scored, list[str]]:
+                    progress: bool = False, bands=None) -> tuple[Scored, list[str]]:
     """Score a model on a dataset folder (``images/`` + ``masks/``), as ``edgeseg-run validate``.
 
     Args:
@@ -108,6 +110,8 @@ def validate_folder(segmenter, data, table=None, unknown_to_ignore: bool = False
             model's own, from its metadata).
         unknown_to_ignore: Mask colours missing from the table count as ignore.
         progress: Show a progress bar.
+        bands: 1-based image bands to feed the model (``None``: all, less an alpha band one
+            past the model's bands, which :attr:`Scored.notes` then counts).
 
     Returns:
         ``(scored, problems)``: the scores, and one line per file that could not be paired.
@@ -116,7 +120,7 @@ def validate_folder(segmenter, data, table=None, unknown_to_ignore: bool = False
         EdgesegError: With no pairs, a class count that differs from the model's, an image
             the model cannot take, or a mask whose size differs from its image.
     """
-    from firmware_bridge.io.images import read_mask, read_raster
+    from firmware_bridge.io.images import model_bands, read_mask, read_raster
     from firmware_bridge.io.pairs import find_pairs
     from firmware_bridge.io.raster import class_table
 
@@ -128,10 +132,14 @@ def validate_folder(segmenter, data, table=None, unknown_to_ignore: bool = False
         raise EdgesegError(f"the class table has {table.num_classes} classes but the model "
                            f"predicts {segmenter.num_classes}: pass the model's class table")
 
+    dropped: list[str] = []
+
     def pairs():
         for pair in pairing.pairs:
             raster = read_raster(pair.image)
-            image = raster.array
+            image, note = model_bands(pair.image, raster, bands, segmenter.channels)
+            if note:
+                dropped.append(str(pair.image))
             try:
                 segmenter.check_image(image)
             except EdgesegError as exc:
@@ -143,4 +151,8 @@ def validate_folder(segmenter, data, table=None, unknown_to_ignore: bool = False
             yield image, truth, raster.profile.get("nodata")
 
     scored = score(segmenter, pairs(), table.names, progress=progress, total=len(pairing.pairs))
+    if dropped:
+        scored.notes.append(f"note: alpha band dropped from {len(dropped)} image(s) ({dropped[0]}"
+                            f"{', ...' if len(dropped) > 1 else ''}): the model takes "
+                            f"{segmenter.channels} band(s); --bands chooses others")
     return scored, list(pairing.problems)

@@ -53,8 +53,12 @@ def predict_images(seg, inputs: Sequence[str], out: str | Path, bands=None, over
     """
     stems = output_stems(list(inputs))
     out = prepare_out(out)
-    if overlay and any(Path(s).suffix.lower() in GEOTIFF_SUFFIXES for s in inputs):
+    geotiffs = any(Path(s).suffix.lower() in GEOTIFF_SUFFIXES for s in inputs)
+    if overlay and geotiffs:
         warn("note: --overlay applies to ordinary images; GeoTIFFs get a colour-mapped mask")
+    if geotiffs and getattr(seg, "resize", "tile") != "tile":
+        warn(f"note: resize {seg.resize} applies to ordinary images, video and served frames; "
+             "GeoTIFFs are streamed in tiles")
     extra = {} if block is None else {"block": block}
     failed = 0
     jobs = list(zip(inputs, stems, strict=True))
@@ -65,6 +69,8 @@ def predict_images(seg, inputs: Sequence[str], out: str | Path, bands=None, over
             warn(f"error: {exc}")
             failed += 1
             continue
+        for note in done.notes:
+            warn(note)
         if done.nodata:
             warn(f"note: {src}: {done.nodata} of {done.pixels} pixels "
                  f"({100 * done.nodata / done.pixels:.1f} %) have no data (NaN or the nodata "

@@ -37,7 +37,7 @@ class PixelMatmul(Backend):
 def numpy_model(tmp_path, monkeypatch):
     monkeypatch.setitem(BACKENDS, "numpy", BackendEntry("numpy", PixelMatmul, (".npz",), ("np",)))
     path = tmp_path / "red_or_not.npz"
-    np.savez(path, w=np.array([[1.0, -1.0], [-0.5, 0.5], [-0.5, 0.5]], np.float32))
+    np.savez(path, w=np.array([[1.0, -1.0], [-0.5, 0.5], [-0.25, 0.25]], np.float32))
     return path
 
 
@@ -45,10 +45,11 @@ FOREIGN = ["--classes", "red,other", "--output-kind", "logits", "--tile", "32", 
 
 
 def truth_of(image: np.ndarray) -> np.ndarray:
-    """What the model computes: class 1 where red is under the mean of green and blue (a tie,
-    equal logits, is class 0 as the argmax takes the first)."""
+    """What the model computes: class 1 where ``4 r - 2 g - b < 127.5`` (the logits of pixels
+    normalised as ``(p - 127.5) / 127.5``). The left side is an integer, so no pixel is a tie
+    that float rounding would decide."""
     rgb = image.astype(np.int32)
-    return (2 * rgb[..., 0] < rgb[..., 1] + rgb[..., 2]).astype(np.uint8)
+    return (4 * rgb[..., 0] - 2 * rgb[..., 1] - rgb[..., 2] < 127.5).astype(np.uint8)
 
 
 def test_a_registered_row_is_all_a_backend_needs(numpy_model, tmp_path, capsys):
@@ -58,6 +59,7 @@ def test_a_registered_row_is_all_a_backend_needs(numpy_model, tmp_path, capsys):
     assert seg.backend.name == "numpy" and seg.num_classes == 2
     image = smooth_image(70, 90, seed=5)
     mask = seg.predict_tiled(image).mask
+    assert 0.1 < truth_of(image).mean() < 0.9  # both classes, with borders between them
     np.testing.assert_array_equal(mask, truth_of(image))  # per pixel: tiling changes nothing
     scored = score(seg, [(image, truth_of(image))], reference=[mask])
     assert scored.scores.miou == 1.0 and scored.agreement == 1.0

@@ -35,10 +35,10 @@ def test_predict_reports_bad_inputs(models, tmp_path, capsys):
     trunc.write_bytes(models["nchw"].read_bytes()[:300])
     assert main(["predict", str(trunc), "x.png", "--out", str(tmp_path / "o")]) == 2
     assert "not a loadable ONNX model" in capsys.readouterr().err
-    Image.fromarray(np.zeros((50, 50, 4), np.uint8)).save(tmp_path / "rgba.png")
-    code = main(["predict", str(models["nchw"]), str(tmp_path / "rgba.png"),
+    Image.fromarray(np.zeros((50, 50, 2), np.uint8), mode="LA").save(tmp_path / "grey.png")
+    code = main(["predict", str(models["nchw"]), str(tmp_path / "grey.png"),
                  "--out", str(tmp_path / "o"), "--quiet"])
-    assert code == 1 and "4 band(s), the model takes 3" in capsys.readouterr().err
+    assert code == 1 and "2 band(s), the model takes 3" in capsys.readouterr().err
     assert list((tmp_path / "o").iterdir()) == []
 
 

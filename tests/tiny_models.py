@@ -100,7 +100,21 @@ def prob_atol(x: np.ndarray, tiled: bool = False) -> float:
 
 
 def _onnx_model(w: dict, layout: str = "NCHW", quant: str | None = None,
-                output: str = "softmax", meta_json: str | None = None):
+                output: str = "softmax", meta_json: str | None = None,
+                size: tuple[int, int] | None = None):
+    """The tiny network as an ONNX model.
+
+    Args:
+        w: Its weights (:func:`weights`).
+        layout: ``"NCHW"`` or ``"NHWC"`` input and output.
+        quant: ``"uint8"`` or ``"int8"`` input and output through Q/DQ nodes, or ``None``.
+        output: ``"softmax"``, ``"sigmoid"`` (of every channel) or ``"logits"``.
+        meta_json: edgeseg metadata to embed.
+        size: A fixed input ``(height, width)``; ``None``: dynamic.
+
+    Returns:
+        The ``onnx.ModelProto``.
+    """
     from onnx import TensorProto, helper, numpy_helper
 
     h = helper
@@ -134,14 +148,18 @@ def _onnx_model(w: dict, layout: str = "NCHW", quant: str | None = None,
     if output == "softmax":
         nodes.append(h.make_node("Softmax", [y], ["p"], axis=1))
         y = "p"
+    elif output == "sigmoid":
+        nodes.append(h.make_node("Sigmoid", [y], ["p"]))
+        y = "p"
     if layout == "NHWC":
         nodes.append(h.make_node("Transpose", [y], ["yt"], perm=[0, 2, 3, 1]))
         y = "yt"
     if quant:
         nodes.append(h.make_node("QuantizeLinear", [y, "out_s", "out_z"], ["yq"]))
         y = "yq"
-    dims_in = ["N", 3, "H", "W"] if layout == "NCHW" else ["N", "H", "W", 3]
-    dims_out = ["N", k, "H", "W"] if layout == "NCHW" else ["N", "H", "W", k]
+    hh, ww = size or ("H", "W")
+    dims_in = ["N", 3, hh, ww] if layout == "NCHW" else ["N", hh, ww, 3]
+    dims_out = ["N", k, hh, ww] if layout == "NCHW" else ["N", hh, ww, k]
     graph = h.make_graph(nodes, "tiny_fcn", [h.make_tensor_value_info("x", in_type, dims_in)],
                          [h.make_tensor_value_info(y, in_type, dims_out)], inits)
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])

@@ -49,7 +49,7 @@ def run_bench(args: argparse.Namespace) -> int:
     import time
 
     from firmware_bridge.bench import bench_model, report_lines
-    from firmware_bridge.commands.modelargs import options_from_args
+    from firmware_bridge.commands.modelargs import options_from_args, say_assumed
     from firmware_bridge.errors import EdgesegError
     from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
     from firmware_bridge.runtime.segmenter import Segmenter
@@ -64,8 +64,9 @@ def run_bench(args: argparse.Namespace) -> int:
         return _run_video_bench(args)
     t0 = time.perf_counter()
     seg = Segmenter(args.model, args.backend, options_from_args(args))
+    say_assumed(seg, args)
     report = bench_model(seg, time.perf_counter() - t0, args.runs, args.size, args.block,
-                         args.threads, bool(args.delegate))
+                         args.threads, bool(args.delegate), args.bands)
     report["model"] = str(args.model)
     print("\n".join(report_lines(report)))
     if args.json:
@@ -100,8 +101,11 @@ def _run_video_bench(args: argparse.Namespace) -> int:
 
     seg = load_segmenter(args)
     rows = video_fps(seg, args.video)
-    print(f"{args.model}: {seg.backend.name}, tile {seg.tile[0]}, batch {seg.options.batch}, "
-          f"threads {args.threads}; generated H.264 videos, frames predicted whole with tiling")
+    th, tw = seg.tile
+    how = "with tiling" if seg.resize == "tile" else f"resized ({seg.resize})"
+    print(f"{args.model}: {seg.backend.name}, tile {th if th == tw else f'{th}x{tw}'}, batch "
+          f"{seg.options.batch}, threads {args.threads}; generated H.264 videos, frames "
+          f"predicted whole {how}")
     print("| video | frames | seconds | frames/s | ms per frame |")
     print("|---|---|---|---|---|")
     for r in rows:

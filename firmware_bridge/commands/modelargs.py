@@ -13,6 +13,7 @@ from pathlib import Path
 from firmware_bridge.cliutil import count, positive_float, positive_int
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.backends import BACKENDS
+from firmware_bridge.runtime.metadata import OUTPUT_KINDS, RESIZE_MODES
 
 
 def _numbers(test: Callable[[float], bool], what: str) -> Callable[[str], list[float]]:
@@ -57,8 +58,17 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas: {text!r}") from exc
 
 
-def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
-    """Add backend, tiling and foreign-model options to a sub-command."""
+def add_model_args(p: argparse.ArgumentParser, tiling: bool = True, bands: bool = True) -> None:
+    """Add backend, tiling, input and foreign-model options to a sub-command.
+
+    ``predict``, ``validate`` and ``bench`` take them all, so that one model's options carry
+    from one command to the next.
+
+    Args:
+        p: The sub-command's parser.
+        tiling: Add the tiling options (``--tile``, ``--resize``, ...).
+        bands: Add ``--bands`` (commands that read image files).
+    """
     g = p.add_argument_group("backend")
     g.add_argument("--backend", help=f"{', '.join(BACKENDS)} (default: from the model file's suffix)")
     g.add_argument("--threads", type=positive_int, help="CPU threads")
@@ -69,6 +79,13 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
         t = p.add_argument_group("tiling")
         t.add_argument("--tile", type=positive_int, help="tile edge (dynamic-size models only)")
         t.add_argument("--overlap", type=count, help="tile overlap in pixels")
+        t.add_argument("--resize", choices=RESIZE_MODES,
+                       help="how images of another size meet the model: 'tile' (overlapping "
+                            "tiles at full resolution), 'fit' (resized to the model's input "
+                            "keeping the aspect ratio, padded, predicted once) or 'stretch' "
+                            "(resized to the input); the scores are resized back before the "
+                            "argmax. Default: the model's recommendation, else tile. GeoTIFFs "
+                            "are always tiled")
         t.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
         t.add_argument("--tta", choices=("none", "flips"), default="none",
                        help="test-time augmentation: 'flips' averages each tile with its left-right "
@@ -85,11 +102,20 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True) -> None:
                         "for inputs in [0, 1] or 2e-5 for reflectances; with --scale, --mean and "
                         "--std are in scaled units and default to 0 and 1")
     f.add_argument("--layout", type=str.upper, choices=("NHWC", "NCHW"), help="input layout")
-    f.add_argument("--classes", dest="class_names", metavar="NAMES|CSV",
-                   help="class names, comma-separated, or a class table CSV")
-    f.add_argument("--threshold", type=float, help="sigmoid threshold, between 0 and 1")
-    f.add_argument("--output-kind", choices=("softmax", "logits", "sigmoid"),
-                   help="what the output channels hold")
+    f.add_argument("--classes", dest="class_names", metavar="NAMES|FILE",
+                   help="class names, comma-separated, a labels .txt (one name per line) or a "
+                        "class table CSV")
+    f.add_argument("--threshold", type=_finite, metavar="T|T1,T2,...",
+                   help="sigmoid threshold, between 0 and 1 (default 0.5); for multilabel one "
+                        "for every class or one per class")
+    f.add_argument("--output-kind", choices=OUTPUT_KINDS,
+                   help="what the output channels hold: softmax or logits (one class per "
+                        "pixel), sigmoid (one foreground channel), multilabel or "
+                        "multilabel-logits (one independent sigmoid per class, no background "
+                        "channel: label 0 is none, channel c is label c+1, the highest score "
+                        "wins where several pass their threshold)")
+    if bands:
+        add_bands_arg(p)
 
 
 def add_bands_arg(p: argparse.ArgumentParser) -> None:
@@ -98,20 +124,21 @@ def add_bands_arg(p: argparse.ArgumentParser) -> None:
 
 
 def class_names_arg(text: str | None) -> list[str] | None:
-    """Class names from ``--classes``: a class table CSV path or comma-separated names.
+    """Class names from ``--classes``: comma-separated names, a labels ``.txt`` or a class table CSV.
 
     Raises:
-        EdgesegError: For an unreadable or malformed class table, or no name at all.
+        EdgesegError: For an unreadable or malformed file, or no name at all.
     """
     if text is None:
         return None
-    if Path(text).suffix.lower() == ".csv":
+    if Path(text).suffix.lower() in (".csv", ".txt"):
         from firmware_bridge.io.classes import ClassTable
 
         return ClassTable.load(text).names
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise EdgesegError(f"--classes {text!r}: give class names, comma-separated, or a class table CSV")
+        raise EdgesegError(f"--classes {text!r}: give class names, comma-separated, a labels .txt "
+                           "or a class table CSV")
     return names
 
 
@@ -130,13 +157,53 @@ def options_from_args(args: argparse.Namespace):
         batch=getattr(args, "batch", 1), mean=args.mean, std=args.std, scale=args.scale,
         layout=args.layout, pipeline=getattr(args, "pipeline", True),
         tta=None if getattr(args, "tta", "none") == "none" else args.tta,
-        classes=class_names_arg(args.class_names), threshold=args.threshold,
-        output=args.output_kind,
+        classes=class_names_arg(args.class_names), output=args.output_kind,
+        threshold=args.threshold[0] if args.threshold and len(args.threshold) == 1 else None,
+        class_thresholds=args.threshold if args.threshold and len(args.threshold) > 1 else None,
+        resize=getattr(args, "resize", None),
     )
 
 
 def load_segmenter(args: argparse.Namespace):
-    """Open ``args.model`` with the options given on the command line."""
+    """Open ``args.model`` with the options given on the command line.
+
+    When any of normalisation, layout, band order, output kind or class names is a default
+    (neither in the model's metadata nor given), one line on stderr says which values were
+    assumed and the options that set them (:func:`say_assumed`).
+    """
     from firmware_bridge.runtime.segmenter import Segmenter
 
-    return Segmenter(args.model, args.backend, options_from_args(args))
+    seg = Segmenter(args.model, args.backend, options_from_args(args))
+    say_assumed(seg, args)
+    return seg
+
+
+def say_assumed(seg, args: argparse.Namespace, stream=None) -> str | None:
+    """Print the one line of values assumed for ``seg``'s model (nothing when none were).
+
+    Args:
+        seg: The opened :class:`~firmware_bridge.runtime.segmenter.Segmenter`.
+        args: The command line (``--bands`` given sets the band order).
+        stream: Where to print (``None``: stderr).
+
+    Returns:
+        The line printed, or ``None``.
+    """
+    import sys
+
+    from firmware_bridge.runtime.modelspec import Assumed, assumed_line
+
+    has_bands = hasattr(args, "bands")
+    assumed = []
+    for a in seg.assumed:
+        if a.what == "bands":
+            if getattr(args, "bands", None):
+                continue
+            if not has_bands:  # this command has no --bands
+                a = Assumed(a.what, a.value, "")
+        assumed.append(a)
+    if not assumed:
+        return None
+    line = f"edgeseg-run: {assumed_line(args.model, assumed)}"
+    print(line, file=stream or sys.stderr, flush=True)
+    return line

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from firmware_bridge.cliutil import count, positive_float, positive_int
-from firmware_bridge.commands.modelargs import add_bands_arg, add_model_args
+from firmware_bridge.commands.modelargs import add_model_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "every other file in that folder")
     v.add_argument("--max-frames", type=positive_int,
                    help="stop after this many source frames (a camera or stream runs until stopped)")
-    add_bands_arg(p)
     add_model_args(p)
     p.set_defaults(func=run_predict)
 

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "serve", help="serve a model over the frame protocol (stdio, Unix socket, loopback TCP)",
         description="Serve a segmentation model over the frame protocol of docs/protocol.md. "
-        "Frames larger than the model's input are tiled. Status lines go to stderr.")
+        "Frames larger than the model's input are tiled (or, with --resize fit or stretch, "
+        "resized to it). Status lines go to stderr.")
     p.add_argument("model", help=".tflite, .onnx or OpenVINO .xml model")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--stdio", action="store_true",
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
                    help="seconds a silent connection is kept (0: forever; default 30)")
     p.add_argument("--max-connections", type=positive_int, default=4,
                    help="connections served at once (default 4); frames run one at a time")
-    add_model_args(p)
+    add_model_args(p, bands=False)
     p.set_defaults(func=run)
 
 
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                             timeout=args.timeout or None, max_connections=args.max_connections)
     handler = FrameHandler(model, options)
     desc = (f"{args.model}: {model.num_classes} classes, {model.channels} channels, "
-            f"tile {model.tile[0]}x{model.tile[1]}")
+            f"tile {model.tile[0]}x{model.tile[1]}"
+            + ("" if model.resize == "tile" else f", frames resized ({model.resize})"))
     if args.stdio:
         rfile, wfile = _stdio_streams()
         print(f"edgeseg-run serve: {desc}; reading frames on stdin", file=sys.stderr, flush=True)

@@ -29,7 +29,12 @@ def _table(args: argparse.Namespace, seg):
     from firmware_bridge.io.raster import class_table
 
     if args.class_names and Path(args.class_names).suffix.lower() == ".csv":
-        return ClassTable.load(args.class_names)
+        table = ClassTable.load(args.class_names)
+        if getattr(seg, "multilabel", False) and table.num_classes == seg.num_classes - 1:
+            # one row per channel: label 0 (none) goes first, without a colour
+            table = ClassTable([seg.class_names[0], *table.names], [None, *table.colours],
+                               table.ignore_colours, table.ignore_names)
+        return table
     return class_table(seg)
 
 
@@ -53,7 +58,10 @@ def run_validate(args: argparse.Namespace) -> int:
         raise EdgesegError(f"{args.data}: no image/mask pairs to validate on")
     seg = load_segmenter(args)
     show = not args.quiet and sys.stderr.isatty()
-    scored, _ = validate_folder(seg, pairing, _table(args, seg), args.unknown_to_ignore, show)
+    scored, _ = validate_folder(seg, pairing, _table(args, seg), args.unknown_to_ignore, show,
+                                args.bands)
+    for note in scored.notes:
+        print(note, file=sys.stderr)
     scores = scored.scores
     print(scores.table())
     if scored.nodata:

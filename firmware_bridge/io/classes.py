@@ -14,6 +14,10 @@ may spell ``color``; ``ignore`` is ``0``/``1`` (or ``no``/``yes``, ``false``/``t
 for 0). Names and colours must be unique. No other column is allowed, in the header or in a
 row: :meth:`ClassTable.load`, the one reader of every command (``edgeseg data check``,
 ``train``, ``export``, ``edgeseg-run predict --classes``, ``validate``), refuses it.
+
+A labels file (``.txt``, as model publishers ship them) is the short form: one class name per
+line in output-channel order, blank lines ignored, no colours (:func:`parse_labels`). A
+background class is a line like any other (first, where the model has a channel for it).
 """
 
 from __future__ import annotations
@@ -50,6 +54,51 @@ def parse_colour(text: str) -> Colour:
     if len(parts) != 3 or not all(0 <= v <= 255 for v in parts):
         raise EdgesegError(f"not a colour: {text!r} (use #RRGGBB)")
     return (parts[0], parts[1], parts[2])
+
+
+def parse_labels(text: str, source: str = "labels") -> list[str]:
+    """Class names from the text of a labels file: one name per line, blank lines ignored.
+
+    Args:
+        text: The file's text (a byte-order mark and Windows line ends are fine).
+        source: What the text came from, for the message.
+
+    Returns:
+        The names, in line order, without surrounding white space.
+
+    Raises:
+        EdgesegError: When no line holds a name.
+    """
+    names = [line.strip() for line in text.lstrip("\ufeff").splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise EdgesegError(f"{source}: no class names (one name per line)")
+    return names
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """Class names from a labels ``.txt`` file (see :func:`parse_labels`).
+
+    Args:
+        path: The file.
+
+    Returns:
+        The names, in line order.
+
+    Raises:
+        EdgesegError: When the file is missing, not UTF-8 text, or holds no name.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgesegError(f"{path}: labels file not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise EdgesegError(f"{path}: not a UTF-8 text file (byte {exc.start}): save the labels "
+                           "as UTF-8, one name per line") from None
+    if "\x00" in text:
+        raise EdgesegError(f"{path}: a binary file, not a labels file")
+    return parse_labels(text, str(path))
 
 
 def hex_colour(colour: Colour) -> str:
@@ -108,10 +157,10 @@ class ClassTable:
 
     @classmethod
     def load(cls, path: str | Path) -> ClassTable:
-        """Read a class table CSV (``name,colour,ignore``).
+        """Read a class table CSV (``name,colour,ignore``), or a labels ``.txt`` (names only).
 
         Args:
-            path: The CSV file.
+            path: The CSV file, or a ``.txt`` with one class name per line.
 
         Returns:
             The table.
@@ -122,6 +171,12 @@ class ClassTable:
 
         """
         path = Path(path)
+        if path.suffix.lower() == ".txt":
+            names = read_labels(path)
+            try:
+                return cls(names)
+            except EdgesegError as exc:
+                raise EdgesegError(f"{path}: {exc}") from None
         if not path.is_file():
             raise EdgesegError(f"{path}: class table not found")
         try:

@@ -34,12 +34,16 @@ class Raster:
         array: ``HxWxC`` pixels in their native dtype (uint8, uint16, float32...).
         profile: rasterio profile (CRS, transform, ...) or empty for plain images.
         valid: ``HxW`` bool, False where every selected band equals nodata; ``None`` if no nodata.
+        alpha: The last band read is the alpha (transparency) band of an ordinary image
+            (PNG, WebP, ...); never set for TIFFs, whose fourth band of four is as often a
+            near-infrared band.
 
     """
 
     array: np.ndarray
     profile: dict[str, Any] = field(default_factory=dict)
     valid: np.ndarray | None = None
+    alpha: bool = False
 
 
 def _check_size(path: Path, height: int, width: int) -> None:
@@ -50,6 +54,10 @@ def _check_size(path: Path, height: int, width: int) -> None:
         )
 
 
+ALPHA_MODES = ("RGBA", "LA", "La", "RGBa")
+"""Pillow modes whose last band is alpha."""
+
+
 def _select_bands(path: Path, count: int, bands: Sequence[int] | None) -> list[int]:
     chosen = list(bands) if bands else list(range(1, count + 1))
     bad = [b for b in chosen if not 1 <= b <= count]
@@ -58,12 +66,54 @@ def _select_bands(path: Path, count: int, bands: Sequence[int] | None) -> list[i
     return chosen
 
 
+def select_bands(path: str | Path, array: np.ndarray, bands: Sequence[int] | None) -> np.ndarray:
+    """Bands of an ``HxWxC`` image, 1-based and in the order given (``None``: all).
+
+    Raises:
+        EdgesegError: For a band out of range (the message names ``path``).
+    """
+    chosen = _select_bands(Path(path), array.shape[2], bands)
+    if chosen == list(range(1, array.shape[2] + 1)):
+        return array
+    return np.ascontiguousarray(array[..., [b - 1 for b in chosen]])
+
+
+def model_bands(path: str | Path, raster: Raster, bands: Sequence[int] | None,
+                channels: int) -> tuple[np.ndarray, str]:
+    """The bands of an image to feed a model of ``channels`` bands, and a note when alpha went.
+
+    Without ``bands``, an image whose last band is alpha and that has one band more than
+    the model takes loses its alpha band (RGBA into an RGB model); any other choice is the
+    caller's (``bands``).
+
+    Args:
+        path: The image file (for messages).
+        raster: The image, every band read.
+        bands: 1-based bands to keep, in order (``None``: all, less a surplus alpha band).
+        channels: Bands the model takes.
+
+    Returns:
+        ``(pixels, note)``; ``note`` is ``""`` unless the alpha band was dropped.
+
+    Raises:
+        EdgesegError: For a band out of range.
+    """
+    array = raster.array
+    if bands is None and raster.alpha and array.shape[2] == channels + 1:
+        note = (f"note: {path}: alpha band dropped (the model takes {channels} band(s); "
+                "--bands chooses others)")
+        return np.ascontiguousarray(array[..., :channels]), note
+    return select_bands(path, array, bands), ""
+
+
 def _read_pil(path: Path, bands: Sequence[int] | None) -> Raster:
     try:
         with Image.open(path) as im:
             _check_size(path, im.height, im.width)
             if im.mode in CONVERT_MODES:  # greyscale(+alpha) stays 1 (2) bands
                 im = im.convert(CONVERT_MODES[im.mode])
+            # a TIFF's fourth band is often another band (near infrared), whatever its tag says
+            alpha = im.mode in ALPHA_MODES and path.suffix.lower() not in GEOTIFF_SUFFIXES
             arr = np.asarray(im)
     except Image.DecompressionBombError as exc:
         raise EdgesegError(f"{path}: too large to decode at once ({exc})") from exc
@@ -72,7 +122,8 @@ def _read_pil(path: Path, bands: Sequence[int] | None) -> Raster:
     if arr.ndim == 2:
         arr = arr[..., None]
     chosen = _select_bands(path, arr.shape[2], bands)
-    return Raster(np.ascontiguousarray(arr[..., [b - 1 for b in chosen]]))
+    return Raster(np.ascontiguousarray(arr[..., [b - 1 for b in chosen]]),
+                  alpha=alpha and chosen[-1] == arr.shape[2])
 
 
 def _read_rasterio(path: Path, bands: Sequence[int] | None) -> Raster:
@@ -220,13 +271,16 @@ def mask_profile(profile: dict[str, Any], height: int, width: int) -> dict[str, 
     return out
 
 
-def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.45,
+            clear: np.ndarray | None = None) -> np.ndarray:
     """Blend an RGB colour mask over an image (first three bands, scaled to uint8).
 
     Args:
-        image: ``HxWxC`` image (any dtype; scaled by its max for non-uint8).
+        image: ``HxWxC`` image (any dtype; scaled by its max for non-uint8), in its own band
+            order (bands 1, 2, 3 shown as red, green, blue; one band as grey).
         colour_mask: ``HxWx3`` uint8 colours.
         alpha: Weight of the mask.
+        clear: ``HxW`` bool, True where the image is shown as it is (no colour over it).
 
     Returns:
         ``HxWx3`` uint8 overlay.
@@ -238,4 +292,7 @@ def overlay(image: np.ndarray, colour_mask: np.ndarray, alpha: float = 0.45) -> 
         top = float(rgb.max()) or 1.0
         rgb = (rgb.clip(0, None) * (255.0 / top)).astype(np.uint8)
     blend = (1 - alpha) * rgb.astype(np.float32) + alpha * colour_mask.astype(np.float32)
-    return blend.clip(0, 255).astype(np.uint8)
+    out = blend.clip(0, 255).astype(np.uint8)
+    if clear is not None:
+        out[clear] = rgb[clear]
+    return out

@@ -47,6 +47,7 @@ from firmware_bridge.io.geotiff import mask_writer
 from firmware_bridge.io.images import (
     GEOTIFF_SUFFIXES,
     mask_profile,
+    model_bands,
     overlay,
     read_raster,
     write_mask_png,
@@ -68,11 +69,13 @@ class Prediction:
         files: The files written (mask first, then the overlay when asked for).
         pixels: Pixels of the input.
         nodata: Pixels without data (255 in the mask, in no class).
+        notes: One-line notes for the user (an alpha band dropped, ...).
     """
 
     files: list[Path] = field(default_factory=list)
     pixels: int = 0
     nodata: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def mask(self) -> Path:
@@ -117,12 +120,40 @@ def class_table(seg: Segmenter) -> ClassTable:
     """
     names = seg.class_names
     colours = [parse_colour(c) for c in seg.meta.colours]
-    if len(colours) == len(names) - 1 and seg.single_channel:
+    if len(colours) == len(names) - 1 and (seg.single_channel or seg.multilabel):
         colours = [(0, 0, 0), *colours]
     ignore = [parse_colour(c) for c in seg.meta.ignore_colours]
     ignore_names = list(seg.meta.ignore_names)[: len(ignore)]
     ignore_names += [f"ignore_{i}" for i in range(len(ignore_names), len(ignore))]
     return ClassTable(names, colours if len(colours) == len(names) else [], ignore, ignore_names)
+
+
+def clear_background(seg: Segmenter) -> bool:
+    """Whether overlays leave class 0 untinted: the model carries no colour for it.
+
+    That is a model without colours (a foreign model, whose classes get made-up colours: a
+    tint over the whole photo would hide it), and the background or ``none`` label that a
+    one-channel sigmoid or a multilabel model adds to the classes it colours.
+    """
+    return len(seg.meta.colours) != seg.num_classes
+
+
+def overlay_image(seg: Segmenter, image: np.ndarray, mask: np.ndarray,
+                  table: ClassTable | None = None) -> np.ndarray:
+    """The class colours over an image, class 0 left clear where the model gives it no colour.
+
+    Args:
+        seg: The model.
+        image: ``HxWxC`` pixels in the image's own band order.
+        mask: Its ``HxW`` mask.
+        table: The model's class table (``None``: :func:`class_table`).
+
+    Returns:
+        ``HxWx3`` uint8 overlay.
+    """
+    table = table or class_table(seg)
+    clear = mask == 0 if clear_background(seg) else None
+    return overlay(image, table.colourise(mask), clear=clear)
 
 
 def predict_geotiff(
@@ -213,8 +244,11 @@ def predict_image(
         seg: The model.
         src: Input image.
         out_dir: Existing output folder.
-        bands: 1-based bands to feed the model.
-        with_overlay: Also write ``<stem>_overlay.png``, the class colours over the image.
+        bands: 1-based bands to feed the model (``None``: all; an alpha band one past the
+            model's bands is dropped, with a note).
+        with_overlay: Also write ``<stem>_overlay.png``, the class colours over the image in
+            its own band order whatever ``bands`` feeds the model; class 0 is left clear when
+            the model gives it no colour (:func:`clear_background`).
         stem: Output name stem (default: the input's).
 
     Returns:
@@ -226,10 +260,11 @@ def predict_image(
     """
     src, out_dir = Path(src), Path(out_dir)
     stem = stem or src.stem
-    raster = read_raster(src, bands)
+    raster = read_raster(src)
+    pixels, note = model_bands(src, raster, bands, seg.channels)
     nodata = raster.profile.get("nodata")
     try:
-        result = seg.predict_tiled(raster.array, nodata=nodata)
+        result = seg.predict_tiled(pixels, nodata=nodata)
     except EdgesegError as exc:
         raise EdgesegError(f"{src}: {exc}") from None
     table = class_table(seg)
@@ -237,8 +272,8 @@ def predict_image(
     write_mask_png(written[0], result.mask, table.palette())
     if with_overlay:
         written.append(out_dir / f"{stem}_overlay.png")
-        write_png(written[1], overlay(raster.array, table.colourise(result.mask)))
-    return Prediction(written, int(result.mask.size), result.nodata)
+        write_png(written[1], overlay_image(seg, raster.array, result.mask, table))
+    return Prediction(written, int(result.mask.size), result.nodata, [note] if note else [])
 
 
 def predict_file(

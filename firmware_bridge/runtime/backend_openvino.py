@@ -130,7 +130,7 @@ class OpenVINOBackend(Backend):
         if options.delegate or options.providers:
             raise EdgesegError("OpenVINO takes a device (--device CPU/GPU/NPU/AUTO), not a "
                                "delegate or providers")
-        ov = require("openvino", "export")
+        ov = require("openvino", "openvino")
         core = ov.Core()
         device = options.device or "CPU"
         check_device(device, list(core.available_devices))
@@ -158,7 +158,7 @@ class OpenVINOBackend(Backend):
     def _request_for(self, shape: tuple[int, ...]):
         """The infer request of a model compiled for exactly ``shape`` (compiled once)."""
         if shape not in self._requests:
-            ov = require("openvino", "export")
+            ov = require("openvino", "openvino")
             model = self._model
             if not model.input(0).get_partial_shape().is_static:
                 model = model.clone()

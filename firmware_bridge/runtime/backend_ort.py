@@ -8,6 +8,7 @@ import numpy as np
 
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.runtime.backends import Backend, BackendOptions, TensorSpec
+from firmware_bridge.runtime.onnxfile import edge_quantization
 
 ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -15,45 +16,15 @@ ORT_DTYPES = {
 }
 
 
-def _initializer(graph, name: str) -> float | None:
-    from onnx import numpy_helper
-
-    for init in graph.initializer:
-        if init.name == name:
-            data = numpy_helper.to_array(init).ravel()
-            return float(data[0]) if data.size == 1 else None
-    return None
-
-
 def onnx_quantization(path: Path) -> tuple[tuple[float, int], tuple[float, int]]:
     """Input and output ``(scale, zero_point)`` from the graph's edge Q/DQ nodes.
 
     An integer input feeds a ``DequantizeLinear`` and an integer output comes from a
     ``QuantizeLinear``; their scalar scale and zero point are the tensor's quantisation.
-    Needs the ``onnx`` package; without it (or without the pattern) returns zeros.
+    Read from the file itself (:func:`~firmware_bridge.runtime.onnxfile.edge_quantization`),
+    without the ``onnx`` package; zeros where the pattern is not there.
     """
-    none = ((0.0, 0), (0.0, 0))
-    try:
-        import onnx
-    except ImportError:
-        return none
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception:  # noqa: BLE001 - any parse failure only means "not known"
-        return none
-    found = []
-    for tensor, op, where in ((graph.input[0].name, "DequantizeLinear", "input"),
-                              (graph.output[0].name, "QuantizeLinear", "output")):
-        nodes = [n for n in graph.node if n.op_type == op and
-                 (n.input[0] == tensor if where == "input" else n.output[0] == tensor)]
-        quant = (0.0, 0)
-        if len(nodes) == 1:
-            scale = _initializer(graph, nodes[0].input[1])
-            zp = _initializer(graph, nodes[0].input[2]) if len(nodes[0].input) > 2 else 0.0
-            if scale and zp is not None:
-                quant = (scale, int(zp))
-        found.append(quant)
-    return found[0], found[1]
+    return edge_quantization(path)
 
 
 def check_providers(wanted: list[str], available: list[str]) -> None:
@@ -93,7 +64,7 @@ class OnnxRuntimeBackend(Backend):
         if options.delegate or options.device:
             raise EdgesegError("ONNX Runtime takes providers (--providers), not a delegate or "
                                "device")
-        ort = require("onnxruntime", "export")
+        ort = require("onnxruntime", "onnx")
         providers = list(options.providers or ["CPUExecutionProvider"])
         check_providers(providers, list(ort.get_available_providers()))
         so = ort.SessionOptions()

@@ -10,10 +10,13 @@ Every artifact that ``export`` writes carries one JSON document (``ModelMetadata
   quantisation value still parses, and only the digest tells it apart (a foreign ``.tflite``,
   which carries no digest, gets the structural checks alone). The zip's CRC-32 covers the
   metadata itself.
-* ONNX: ``metadata_props`` entry with key ``edgeseg``.
+* ONNX: ``metadata_props`` entry with key ``edgeseg`` (read from the file's protobuf by
+  :mod:`firmware_bridge.runtime.onnxfile`, without the ``onnx`` package).
 * OpenVINO IR: ``rt_info`` entry ``edgeseg`` in the ``.xml`` (``model.set_rt_info(json, "edgeseg")``).
 
-Foreign models (no metadata) are served with defaults plus the user's overrides.
+Foreign models (no edgeseg metadata) are served with what their publisher recorded
+(:mod:`firmware_bridge.runtime.publisher`), defaults for the rest, and the user's overrides
+on top (:func:`firmware_bridge.runtime.modelspec.resolve_model`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,11 @@ METADATA_KEY = "edgeseg"
 TFLITE_ENTRY = "edgeseg.json"
 DEFAULT_OVERLAP = 32
 """Overlap in pixels between neighbouring tiles when neither the model nor the user sets one."""
-OUTPUT_KINDS = ("softmax", "logits", "sigmoid")
+OUTPUT_KINDS = ("softmax", "logits", "sigmoid", "multilabel", "multilabel-logits")
+MULTILABEL_KINDS = ("multilabel", "multilabel-logits")
+"""Independent sigmoid channels, one per class, no background channel (probabilities, logits)."""
+RESIZE_MODES = ("tile", "fit", "stretch")
+"""How an image of another size meets the model (:mod:`firmware_bridge.runtime.resize`)."""
 LAYOUTS = ("NHWC", "NCHW")
 ARCHIVE_TAIL = 1 << 16
 """Bytes at the end of a ``.tflite`` searched for the metadata archive's entry name."""
@@ -100,8 +107,10 @@ class ModelMetadata:
         input_size: ``(height, width)`` the model was exported at; ``None`` when dynamic.
         channels: Input bands.
         layout: ``"NHWC"`` or ``"NCHW"``.
-        output: ``"softmax"``, ``"logits"`` or ``"sigmoid"``.
-        threshold: Sigmoid threshold for the positive class.
+        output: ``"softmax"``, ``"logits"``, ``"sigmoid"`` (one foreground channel),
+            ``"multilabel"`` (one sigmoid probability per class, no background channel) or
+            ``"multilabel-logits"`` (the same as logits).
+        threshold: Sigmoid threshold for the positive class (every class for multilabel).
         tile_size: Recommended tile edge for tiled inference (defaults to the input size).
         tile_overlap: Recommended overlap in pixels between neighbouring tiles.
         arch: Architecture name, e.g. ``"mobileunet"``.
@@ -109,6 +118,9 @@ class ModelMetadata:
         precision: ``"fp32"``, ``"fp16"``, ``"int8"``, ...
         version: edgeseg version that wrote the artifact.
         scores: Validation scores at export (e.g. ``{"miou": 0.61}``).
+        resize: Recommended way to meet images of another size: ``"tile"``, ``"fit"`` or
+            ``"stretch"`` (:mod:`firmware_bridge.runtime.resize`); ``""``: no recommendation
+            (tiles).
         model_sha256: SHA-256 (hex) of the model bytes this metadata describes, the TFLite
             flatbuffer without the archive appended to it; empty where none was recorded.
 
@@ -133,6 +145,7 @@ class ModelMetadata:
     precision: str = "fp32"
     version: str = ""
     scores: dict[str, float] = field(default_factory=dict)
+    resize: str = ""
     model_sha256: str = ""
 
     def __post_init__(self) -> None:
@@ -151,12 +164,16 @@ class ModelMetadata:
             raise EdgesegError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.output not in OUTPUT_KINDS:
             raise EdgesegError(f"output must be one of {OUTPUT_KINDS}, got {self.output!r}")
+        if self.resize and self.resize not in RESIZE_MODES:
+            raise EdgesegError(f"resize must be one of {RESIZE_MODES} (or empty), got {self.resize!r}")
         if self.input_size is not None:
             self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
 
     @property
     def num_classes(self) -> int:
-        """Number of classes the mask can hold (2 for a sigmoid model)."""
+        """Number of classes the mask can hold (2 for a sigmoid model, one more for multilabel)."""
+        if self.output in MULTILABEL_KINDS:
+            return len(self.classes) + 1
         return 2 if self.output == "sigmoid" and len(self.classes) == 1 else len(self.classes)
 
     def to_json(self) -> str:
@@ -266,20 +283,10 @@ def _check_digest(path: Path, meta: ModelMetadata, size: int) -> None:
 
 
 def _read_onnx(path: Path) -> str | None:
-    try:
-        import onnxruntime as ort
+    """The ``edgeseg`` entry of the file's ``metadata_props``, read without ``onnx``."""
+    from firmware_bridge.runtime.onnxfile import metadata_props
 
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    except ImportError:
-        pass
-    try:
-        import onnx
-    except ImportError:
-        return None
-    model = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in model.metadata_props}
-    return props.get(METADATA_KEY)
+    return metadata_props(path).get(METADATA_KEY)
 
 
 def _read_openvino_xml(path: Path) -> str | None:

@@ -2,9 +2,17 @@
 
 The path of one batch: pixels ``(N, H, W, C)`` -> ``(x * scale - mean) / std`` -> quantise with the
 input's scale and zero point (integer models) -> NCHW if the model wants it -> backend ->
-dequantise -> NHWC -> probabilities (softmax of logits, sigmoid of one logit channel; softmax
-and sigmoid outputs are taken as they are) -> resized to the input size if the model outputs
-a smaller map. The mask is the argmax, or ``p >= threshold`` for one sigmoid channel.
+dequantise -> NHWC -> scores -> resized to the input size if the model outputs a smaller map.
+Scores are what the model gives: probabilities (softmax, sigmoid and multilabel outputs) or
+logits (logit outputs), blended across tiles as they are and turned into probabilities only
+when those are asked for (:mod:`firmware_bridge.runtime.postprocess`). The mask is the argmax;
+``p >= threshold`` for one sigmoid channel; for a multilabel output (independent sigmoid
+channels, no background channel) ``1 + c`` for the class ``c`` of highest score among those at
+or above their threshold, and 0 (``none``) where no class reaches its threshold.
+
+Images of another size than the model's are tiled (``resize="tile"``), or resized to the
+model's input, predicted once and mapped back (``"fit"``, ``"stretch"``:
+:mod:`firmware_bridge.runtime.resize`).
 
 Pixels without data (NaN, infinite, or the raster's nodata value in every band) are filled
 before the model sees them and get the ignore value 255 in the mask
@@ -13,6 +21,7 @@ before the model sees them and get the ignore value 255 in the mask
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,16 +31,29 @@ import numpy as np
 
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.runtime import quantize, tiling
+from firmware_bridge.runtime import quantize, resize, tiling
 from firmware_bridge.runtime.backends import Backend, BackendOptions, open_backend
-from firmware_bridge.runtime.metadata import ModelMetadata, check_normalisation
-from firmware_bridge.runtime.modelspec import input_channels, output_channels, resolve_metadata
+from firmware_bridge.runtime.metadata import (
+    MULTILABEL_KINDS,
+    RESIZE_MODES,
+    ModelMetadata,
+    check_normalisation,
+)
+from firmware_bridge.runtime.modelspec import input_channels, output_channels, resolve_model
 from firmware_bridge.runtime.nodata import fill_invalid, invalid_pixels
 from firmware_bridge.runtime.pipeline import run_ahead
-from firmware_bridge.runtime.postprocess import resize_bilinear, to_probabilities
+from firmware_bridge.runtime.postprocess import (
+    LOGIT_KINDS,
+    logit,
+    multilabel_mask,
+    resize_bilinear,
+    to_probabilities,
+)
 from firmware_bridge.runtime.stages import StageClock
 
 DEFAULT_TILE = 512
+NONE_CLASS = "none"
+"""Name of label 0 of a multilabel model's mask: no class reached its threshold."""
 TTA_FLIPS = {"none": [(1, 1)], "flips": [(1, 1), (1, -1), (-1, 1)]}
 """Test-time augmentation: (row step, column step) of each view of a tile (-1 mirrors)."""
 
@@ -46,6 +68,10 @@ class SegmenterOptions:
         providers: ONNX Runtime execution providers, highest priority first.
         delegate: LiteRT external delegate library.
         tile: Tile edge for tiled inference; fixed-size models use their input size.
+        resize: How images of another size meet the model: ``"tile"``, ``"fit"`` (resized,
+            aspect ratio kept, padded) or ``"stretch"`` (resized to the input)
+            (:mod:`firmware_bridge.runtime.resize`); ``None``: the model's recommendation,
+            else ``"tile"``.
         overlap: Tile overlap in pixels (``None``: the metadata's, 32 by default).
         batch: Tiles per backend call.
         min_size: Smallest image side accepted (smaller images hold too little context).
@@ -55,8 +81,11 @@ class SegmenterOptions:
             ``(pixel * scale - mean) / std``.
         layout: ``"NHWC"`` or ``"NCHW"``.
         classes: Class names in output-channel order.
-        threshold: Sigmoid threshold.
-        output: ``"softmax"``, ``"logits"`` or ``"sigmoid"``.
+        threshold: Sigmoid threshold (of every class, for a multilabel output).
+        class_thresholds: One threshold per output channel of a multilabel output (instead of
+            ``threshold``).
+        output: ``"softmax"``, ``"logits"``, ``"sigmoid"``, ``"multilabel"`` or
+            ``"multilabel-logits"``.
         pipeline: Run the model on its own thread, one batch ahead of the preparation and
             blending of tiles (:mod:`firmware_bridge.runtime.pipeline`); the masks are the
             same either way.
@@ -73,6 +102,7 @@ class SegmenterOptions:
     providers: tuple[str, ...] | None = None
     delegate: str | None = None
     tile: int | None = None
+    resize: str | None = None
     overlap: int | None = None
     batch: int = 1
     min_size: int = 16
@@ -82,6 +112,7 @@ class SegmenterOptions:
     layout: str | None = None
     classes: list[str] | None = None
     threshold: float | None = None
+    class_thresholds: list[float] | None = None
     output: str | None = None
     pipeline: bool = True
     tta: str | None = None
@@ -97,8 +128,13 @@ class SegmenterOptions:
             raise EdgesegError(f"overlap must be 0 or more pixels, got {self.overlap}")
         if self.batch < 1:
             raise EdgesegError(f"batch must be at least 1, got {self.batch}")
-        if self.threshold is not None and not 0 < self.threshold < 1:
-            raise EdgesegError(f"threshold must lie between 0 and 1 (a probability), got {self.threshold}")
+        for t in [self.threshold, *(self.class_thresholds or [])]:
+            if t is not None and not 0 < t < 1:
+                raise EdgesegError(f"threshold must lie between 0 and 1 (a probability), got {t}")
+        if self.class_thresholds is not None and not self.class_thresholds:
+            raise EdgesegError("class_thresholds: give one threshold per class")
+        if self.resize is not None and self.resize not in RESIZE_MODES:
+            raise EdgesegError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
         if self.scale is not None and (self.scale <= 0 or not np.isfinite(self.scale)):
             raise EdgesegError(f"scale must be a positive number, got {self.scale}")
         if self.mean is not None:
@@ -181,6 +217,11 @@ class Segmenter:
     Attributes:
         backend: The loaded :class:`~firmware_bridge.runtime.backends.Backend`.
         meta: Metadata in effect (the file's, with the options' overrides on top).
+        resize: How images of another size meet the model: ``"tile"``, ``"fit"`` or
+            ``"stretch"`` (the options', else the metadata's, else ``"tile"``).
+        assumed: The defaults in ``meta`` that neither the model's metadata nor the options
+            gave (:class:`~firmware_bridge.runtime.modelspec.Assumed`; empty for an edgeseg
+            model); the commands print them in one line.
 
     Raises:
         EdgesegError: For unreadable models, unavailable backends, or inconsistent options.
@@ -194,7 +235,10 @@ class Segmenter:
         bopts = BackendOptions(opts.threads, opts.device,
                                tuple(opts.providers) if opts.providers else None, opts.delegate)
         self.backend = runtime or open_backend(path, backend, bopts)
-        self.meta = resolve_metadata(Path(path), self.backend, opts, metadata)
+        self.meta, self.assumed = resolve_model(Path(path), self.backend, opts, metadata)
+        self._none_name = NONE_CLASS
+        self._cutoffs = self._resolve_thresholds()
+        self.resize = opts.resize or self.meta.resize or "tile"
         shape = self.backend.input.shape
         nchw = self.meta.layout == "NCHW"
         hw = shape[2:4] if nchw else shape[1:3]
@@ -209,6 +253,8 @@ class Segmenter:
         self._int_blend: bool | None = None  # masks from 8-bit scores (integer_masks)
         self.tile = self._tile_size()
         self.overlap = self.meta.tile_overlap if opts.overlap is None else opts.overlap
+        if opts.overlap is None and self.overlap >= min(self.tile):
+            self.overlap = min(self.tile) // 4  # a small fixed input: the default does not fit
         if not 0 <= self.overlap < min(self.tile):
             raise EdgesegError(f"overlap must be in [0, {min(self.tile)}) for tile {self.tile}, "
                                f"got {self.overlap}")
@@ -233,10 +279,46 @@ class Segmenter:
         if self.input_size is not None:
             if tile is not None and (tile, tile) != self.input_size:
                 raise EdgesegError(f"the model's input is fixed at {self.input_size}; tile "
-                                   f"{tile} cannot be used (leave --tile out)")
+                                   f"{tile} cannot be used (leave --tile out; --resize fit or "
+                                   "--resize stretch predicts a whole image at once)")
             return self.input_size
         tile = tile or self.meta.tile_size or (self.meta.input_size or (DEFAULT_TILE,))[0]
         return (int(tile), int(tile))
+
+    def _resolve_thresholds(self) -> np.ndarray:
+        """The mask's thresholds, in the space the scores are blended in (logits or not).
+
+        Also moves the name of label 0 out of a multilabel model's classes when they hold one
+        name more than the output has channels.
+
+        Returns:
+            One cutoff per channel (multilabel), or one cutoff (one channel).
+
+        Raises:
+            EdgesegError: For per-class thresholds on a model that is not multilabel, or a
+                count that differs from the output's channels.
+        """
+        opts, meta = self.options, self.meta
+        k = output_channels(self.backend.output.shape, meta.layout)
+        if self.multilabel and k is not None and len(meta.classes) == k + 1:
+            self._none_name = meta.classes[0]
+            self.meta = meta = dataclasses.replace(meta, classes=list(meta.classes[1:]))
+        n = len(meta.classes)
+        if self.multilabel and n + 1 > IGNORE_INDEX:
+            raise EdgesegError(f"{n} multilabel classes: a uint8 mask holds at most "
+                               f"{IGNORE_INDEX - 1} besides none")
+        given = opts.class_thresholds
+        if given is not None and len(given) > 1 and not self.multilabel:
+            raise EdgesegError(f"{len(given)} thresholds: one per class applies to multilabel "
+                               "outputs (--output-kind multilabel); give one threshold")
+        if given is not None and len(given) not in (1, n):
+            raise EdgesegError(f"{len(given)} thresholds for {n} classes: give one, or one per "
+                               f"class ({', '.join(meta.classes)})")
+        values = np.asarray(given if given is not None else [meta.threshold], np.float64)
+        if self.multilabel:
+            values = np.broadcast_to(values, (n,))
+        cut = logit(values) if meta.output in LOGIT_KINDS else values
+        return cut.astype(np.float32)
 
     @property
     def single_channel(self) -> bool:
@@ -245,9 +327,20 @@ class Segmenter:
         return self.meta.output == "sigmoid" or (self.meta.output == "logits" and k == 1)
 
     @property
+    def multilabel(self) -> bool:
+        """True when every output channel is an independent sigmoid class (no background)."""
+        return self.meta.output in MULTILABEL_KINDS
+
+    @property
     def class_names(self) -> list[str]:
-        """Names of the mask's values 0..K-1 (``background`` added for one sigmoid class)."""
+        """Names of the mask's values 0..K-1.
+
+        ``background`` is added before one sigmoid class; a multilabel model's label 0 is
+        ``none`` (no class reached its threshold) and its channel ``c`` is label ``c + 1``.
+        """
         names = list(self.meta.classes)
+        if self.multilabel:
+            return [self._none_name, *names]
         return ["background", *names] if self.single_channel and len(names) == 1 else names
 
     @property
@@ -290,11 +383,16 @@ class Segmenter:
         step = self.options.batch
         raw = [self.backend.run(self.preprocess(images[i : i + step]))
                for i in range(0, len(images), step)]
-        return self.to_scores(np.concatenate(raw), images.shape[1], images.shape[2])
+        return self.probabilities(self.to_scores(np.concatenate(raw), images.shape[1],
+                                                 images.shape[2]))
 
     def to_scores(self, raw: np.ndarray, height: int, width: int, reuse: bool = False
                   ) -> np.ndarray:
-        """The backend's raw output of a batch to probabilities ``(N, height, width, K)``.
+        """The backend's raw output of a batch to scores ``(N, height, width, K)``.
+
+        The scores are the ones blended across tiles: probabilities, or logits for a logit
+        output (:meth:`probabilities` turns them into probabilities, :meth:`to_mask` into
+        the mask).
 
         Args:
             raw: The backend's output.
@@ -317,14 +415,34 @@ class Segmenter:
             y = y[..., None]
         elif self.meta.layout == "NCHW":
             y = y.transpose(0, 2, 3, 1)
-        probs = to_probabilities(y, self.meta.output)
-        return resize_bilinear(probs, height, width)
+        return resize_bilinear(y, height, width)
 
-    def to_mask(self, probs: np.ndarray) -> np.ndarray:
-        """``...xK`` probabilities to a uint8 class mask (threshold for one channel)."""
-        if probs.shape[-1] == 1:
-            return (probs[..., 0] >= self.meta.threshold).astype(np.uint8)
-        return np.argmax(probs, axis=-1).astype(np.uint8)
+    @property
+    def logit_scores(self) -> bool:
+        """True when the scores are logits (blended as such; see :meth:`to_scores`)."""
+        return self.meta.output in LOGIT_KINDS
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """Scores (:meth:`to_scores`, or blended) as probabilities.
+
+        The scores themselves unless they are logits (softmax, or sigmoid per channel).
+
+        Returns:
+            ``...xK`` float32 probabilities.
+        """
+        return to_probabilities(scores, self.meta.output) if self.logit_scores else scores
+
+    def to_mask(self, scores: np.ndarray) -> np.ndarray:
+        """``...xK`` scores (:meth:`to_scores`, or blended) to a uint8 class mask.
+
+        The argmax; a threshold for one channel; for a multilabel output, the label of the
+        highest-scoring class among those at or above their threshold (0 where none is).
+        """
+        if self.multilabel:
+            return multilabel_mask(scores, self._cutoffs)
+        if scores.shape[-1] == 1:
+            return (scores[..., 0] >= self._cutoffs[0]).astype(np.uint8)
+        return np.argmax(scores, axis=-1).astype(np.uint8)
 
     def predict(self, image: np.ndarray, probabilities: bool = True) -> SegResult:
         """Predict one image of the model's input size (any size for dynamic models).
@@ -338,11 +456,12 @@ class Segmenter:
                                f"takes {self.input_size[0]}x{self.input_size[1]}: use "
                                "predict_tiled")
         image, invalid = self.clean(image)
-        probs = self.scores(image[None])[0]
-        mask = self.to_mask(probs)
+        raw = self.backend.run(self.preprocess(image[None]))
+        scores = self.to_scores(raw, image.shape[0], image.shape[1])[0]
+        mask = self.to_mask(scores)
         if invalid is not None:
             mask[invalid] = IGNORE_INDEX
-        return SegResult(mask, probs if probabilities else None,
+        return SegResult(mask, self.probabilities(scores) if probabilities else None,
                          0 if invalid is None else int(np.count_nonzero(invalid)))
 
     def predict_region(self, pixels: np.ndarray, origin: tuple[int, int],
@@ -364,7 +483,7 @@ class Segmenter:
             ``region.height x region.width x K`` float32 probabilities, the same values that
             tiling the whole image gives there (tiles are added in the same order either way).
         """
-        return self.blend_region(pixels, origin, image_size, region, shared)[0]
+        return self.probabilities(self.blend_region(pixels, origin, image_size, region, shared)[0])
 
     def blend_region(self, pixels: np.ndarray, origin: tuple[int, int],
                      image_size: tuple[int, int], region: tiling.Box,
@@ -390,10 +509,10 @@ class Segmenter:
             mask: Return the ``uint8`` mask (:meth:`to_mask`) instead of the probabilities.
 
         Returns:
-            ``(result, band)``: the region's probabilities, the same values as
-            :meth:`predict_region` (and as tiling the whole image: every pixel's sum is taken
-            in the same order), or their mask; and the band of the ``below`` rows (``None``
-            when 0).
+            ``(result, band)``: the region's blended scores (:meth:`to_scores`: the
+            probabilities of :meth:`predict_region`, or their logits for a logit output; the
+            same values as tiling the whole image: every pixel's sum is taken in the same
+            order), or their mask; and the band of the ``below`` rows (``None`` when 0).
 
         Raises:
             ValueError: When ``above`` does not fit the region (other columns, too few rows).
@@ -620,10 +739,12 @@ class Segmenter:
 
     def predict_tiled(self, image: np.ndarray, probabilities: bool = False,
                       nodata: float | None = None) -> SegResult:
-        """Predict an image of any size by blended, overlapping tiles.
+        """Predict an image of any size: by blended, overlapping tiles, or resized.
 
-        Images smaller than a tile are padded by reflection and the result cropped back.
-        Pixels without data get 255 in the mask (see :meth:`clean`).
+        With ``resize == "tile"`` (the default), images smaller than a tile are padded by
+        reflection and the result cropped back; with ``"fit"`` or ``"stretch"`` the image is
+        resized to the model's input, predicted once and its scores resized back
+        (:meth:`predict_resized`). Pixels without data get 255 in the mask (see :meth:`clean`).
 
         Args:
             image: ``HxWxC`` pixels.
@@ -633,6 +754,8 @@ class Segmenter:
         Raises:
             EdgesegError: For a wrong band count or an image under ``min_size``.
         """
+        if self.resize != "tile":
+            return self.predict_resized(image, probabilities, nodata)
         self.check_image(image)
         h, w = image.shape[:2]
         image, invalid = self.clean(image, nodata)
@@ -640,9 +763,52 @@ class Segmenter:
         ph, pw = padded.shape[:2]
         out, _ = self.blend_region(padded, (0, 0), (ph, pw), tiling.Box(0, 0, ph, pw),
                                    mask=not probabilities)
-        probs = out[:h, :w] if probabilities else None
-        mask = self.to_mask(probs) if probabilities else out[:h, :w].copy()
+        scores = out[:h, :w] if probabilities else None
+        mask = self.to_mask(scores) if probabilities else out[:h, :w].copy()
         if invalid is not None:
             mask[invalid] = IGNORE_INDEX
-        return SegResult(mask, probs if probabilities else None,
+        return SegResult(mask, self.probabilities(scores) if probabilities else None,
                          0 if invalid is None else int(np.count_nonzero(invalid)))
+
+    def predict_resized(self, image: np.ndarray, probabilities: bool = False,
+                        nodata: float | None = None, mode: str | None = None) -> SegResult:
+        """Predict an image of any size in one inference, resized to the model's input.
+
+        The image goes into the model's ``tile`` frame (:func:`~firmware_bridge.runtime.resize.to_frame`:
+        ``"stretch"`` resizes it to the frame, ``"fit"`` keeps its aspect ratio and pads),
+        the scores of its part of the frame are resized bilinearly back to its size, and the
+        mask is taken from those (:func:`~firmware_bridge.runtime.resize.upsample_mask`).
+        Test-time augmentation applies to the frame as to a tile.
+
+        Args:
+            image: ``HxWxC`` pixels.
+            probabilities: Also return the probabilities at the image's size.
+            nodata: The raster's nodata value.
+            mode: ``"fit"`` or ``"stretch"`` (``None``: :attr:`resize`, which must be one).
+
+        Raises:
+            EdgesegError: For a wrong band count, an image under ``min_size``, or a mode that
+                is not a resize.
+        """
+        mode = mode or self.resize
+        if mode not in ("fit", "stretch"):
+            raise EdgesegError(f"predict_resized takes resize fit or stretch, not {mode!r}")
+        self.check_image(image)
+        h, w = image.shape[:2]
+        image, invalid = self.clean(image, nodata)
+        frame, box = resize.to_frame(image, self.tile, mode, self.fill_value())
+        whole = tiling.Box(0, 0, *self.tile)
+        computed = self._scored([whole], frame, (0, 0))
+        try:
+            _, scores = next(computed)
+            part = np.array(scores[box.y0 : box.y1, box.x0 : box.x1])  # the buffer is reused
+        finally:
+            computed.close()
+        argmax = not self.multilabel and part.shape[-1] > 1
+        mask = resize.upsample_mask(part, h, w, self.to_mask, argmax)
+        if invalid is not None:
+            mask[invalid] = IGNORE_INDEX
+        probs = None
+        if probabilities:
+            probs = self.probabilities(resize.upsample_scores(part, h, w))  # argmax = mask
+        return SegResult(mask, probs, 0 if invalid is None else int(np.count_nonzero(invalid)))

@@ -91,6 +91,8 @@ class VideoOutputs:
         rate: Frames per second of the output videos.
         size: ``(height, width)`` of the frames.
         options: Which outputs.
+        clear_background: Leave class 0 untinted in the overlay video (a model that gives it
+            no colour: :func:`firmware_bridge.io.raster.clear_background`).
 
     Raises:
         EdgesegError: When an output name is taken by something that is not replaced (a
@@ -99,8 +101,10 @@ class VideoOutputs:
     """
 
     def __init__(self, out_dir: Path, stem: str, table: ClassTable, rate: float,
-                 size: tuple[int, int], options: VideoOptions) -> None:
+                 size: tuple[int, int], options: VideoOptions,
+                 clear_background: bool = False) -> None:
         self.out_dir, self.stem, self.table, self.options = Path(out_dir), stem, table, options
+        self.clear_background = clear_background
         self.csv_path = self.out_dir / f"{stem}_frames.csv"
         self.masks_dir = self.out_dir / f"{stem}_masks"
         files = {"frames.csv": self.csv_path}
@@ -157,7 +161,8 @@ class VideoOutputs:
             self.mask_video.write(result.mask, "gray")
         if self.overlay_video:
             h, w = result.mask.shape
-            blend = overlay(result.image, self.table.colourise(result.mask))
+            clear = result.mask == 0 if self.clear_background else None
+            blend = overlay(result.image, self.table.colourise(result.mask), clear=clear)
             self.overlay_video.write(blend[: h - h % 2, : w - w % 2], "rgb24")
         if self.options.png_every and self.predicted % self.options.png_every == 0:
             name = f"{result.index:06d}_mask.png"

@@ -59,7 +59,7 @@ def predict_video(segmenter, source: str | VideoSource, out_dir: str | Path,
             or an output that cannot be written (the message names it); nothing is left in
             ``out_dir``.
     """
-    from firmware_bridge.io.raster import class_table
+    from firmware_bridge.io.raster import class_table, clear_background
     from firmware_bridge.progress import progress
 
     options = options or VideoOptions()
@@ -68,7 +68,7 @@ def predict_video(segmenter, source: str | VideoSource, out_dir: str | Path,
     outputs = None
     try:
         outputs = VideoOutputs(Path(out_dir), frames.source.stem, class_table(segmenter),
-                               frames.rate, frames.size, options)
+                               frames.rate, frames.size, options, clear_background(segmenter))
         total = frames._decoder.stream.frames or None
         report = VideoReport()
         start = time.perf_counter()
