@@ -2,7 +2,9 @@
 
 :func:`export.context.tensorflow` selects tf-keras (Keras 2, which tensorflow-model-optimization
 needs) before TensorFlow is first imported and keeps its start-up quiet; every module of edgeseg
-gets TensorFlow and Keras through :func:`tf_keras`.
+gets TensorFlow and Keras through :func:`tf_keras`, which also registers edgeseg's own Keras
+layers (:func:`edgeseg.models.layers.register_custom_layers`) so that saved models holding them
+load again.
 """
 
 from __future__ import annotations
@@ -29,4 +31,7 @@ def tf_keras():
         raise MissingDependencyError(
             "TensorFlow with tf-keras is needed for training: pip install 'edgeseg[train]'"
         ) from exc
+    from edgeseg.models.layers import register_custom_layers  # edgeseg.models imports this module
+
+    register_custom_layers(tf, keras)
     return tf, keras

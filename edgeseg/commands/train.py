@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run folder: new or empty (or an earlier run, continued with --resume)")
     p.add_argument("--arch", default=d["arch"], help="mobileunet or deeplabv3plus")
     p.add_argument("--backbone", default=d["backbone"], help="e.g. mobilenetv2_035")
-    p.add_argument("--upsampling", default=d["upsampling"], help="bilinear, nearest or transpose")
+    p.add_argument("--upsampling", default=d["upsampling"],
+                   help="bilinear, nearest, transpose or unpool (SegNet-style max-unpooling)")
     p.add_argument("--encoder-weights", default="none",
                    help="no-top .h5 file, 'imagenet' (Keras cache), a run or pretrain dir, or 'none'")
     p.add_argument("--val-pattern",

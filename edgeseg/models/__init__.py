@@ -64,7 +64,9 @@ def build_model(
             ``output_stride``, MobileUNet multiples of 32.
         encoder_weights: ``None`` (random), ``"imagenet"`` (Keras's cache only) or the path of
             a Keras-applications no-top ``.h5`` file (loaded by layer order).
-        upsampling: ``"bilinear"``, ``"nearest"`` or ``"transpose"``.
+        upsampling: ``"bilinear"``, ``"nearest"``, ``"transpose"`` or ``"unpool"`` (SegNet-style
+            max-unpooling at the switches of the encoder's feature maps, see
+            :func:`edgeseg.models.layers.max_unpool`).
         output_stride: DeepLabV3+ only: 8, 16 or 32.
         atrous_rates: DeepLabV3+ only: ASPP rates (default depends on the output stride).
         **kw: Further architecture options (DeepLabV3+: ``filters``, ``skip_filters``,

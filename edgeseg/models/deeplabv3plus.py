@@ -16,6 +16,11 @@ for OS16). The ASPP image-pooling branch is ``AveragePooling2D`` over the whole
 ``(H/s, W/s)`` feature map followed by ``UpSampling2D`` back to it (no Lambda, no
 ``tf.image.resize``), which fixes the input size at build time.
 
+Upsampling ``unpool`` (:func:`edgeseg.models.layers.max_unpool`): the ASPP output goes from
+stride ``output_stride`` to 4 in x2 max-unpooling steps, each at the switches of a 2x2
+max-pooling of the encoder's feature map at the stride it reaches (OS16: the stride-8, then
+the stride-4 features); the head upsamples bilinearly.
+
 Quantization: the atrous branches use :func:`edgeseg.models.layers.atrous_depthwise` (a
 dilated 3x3 depthwise conv written as nine shifted 1x1 depthwise taps) because a QAT model
 with ordinary dilated convolutions keeps SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND in TFLite and
@@ -85,7 +90,8 @@ def build_deeplabv3plus(
         num_classes: K classes (softmax) or 1 (sigmoid).
         input_size: ``(height, width)``, multiples of ``output_stride``.
         encoder_weights: ``None``, ``"imagenet"`` or a weights file path.
-        upsampling: ``"bilinear"``, ``"nearest"`` or ``"transpose"``.
+        upsampling: ``"bilinear"``, ``"nearest"``, ``"transpose"`` or ``"unpool"`` (see the
+            module docstring).
         output_stride: 8, 16 or 32 (see the module docstring).
         atrous_rates: ASPP rates; default :data:`DEFAULT_ATROUS_RATES` for the output stride.
         filters: Channels of the ASPP and decoder.
@@ -112,7 +118,9 @@ def build_deeplabv3plus(
     inputs = keras.Input((h, w, 3), name="image")
     features = build_backbone(backbone, inputs, encoder_weights)
     x = aspp(features[output_stride], filters, [int(r) for r in rates], dropout)
-    x = blocks.upsample(x, output_stride // 4, upsampling, "dec_upsample")
+    switches = sorted((s for s in features if 4 <= s < output_stride), reverse=True)  # unpool
+    x = blocks.upsample(x, output_stride // 4, upsampling, "dec_upsample",
+                        switches=[features[s] for s in switches])
     skip = blocks.conv_bn_relu(features[4], skip_filters, "dec_skip")
     x = keras.layers.Concatenate(name="dec_concat")([x, skip])
     x = blocks.sep_conv_bn_relu(x, filters, "dec_block1")

@@ -4,7 +4,9 @@ Only layers that tensorflow-model-optimization quantizes out of the box are used
 DepthwiseConv2D + BatchNormalization + ReLU (folded by tfmot), UpSampling2D, Conv2DTranspose
 with a bias and no batch-norm after it, AveragePooling2D, Concatenate, Activation, and for the
 atrous taps ZeroPadding2D, Cropping2D and two-input Add. No Lambda, no ``tf.image.resize``, no
-dilated convolution (see :func:`atrous_depthwise`).
+dilated convolution (see :func:`atrous_depthwise`). The one layer of edgeseg's own,
+``MaxUnpool2D`` (:func:`max_unpool`), is weightless and made of operators that TFLite runs in
+int8; QAT quantizes its output (:mod:`edgeseg.quantization.annotate`).
 
 Layer-name convention (what training uses to freeze the encoder): every layer an architecture
 adds is named ``dec_*`` (decoder) or ``head_*`` (classifier head); all other layers, apart from
@@ -17,7 +19,7 @@ from __future__ import annotations
 from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError
 
-UPSAMPLING_MODES = ("bilinear", "nearest", "transpose")
+UPSAMPLING_MODES = ("bilinear", "nearest", "transpose", "unpool")
 DECODER_PREFIX = "dec_"
 HEAD_PREFIX = "head_"
 
@@ -150,29 +152,49 @@ def sep_conv_bn_relu(x, filters: int, name: str, dilation: int = 1):
     return conv_bn_relu(x, filters, f"{name}_pw")
 
 
-def upsample(x, factor: int, mode: str, name: str, filters: int | None = None):
+def upsample(x, factor: int, mode: str, name: str, filters: int | None = None,
+             switches: list | None = None):
     """Upsample by an integer factor.
 
     ``bilinear`` / ``nearest``: ``UpSampling2D``. ``transpose``: ``Conv2DTranspose`` with
     stride ``factor``, kernel ``2 * factor`` for a factor of 2 (overlapping taps) and
     ``factor`` otherwise (non-overlapping, bounding the cost): the kernel is always divisible
     by the stride, so no checkerboard. It has a bias and no batch-norm after it (a QAT
-    transposed conv followed by BN stays float in TFLite).
+    transposed conv followed by BN stays float in TFLite). ``unpool``: one :func:`max_unpool`
+    step (x2) per encoder feature map in ``switches``; without ``switches`` (the head, where
+    the encoder has no feature map at the input resolution) bilinear ``UpSampling2D``.
 
     Args:
         x: Input tensor.
         factor: Integer scale factor (1 returns ``x``).
         mode: One of :data:`UPSAMPLING_MODES`.
-        name: Layer name.
+        name: Layer name (with ``unpool`` and several steps, step ``i`` is ``{name}{i}``).
         filters: Output channels of the transposed convolution (default: input channels).
+            Unpooling gives the channels of its switch feature map.
+        switches: ``unpool`` only: the encoder feature maps whose 2x2 max-pooling positions
+            place the values, coarsest first, each twice the resolution of the one before
+            (``factor == 2 ** len(switches)``).
 
     Returns:
         The upsampled tensor.
+
+    Raises:
+        EdgesegError: When ``switches`` do not fit ``factor``.
     """
     _, keras = tf_keras()
     check_upsampling(mode)
     if factor == 1:
         return x
+    if mode == "unpool" and switches:
+        switches = list(switches)
+        if 2 ** len(switches) != factor:
+            raise EdgesegError(f"{name}: {len(switches)} switch maps give a factor of "
+                               f"{2 ** len(switches)}, not {factor}")
+        for i, feature in enumerate(switches, start=1):
+            x = max_unpool(x, feature, name if len(switches) == 1 else f"{name}{i}")
+        return x
+    if mode == "unpool":
+        mode = "bilinear"
     if mode == "transpose":
         kernel = 2 * factor if factor == 2 else factor
         return keras.layers.Conv2DTranspose(
@@ -184,6 +206,9 @@ def upsample(x, factor: int, mode: str, name: str, filters: int | None = None):
 
 def head(x, num_classes: int, factor: int, upsampling: str):
     """Classifier head: 1x1 conv to K logits (or 1), upsample to input size, activation.
+
+    With ``unpool`` the head upsamples bilinearly (there are no switches at the input
+    resolution, see :func:`upsample`).
 
     Args:
         x: Decoder output.
@@ -204,3 +229,127 @@ def head(x, num_classes: int, factor: int, upsampling: str):
     x = upsample(x, factor, upsampling, "head_upsample")
     activation = "sigmoid" if num_classes == 1 else "softmax"
     return keras.layers.Activation(activation, dtype="float32", name=f"head_{activation}")(x)
+
+
+UNPOOL_WINDOW = 2
+"""Side of the max-pooling windows whose switches :func:`max_unpool` uses (2x2, stride 2)."""
+
+_CUSTOM_LAYERS: dict[str, type] = {}
+
+
+def max_unpool(x, switches, name: str):
+    """SegNet-style max-unpooling x2 of ``x`` at the max-pooling switches of ``switches``.
+
+    ``x`` (stride ``2s``) is first projected by a 1x1 conv + BN + ReLU (``{name}_proj``) to the
+    channels of ``switches``, an encoder feature map at stride ``s``; ``MaxUnpool2D``
+    (``{name}``) then writes each value of the projection into its 2x2 window of the output at
+    the position where ``switches`` has that window's maximum, channel by channel, and zero at
+    the other three positions. Ties go to the first position in window order (top-left,
+    top-right, bottom-left, bottom-right), so every window holds exactly one value. MobileNet
+    encoders downsample by strided convolutions, not max-pooling: the switches are those of a
+    2x2 max-pooling of the encoder's feature map at the output resolution.
+
+    The layer is built from operators that TFLite has in int8 and that keep ties exact:
+    ``SPACE_TO_DEPTH`` splits the switch map into the four window positions, ``MAXIMUM`` gives
+    the window maximum and the maximum of the positions before each one, ``GREATER_EQUAL`` /
+    ``LESS`` / ``LOGICAL_AND`` mark the first position holding the maximum,
+    ``SELECT_V2`` takes the value there (zero elsewhere) and ``DEPTH_TO_SPACE`` puts the four
+    positions back. The comparisons are between int8 values of one scale in the quantized
+    model, so a switch is the first maximum of the int8 feature map exactly, ties included.
+    No scatter, no ``MaxPoolWithArgmax`` (neither has an int8 TFLite builtin).
+
+    Args:
+        x: Values ``(N, h, w, C)``.
+        switches: Encoder feature map ``(N, 2h, 2w, S)`` with static sides.
+        name: Layer name of the unpooling; the projection is ``{name}_proj``.
+
+    Returns:
+        ``(N, 2h, 2w, S)``.
+
+    Raises:
+        EdgesegError: When ``switches`` is not twice the resolution of ``x``.
+    """
+    _, keras = tf_keras()
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if tuple(switches.shape[1:3]) != (UNPOOL_WINDOW * h, UNPOOL_WINDOW * w):
+        raise EdgesegError(f"{name}: switches of {tuple(switches.shape[1:3])} do not unpool "
+                           f"{(h, w)} x{UNPOOL_WINDOW}")
+    x = conv_bn_relu(x, int(switches.shape[-1]), f"{name}_proj")
+    return custom_layer("MaxUnpool2D")(name=name)([x, switches])
+
+
+def custom_layer(name: str) -> type:
+    """One of edgeseg's own Keras layer classes by name (``"MaxUnpool2D"``).
+
+    Raises:
+        EdgesegError: For an unknown name.
+    """
+    tf_keras()  # defines and registers them (see register_custom_layers)
+    if name not in _CUSTOM_LAYERS:
+        raise EdgesegError(f"unknown edgeseg layer {name!r}; known: {', '.join(sorted(_CUSTOM_LAYERS))}")
+    return _CUSTOM_LAYERS[name]
+
+
+def register_custom_layers(tf, keras) -> dict[str, type]:
+    """Define edgeseg's own Keras layers once and register them for deserialisation.
+
+    :func:`edgeseg.tf_env.tf_keras` calls this right after importing tf-keras, so a saved model
+    holding such a layer loads wherever edgeseg gets Keras (``load_model`` of a run's
+    ``model.keras``, ``clone_model``, tfmot's ``quantize_apply``) under its registered name
+    ``edgeseg>MaxUnpool2D``. The classes are defined at that point, not at import, so that
+    importing :mod:`edgeseg.models` does not import TensorFlow.
+
+    Args:
+        tf: The ``tensorflow`` module.
+        keras: The ``tf_keras`` module.
+
+    Returns:
+        Class name -> class.
+    """
+    if _CUSTOM_LAYERS:
+        return _CUSTOM_LAYERS
+
+    class MaxUnpool2D(keras.layers.Layer):
+        """Max-unpooling x2: ``[values (N, h, w, C), switches (N, 2h, 2w, C)] -> (N, 2h, 2w, C)``.
+
+        Each value goes to the first position (window order) of the maximum of ``switches``
+        in its 2x2 window, channel by channel; the other positions are zero. Weightless; see
+        :func:`edgeseg.models.layers.max_unpool` for the operators.
+        """
+
+        def build(self, input_shape):
+            values, switches = (tf.TensorShape(s) for s in input_shape)
+            if values.rank != 4 or switches.rank != 4:
+                raise ValueError(f"{self.name}: needs two 4-D inputs, got {values} and {switches}")
+            for v, s in ((values[1], switches[1]), (values[2], switches[2])):
+                if v is not None and s is not None and s != UNPOOL_WINDOW * v:
+                    raise ValueError(f"{self.name}: switches {switches} are not twice the "
+                                     f"resolution of values {values}")
+            if values[3] is not None and switches[3] is not None and values[3] != switches[3]:
+                raise ValueError(f"{self.name}: values have {values[3]} channels, switches {switches[3]}")
+            super().build(input_shape)
+
+        def call(self, inputs):
+            values, switches = inputs
+            # Window positions in order (0,0), (0,1), (1,0), (1,1), each (N, h, w, C).
+            positions = tf.split(tf.nn.space_to_depth(switches, UNPOOL_WINDOW), 4, axis=-1)
+            before = [None]  # maximum of the positions before each one
+            for p in positions[:-1]:
+                before.append(p if before[-1] is None else tf.maximum(before[-1], p))
+            peak = tf.maximum(before[-1], positions[-1])
+            zero = tf.zeros([], values.dtype)
+            placed = []
+            for p, b in zip(positions, before, strict=True):
+                first = tf.greater_equal(p, peak)
+                if b is not None:
+                    first = tf.logical_and(first, tf.less(b, peak))
+                placed.append(tf.where(first, values, zero))
+            return tf.nn.depth_to_space(tf.concat(placed, -1), UNPOOL_WINDOW)
+
+        def compute_output_shape(self, input_shape):
+            values, switches = (tf.TensorShape(s) for s in input_shape)
+            return switches[:3].concatenate(values[3:])
+
+    register = keras.utils.register_keras_serializable(package="edgeseg")
+    _CUSTOM_LAYERS["MaxUnpool2D"] = register(MaxUnpool2D)
+    return _CUSTOM_LAYERS

@@ -7,6 +7,13 @@ the encoder skip at that stride and applies one depthwise-separable block (DW 3x
 1x1 conv + BN + ReLU) with a shrinking channel count. After the stride-2 stage the head
 upsamples x2 to the input resolution.
 
+``unpool`` (SegNet-style max-unpooling, :func:`edgeseg.models.layers.max_unpool`): each stage
+projects its input by a 1x1 conv to the channels of the encoder skip it is about to meet and
+writes every value at the position of its 2x2 window where that skip is largest (the switches
+of a 2x2 max-pooling of the skip), zero elsewhere; the skip is then concatenated as in the
+other modes. The head, with no encoder feature map at the input resolution, upsamples
+bilinearly.
+
 Valid input sizes: both sides multiples of 32 and at least 32 (e.g. 64, 96, 256, 512), so that
 every skip lines up with the upsampled decoder tensor.
 """
@@ -37,7 +44,8 @@ def build_mobileunet(
         num_classes: K classes (softmax) or 1 (sigmoid).
         input_size: ``(height, width)``, multiples of 32.
         encoder_weights: ``None``, ``"imagenet"`` or a weights file path.
-        upsampling: ``"bilinear"``, ``"nearest"`` or ``"transpose"``.
+        upsampling: ``"bilinear"``, ``"nearest"``, ``"transpose"`` or ``"unpool"`` (see the
+            module docstring).
         decoder_filters: Four channel counts, for the stages at strides 16, 8, 4, 2.
 
     Returns:
@@ -60,7 +68,8 @@ def build_mobileunet(
     features = build_backbone(backbone, inputs, encoder_weights)
     x = blocks.conv_bn_relu(features[32], decoder_filters[0], "dec_bottom")
     for stride, filters in zip((16, 8, 4, 2), decoder_filters, strict=True):
-        x = blocks.upsample(x, 2, upsampling, f"dec_s{stride}_upsample", filters=filters)
+        x = blocks.upsample(x, 2, upsampling, f"dec_s{stride}_upsample", filters=filters,
+                            switches=[features[stride]])
         x = keras.layers.Concatenate(name=f"dec_s{stride}_concat")([x, features[stride]])
         x = blocks.sep_conv_bn_relu(x, filters, f"dec_s{stride}")
     outputs = blocks.head(x, num_classes, 2, upsampling)

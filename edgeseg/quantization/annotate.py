@@ -6,12 +6,15 @@
 
 
 MobileNetV3's hard-sigmoid (``Rescaling(1/6, offset=0.5)`` -> ``ReLU(1)`` in our backbone
-table), its hard-swish and its squeeze-excite gate (``Multiply``) have no entry in tfmot's
-default registry, and ``quantize_model`` refuses such a model. They have no weights and
-compute an elementwise function, so the right fake quantization is on their output, as the
-int8 kernels (MUL, ADD) requantize there: :func:`output_quantize_config` makes a
-``QuantizeConfig`` that does exactly that, and :func:`annotate` attaches it to those layers
-before ``quantize_apply`` (every other layer gets the default scheme).
+table), its hard-swish and its squeeze-excite gate (``Multiply``), and edgeseg's max-unpooling
+(``MaxUnpool2D``, :func:`edgeseg.models.layers.max_unpool`) have no entry in tfmot's default
+registry, and ``quantize_model`` refuses such a model. They have no weights and compute an
+elementwise function or move values (the unpooling's comparisons and selections run on int8
+values of one scale in TFLite), so the right fake quantization is on their output, as the
+int8 kernels (MUL, ADD, a requantize after the unpooling) requantize there:
+:func:`output_quantize_config` makes a ``QuantizeConfig`` that does exactly that, and
+:func:`annotate` attaches it to those layers before ``quantize_apply`` (every other layer gets
+the default scheme).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ import functools
 from edgeseg.tf_env import tf_keras
 from firmware_bridge.errors import EdgesegError, require
 
-OUTPUT_ONLY = ("Multiply", "Rescaling")
-"""Weightless elementwise layers quantized at their output."""
+OUTPUT_ONLY = ("Multiply", "Rescaling", "MaxUnpool2D")
+"""Weightless layers quantized at their output."""
 
 
 @functools.lru_cache(maxsize=1)

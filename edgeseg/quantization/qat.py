@@ -14,7 +14,8 @@ What makes the whole graph int8, for both architectures on MobileNetV2:
   gets a representative dataset and ``TFLITE_BUILTINS_INT8``; the export
   (``export.to_tflite``) does that for QAT models too, then checks the operator list.
 * MobileNetV3's hard-sigmoid (``Rescaling``), hard-swish and squeeze-excite (``Multiply``)
-  are not in that registry: :mod:`edgeseg.quantization.annotate` quantizes their outputs.
+  and the ``unpool`` upsampling's ``MaxUnpool2D`` are not in that registry:
+  :mod:`edgeseg.quantization.annotate` quantizes their outputs.
 * tfmot's graph transforms can permute the inputs of a ``Concatenate`` (DeepLabV3+'s ASPP
   came out ``[pool, 1x1, r6, ...]``): :func:`edgeseg.quantization.annotate.concat_order_fix` keeps
   the order and every concatenation is checked after quantization.
@@ -68,8 +69,8 @@ def unsupported_layers(model) -> list[str]:
 
     Supported: what tfmot's default 8-bit registry quantizes, batch-norm (fused with the
     convolution before it by the scheme's transforms), and the weightless elementwise layers
-    that :mod:`edgeseg.quantization.annotate` annotates (``Multiply``, ``Rescaling``). Input layers
-    are skipped.
+    that :mod:`edgeseg.quantization.annotate` annotates (``Multiply``, ``Rescaling``,
+    ``MaxUnpool2D``). Input layers are skipped.
     """
     _, keras = tf_keras()
     registry = _registry()
