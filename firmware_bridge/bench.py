@@ -185,6 +185,10 @@ def report_lines(r: dict) -> list[str]:
                      f"({c['numpy_fp32_matmul_gmac_per_s']} GMAC/s, numpy BLAS)")
     if "xnnpack" in r:
         x = r["xnnpack"]
-        lines.append(f"XNNPACK: {x['with_ms']} ms per inference with it, {x['without_ms']} ms "
-                     f"without ({x['speedup']}x)")
+        if x["without_ms"] is None:
+            lines.append(f"XNNPACK: {x['with_ms']} ms per inference with it; the model does not run "
+                         f"without it ({x['without_error']})")
+        else:
+            lines.append(f"XNNPACK: {x['with_ms']} ms per inference with it, {x['without_ms']} ms "
+                         f"without ({x['speedup']}x)")
     return lines

@@ -126,6 +126,15 @@ def test_litert_fixed_batch_loops(shared_dir):
     np.testing.assert_array_equal(out[1:], b.run(x[1:]))
 
 
+def test_xnnpack_effect_names_a_graph_that_needs_the_delegate(shared_dir):
+    from firmware_bridge.runtime.backend_litert import xnnpack_effect
+
+    path = shared_dir / "models" / "mediapipe_selfie_segmentation" / "selfie_segmentation.tflite"
+    effect = xnnpack_effect(path, threads=1, runs=1)
+    assert effect["with_ms"] > 0 and effect["without_ms"] is None and effect["speedup"] is None
+    assert "Convolution2DTransposeBias" in effect["without_error"]
+
+
 def test_check_device_and_providers_list_what_is_available():
     check_device("AUTO", ["CPU"])
     check_device("GPU", ["CPU", "GPU.0", "GPU.1"])

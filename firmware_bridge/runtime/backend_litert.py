@@ -197,7 +197,10 @@ def xnnpack_effect(path: Path, threads: int | None, runs: int = 20) -> dict:
     kernels shows little difference. ``op_resolver_type`` is LiteRT's switch for this.
 
     Returns:
-        ``{"with_ms", "without_ms", "speedup"}``.
+        ``{"with_ms", "without_ms", "speedup"}``; ``without_ms`` and ``speedup`` are ``None``
+        when the graph does not run without XNNPACK (custom operators only the delegate
+        implements, as MediaPipe's ``Convolution2DTransposeBias``), with the reason in
+        ``"without_error"``.
     """
     import time
 
@@ -209,9 +212,16 @@ def xnnpack_effect(path: Path, threads: int | None, runs: int = 20) -> dict:
     out = {}
     for key, kind in (("with_ms", OpResolverType.AUTO),
                       ("without_ms", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)):
-        it = interpreter_cls(model_path=str(path), num_threads=threads,
-                             experimental_op_resolver_type=kind)
-        it.allocate_tensors()
+        try:
+            it = interpreter_cls(model_path=str(path), num_threads=threads,
+                                 experimental_op_resolver_type=kind)
+            it.allocate_tensors()
+        except (RuntimeError, ValueError) as e:
+            if key == "with_ms":
+                raise
+            first = str(e).strip().splitlines()
+            return {**out, "without_ms": None, "speedup": None,
+                    "without_error": first[0] if first else type(e).__name__}
         detail = it.get_input_details()[0]
         it.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
         it.invoke()
