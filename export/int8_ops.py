@@ -180,7 +180,7 @@ def openvino_conv_kernels(model: str | Path | openvino.Model) -> ConvKernels:
     return kernels
 
 
-def check_integer_convolutions(kernels: ConvKernels, what: str) -> None:
+def check_integer_convolutions(kernels: ConvKernels, what: str, allow_float: int = 0) -> None:
     """Refuse a quantized model whose ordinary convolutions the runtime runs in float.
 
     Transposed convolutions in float are allowed (see the module docstring); the caller
@@ -189,12 +189,14 @@ def check_integer_convolutions(kernels: ConvKernels, what: str) -> None:
     Args:
         kernels: What :func:`ort_conv_kernels` or :func:`openvino_conv_kernels` found.
         what: Name of the model for the message.
+        allow_float: Ordinary convolutions the export put in float on purpose (the OpenVINO
+            QAT IR's first one: :func:`export.to_openvino.float_input_convolution`).
 
     Raises:
         EdgesegError: When a convolution or matrix product runs in float, or none runs on an
             integer kernel.
     """
-    if kernels.in_float or not kernels.integer:
+    if sum(kernels.in_float.values()) > allow_float or not kernels.integer:
         found = ", ".join(f"{n} {op}" for op, n in sorted(kernels.in_float.items())) or "no integer kernel"
         raise EdgesegError(
             f"{what}: {kernels.runtime} runs convolutions in float ({found}): the Q/DQ graph did "
