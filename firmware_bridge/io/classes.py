@@ -274,14 +274,14 @@ class ClassTable:
         return out
 
     def _decode_rgb(self, rgb: np.ndarray, where: str, unknown_to_ignore: bool) -> np.ndarray:
+        # A class without a colour has the made-up one of palette(): the colour predict writes
+        # it in, so that a predicted mask reads back as the truth. The table's colours win.
         lut: dict[int, int] = {}
-        for i, c in enumerate(self.colours):
-            if c is not None:
-                lut[int(_pack(np.array(c)))] = i
+        own = [(i, c) for i, c in enumerate(self.colours) if c is not None]
+        for i, c in [*enumerate(self.palette()), *own]:
+            lut[int(_pack(np.array(c)))] = i
         for c in self.ignore_colours:
             lut[int(_pack(np.array(c)))] = IGNORE_INDEX
-        if not lut:
-            raise EdgesegError(f"{where}colour mask but the class table lists no colours")
         packed = _pack(rgb)
         values, inverse, counts = np.unique(packed.ravel(), return_inverse=True, return_counts=True)
         mapped = np.full(len(values), IGNORE_INDEX, dtype=np.uint8)
@@ -290,6 +290,12 @@ class ClassTable:
                 mapped[j] = lut[int(v)]
             elif not unknown_to_ignore:
                 colour = hex_colour(((v >> 16) & 255, (v >> 8) & 255, v & 255))
+                if not own and not self.ignore_colours:
+                    raise EdgesegError(
+                        f"{where}colour {colour} ({int(counts[j])} pixels) is none of the "
+                        "colours edgeseg writes masks in, and the class table lists no "
+                        "colours: give a class table CSV with colours, or index masks"
+                    )
                 raise EdgesegError(
                     f"{where}colour {colour} ({int(counts[j])} pixels) is not in the class "
                     "table: add it (ignore=1 to skip it) or pass --unknown-to-ignore"
