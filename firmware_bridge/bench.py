@@ -6,6 +6,7 @@ raster streamed through the tiled path, and relates the streamed rate of new pix
 model's own rate (a tile alone) and the runtime's (the backend call alone). The streamed run
 is timed per stage (:class:`~firmware_bridge.runtime.stages.StageClock`): read, normalise,
 model, scores, blend, argmax and write per tile, and the calling thread's idle time.
+:func:`int8_section` says whether int8 beats fp32 on this CPU (:mod:`firmware_bridge.runtime.cpu`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from firmware_bridge.io.synthetic_raster import synthetic_block, write_synthetic_raster_in_child
 from firmware_bridge.runtime.stages import StageClock
+from firmware_bridge.runtime.variants import measure_ms
 
 
 def peak_rss_mb() -> float:
@@ -149,6 +151,62 @@ def bench_model(seg, load_s: float, runs: int = 30, size: int = 2048, block: int
     return report
 
 
+def int8_section(path: str | Path, seg, open_model, rounds: int = 10, isa=None) -> dict | None:
+    """Whether int8 beats fp32 on this CPU, for an int8 model or one with an int8 twin.
+
+    For an int8 model the fp32 artifact of its export beside it is timed against it (the
+    two taking turns, :func:`~firmware_bridge.runtime.variants.measure_ms`); for an fp32 model,
+    the int8 artifact beside it. Without a twin, the line gives what the CPU's flags lead to
+    expect (:func:`~firmware_bridge.runtime.cpu.int8_line`).
+
+    Args:
+        path: The benchmarked model file.
+        seg: It, opened.
+        open_model: Opens the twin with the same options (``path -> Segmenter``).
+        rounds: Timed rounds of each.
+        isa: The CPU (``None``: this one's, :func:`~firmware_bridge.runtime.cpu.cpu_isa`).
+
+    Returns:
+        ``{"line", "isa", "int8_flags", "int8_model", "fp32_model", "int8_ms", "fp32_ms"}``
+        (models and times ``None`` where not measured), or ``None`` for a float model
+        without an int8 artifact beside it.
+    """
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.runtime.cpu import cpu_isa, int8_line
+    from firmware_bridge.runtime.variants import check_same_model, name_precision, precision_of, siblings
+
+    isa = isa or cpu_isa()
+    path = Path(path)
+    mine = precision_of(path, seg)
+    want = "fp32" if mine == "int8" else "int8" if mine == "fp32" else None
+    if want is None:
+        return None
+    twins = [p for p in siblings(path) if name_precision(p)[1] == want]
+    if not twins and mine == "fp32":
+        return None
+    out = {"isa": isa.describe(), "int8_flags": list(isa.int8_flags), "int8_model": None,
+           "fp32_model": None, "int8_ms": None, "fp32_ms": None}
+    note = None
+    if twins:
+        try:
+            other = open_model(twins[0])
+            check_same_model([path, twins[0]], [seg, other])
+            ms = measure_ms([seg, other], rounds=rounds)
+        except EdgesegError as exc:
+            note = f"{twins[0].name} does not compare ({exc})"
+        else:
+            pair = {mine: (path.name, ms[0]), want: (twins[0].name, ms[1])}
+            out.update(int8_model=pair["int8"][0], fp32_model=pair["fp32"][0],
+                       int8_ms=round(pair["int8"][1], 3), fp32_ms=round(pair["fp32"][1], 3))
+    if out["int8_ms"] is not None:
+        out["line"] = int8_line(isa, out["int8_ms"], out["fp32_ms"], out["int8_model"],
+                                out["fp32_model"])
+    else:
+        out["line"] = int8_line(isa, int8_name=path.name if mine == "int8" else twins[0].name,
+                                unmeasured=note)
+    return out
+
+
 def stride_label(th: int, tw: int, overlap: int) -> str:
     """``"224 px"`` for a square tile, ``"224x480 px"`` (rows x columns) for another."""
     sy, sx = th - overlap, tw - overlap
@@ -183,6 +241,8 @@ def report_lines(r: dict) -> list[str]:
                      f"megapixel of new pixels; the runtime alone does {c['runtime_gmac_per_s']} "
                      f"GMAC/s, {c['runtime_vs_matmul']}x this machine's float32 matrix product "
                      f"({c['numpy_fp32_matmul_gmac_per_s']} GMAC/s, numpy BLAS)")
+    if r.get("int8"):
+        lines.append(r["int8"]["line"])
     if "xnnpack" in r:
         x = r["xnnpack"]
         if x["without_ms"] is None:

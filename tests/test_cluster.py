@@ -397,3 +397,67 @@ def test_one_litert_interpreter_runs_one_call_at_a_time(tmp_path):
         together = list(pool.map(seg.backend.run, batches * 8))
     for a, b in zip(alone * 8, together, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# --- every tile once: strips of blocks, the bands between them finished by the client ----------
+
+def _scene_with_hole(path: Path, size: int, hole: tuple[slice, slice]) -> Path:
+    """A generated scene whose pixels in ``hole`` hold the nodata value 0 in every band."""
+    from firmware_bridge.io.synthetic_raster import synthetic_block
+
+    data = np.stack(synthetic_block(0, 0, size, size, 3, np.uint8))
+    data = np.maximum(data, 1)
+    data[:, hole[0], hole[1]] = 0
+    from rasterio.transform import from_origin
+
+    profile = {"driver": "GTiff", "height": size, "width": size, "count": 3, "dtype": "uint8",
+               "nodata": 0, "tiled": True, "blockxsize": 256, "blockysize": 256,
+               "crs": "EPSG:32640", "transform": from_origin(500000.0, 2800000.0, 0.3, 0.3)}
+    with rasterio.open(path, "w", **profile) as out:
+        out.write(data)
+    return path
+
+
+@pytest.mark.parametrize(("model", "overlap"), [("nchw", 16), ("nchw", 40), ("uint8", 16)])
+def test_each_tile_is_predicted_once_and_masks_equal_one_process(models, tmp_path, monkeypatch,
+                                                                  model, overlap):
+    from firmware_bridge.cluster.archive import BLOCKS_PER_UNIT
+    from firmware_bridge.io.blocks import SceneGrid, strips
+    from firmware_bridge.runtime.backends import Backend
+    from firmware_bridge.runtime.tiling import rows_below
+
+    size, block = 700, 128
+    options = SegmenterOptions(tile=64, overlap=overlap, threads=1)
+    grid = SceneGrid(size, size, (64, 64), overlap)
+    cuts = [s[0].y0 for s in strips(grid, block, BLOCKS_PER_UNIT)][1:]
+    assert len(cuts) >= 4 and all(rows_below(grid.boxes(), y) > 0 for y in cuts)
+    # pixels without data across the band of a border between two strips
+    hole = (slice(cuts[1] - 10, cuts[1] + 10), slice(100, 300))
+    src = _scene_with_hole(tmp_path / "scene.tif", size, hole)
+    single = Segmenter(models[model], options=options)
+    with rasterio.open(predict_geotiff(single, src, tmp_path / "single.tif", block=block).mask) as ds:
+        expected = ds.read(1)
+    assert (expected[hole] == 255).all() and (expected != 255).sum() == size * size - 20 * 200
+
+    calls: list[tuple[int, bool]] = []  # (tiles, a blank probe) of every model call
+    lock = threading.Lock()
+    run = Backend.run
+
+    def counted(self, x: np.ndarray) -> np.ndarray:
+        with lock:
+            calls.append((x.shape[0], bool(x.min() == x.max())))
+        return run(self, x)
+
+    monkeypatch.setattr(Backend, "run", counted)  # the workers are threads of this process
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None, silence_logs=40) as cluster, \
+            distributed.Client(cluster) as client:
+        report = predict_many(models[model], [src], tmp_path / "out", client, options=options,
+                              block=block)
+    assert not report.failed and report.nodata == 20 * 200
+    with rasterio.open(tmp_path / "out" / "scene_mask.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), expected)
+    tiles = [n for n, blank in calls if not blank]
+    assert tiles == [1] * len(grid.boxes())  # one call per tile position, none twice
+    # an 8-bit model runs one blank tile per opened copy to learn its output's size
+    assert sum(blank for _, blank in calls) <= (2 if model == "uint8" else 0)

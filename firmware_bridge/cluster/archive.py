@@ -1,12 +1,17 @@
 """``predict_many``: an archive of scenes through a Dask cluster, one mask GeoTIFF per scene.
 
-The client (this process) checks every scene, cuts it into units of output blocks, and keeps
-at most a few units per worker in flight, in scene order, so that few scenes are open at a
-time and memory stays bounded whatever the archive's size. Each finished unit's masks are
-written into the scene's temporary file; a scene whose last unit arrived is renamed to its
-final name. A scene that fails is reported and removed while the others go on; a worker that
-dies has its units run again elsewhere (Dask's scheduler does this). Outputs that exist are
-skipped unless ``overwrite``. Ctrl-C or SIGTERM cancels the work, removes the temporary files
+The client (this process) checks every scene, cuts it into units (strips of whole rows of
+output blocks, :func:`~firmware_bridge.io.blocks.strips`), and keeps at most a few units per
+worker in flight, in scene order, so that few scenes are open at a time and memory stays
+bounded whatever the archive's size. Every tile is predicted by one unit only: the band of
+rows under the tiles that straddle the border of two strips is finished here, from the sums
+the strip above sends and the scores of its own tiles that the strip below sends
+(:func:`~firmware_bridge.io.blocks.finish_seam`), so the masks equal those of one process.
+Each finished unit's masks are written into the scene's temporary file, in rows of whole
+output tiles (:class:`_Rows`); a scene whose last unit arrived is renamed to its final name.
+A scene that fails is reported and removed while the others go on; a worker that dies has its
+units run again elsewhere (Dask's scheduler does this). Outputs that exist are skipped unless
+``overwrite``. Ctrl-C or SIGTERM cancels the work, removes the temporary files
 and stops the cluster that this call started.
 """
 
@@ -22,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from firmware_bridge.cluster.connect import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_WORKER_TIMEOUT,
@@ -33,17 +40,19 @@ from firmware_bridge.cluster.connect import (
 from firmware_bridge.cluster.worker import ModelSpec, Unit, UnitResult, open_model, predict_unit
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.fsutil import atomic_write_bytes, new_part, publish, writing
-from firmware_bridge.io.blocks import SceneGrid, open_raster, scene_bands
+from firmware_bridge.io.blocks import SceneGrid, Seam, finish_seam, open_raster, scene_bands, strips
 from firmware_bridge.io.geotiff import close_mask, create_mask
 from firmware_bridge.io.images import GEOTIFF_SUFFIXES, mask_profile
 from firmware_bridge.io.inputs import expand_inputs
 from firmware_bridge.io.raster import DEFAULT_BLOCK, class_table, output_stems
-from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
+from firmware_bridge.runtime.segmenter import Band, Segmenter, SegmenterOptions
+from firmware_bridge.runtime.tiling import Box
 
 UNITS_PER_WORKER = 2
 """Units in flight per worker: enough to keep it busy, few enough to bound memory."""
 BLOCKS_PER_UNIT = 4
-"""Consecutive blocks of a scene in one task: the worker reads the next while it predicts one."""
+"""Fewest blocks of a scene in one task (whole rows of blocks): the worker reads the next
+block while it predicts one, and the fewer strips, the fewer bands cross between tasks."""
 SUMMARY = "predict_summary.json"
 
 
@@ -83,6 +92,52 @@ class ArchiveReport:
                 "workers": self.workers}
 
 
+class _Rows:
+    """Masks of boxes that come in any order, written in rows of whole output tiles.
+
+    A compressed tile written in two parts is stored twice, and strips of blocks end on tile
+    starts of the model, not of the file: so the rows of each output tile row are gathered
+    until every pixel of it has come, then written at once. Memory: the tile rows that a
+    unit in flight or a seam not yet finished leaves incomplete.
+
+    Args:
+        height: Scene rows.
+        width: Scene columns.
+        align: Rows of the file's tiles (the scene's height for an untiled file).
+        write: Called with a full-width box of whole tile rows and its ``uint8`` mask.
+    """
+
+    def __init__(self, height: int, width: int, align: int,
+                 write: Callable[[Box, np.ndarray], None]) -> None:
+        self.height, self.width, self.align, self._write = height, width, max(1, align), write
+        self.partial: dict[int, tuple[np.ndarray, int]] = {}
+
+    def add(self, box: Box, mask: np.ndarray) -> None:
+        """Take the mask of ``box``; write the tile rows it completes (each pixel comes once)."""
+        for c0 in range(box.y0 - box.y0 % self.align, box.y1, self.align):
+            c1 = min(c0 + self.align, self.height)
+            a, b = max(c0, box.y0), min(c1, box.y1)
+            rows = mask[a - box.y0 : b - box.y0]
+            whole = Box(c0, 0, c1, self.width)
+            if (a, b, box.x0, box.x1) == (c0, c1, 0, self.width):
+                self._write(whole, rows)
+                continue
+            buf, filled = self.partial.pop(c0, (None, 0))
+            if buf is None:
+                buf = np.empty((c1 - c0, self.width), np.uint8)
+            buf[a - c0 : b - c0, box.x0 : box.x1] = rows
+            filled += (b - a) * box.width
+            if filled == buf.size:
+                self._write(whole, buf)
+            else:
+                self.partial[c0] = (buf, filled)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every tile row that was started has been written."""
+        return not self.partial
+
+
 @dataclass
 class _Scene:
     index: int
@@ -91,36 +146,76 @@ class _Scene:
     grid: SceneGrid
     bands: tuple[int, ...]
     profile: dict
-    units: int
+    strips: list[tuple[Box, ...]]
     done: int = 0
     nodata: int = 0
     tmp: Path | None = None
     out: object = None
     failed: bool = False
+    rows: _Rows | None = None
+    bands_down: dict[int, Band] = field(default_factory=dict)
+    """Bands handed down by a strip whose strip below has not come back yet, by first row."""
+    seams: dict[int, Seam] = field(default_factory=dict)
+    """Seams of strips whose strip above has not come back yet, by first row."""
+
+    @property
+    def units(self) -> int:
+        return len(self.strips)
 
 
 class _Writer:
     """Opens, fills, finishes or removes the scenes' temporary mask files."""
 
-    def __init__(self, colours: list[tuple[int, int, int]]) -> None:
+    def __init__(self, seg: Segmenter, colours: list[tuple[int, int, int]]) -> None:
         require("rasterio", "geo")
+        self.seg = seg
         self.colours = colours
 
     def write(self, scene: _Scene, result: UnitResult) -> None:
         from rasterio.windows import Window
 
+        g = scene.grid
         if scene.out is None:
             scene.tmp = new_part(scene.dst)
-            g = scene.grid
+            profile = mask_profile(scene.profile, g.height, g.width)
             with writing(scene.dst):
-                scene.out = create_mask(scene.tmp, mask_profile(scene.profile, g.height, g.width),
-                                        self.colours)
+                scene.out = out = create_mask(scene.tmp, profile, self.colours)
+
+            def write_rows(box: Box, mask: np.ndarray) -> None:
+                out.write(mask, 1, window=Window(box.x0, box.y0, box.width, box.height))
+
+            align = profile.get("blockysize", g.height) if profile.get("tiled") else g.height
+            scene.rows = _Rows(g.height, g.width, align, write_rows)
+        seam = result.seam
         with writing(scene.dst):
             for region, mask in result.masks:
-                scene.out.write(mask, 1, window=Window(region.x0, region.y0, region.width,
-                                                       region.height))
+                cut = seam.rows if seam is not None and region.y0 == seam.y0 else 0
+                if cut < region.height:  # a seam's rows are written once finished
+                    scene.rows.add(Box(region.y0 + cut, region.x0, region.y1, region.x1),
+                                   mask[cut:])
+            if seam is not None:
+                band = scene.bands_down.pop(seam.y0, None)
+                if band is None:
+                    scene.seams[seam.y0] = seam
+                else:
+                    self._finish_seam(scene, seam, band)
+            if result.band is not None:
+                y0, band = result.band
+                waiting = scene.seams.pop(y0, None)
+                if waiting is None:
+                    scene.bands_down[y0] = band
+                else:
+                    self._finish_seam(scene, waiting, band)
         scene.nodata += result.nodata
         scene.done += 1
+        if scene.done == scene.units and not (scene.rows.complete and not scene.seams
+                                               and not scene.bands_down):
+            raise EdgesegError(f"{scene.src}: rows of the mask were left unwritten (seams "
+                               f"{sorted(scene.seams)}, bands {sorted(scene.bands_down)})")
+
+    def _finish_seam(self, scene: _Scene, seam: Seam, band: Band) -> None:
+        mask = finish_seam(self.seg, scene.grid, seam, band)
+        scene.rows.add(Box(seam.y0, 0, seam.y0 + seam.rows, seam.width), mask)
 
     def finish(self, scene: _Scene) -> None:
         out, scene.out = scene.out, None
@@ -156,17 +251,15 @@ def _plan(seg: Segmenter, inputs: list[Path], out: Path, bands, block: int, over
             report.failed.append((src, str(exc)))
             log(f"error: {exc}")
             continue
-        units = -(-len(grid.regions(block)) // BLOCKS_PER_UNIT)
-        scenes.append(_Scene(len(scenes), src, dst, grid, chosen, profile, units))
+        scenes.append(_Scene(len(scenes), src, dst, grid, chosen, profile,
+                             strips(grid, block, BLOCKS_PER_UNIT)))
     return scenes
 
 
-def _units(scenes: list[_Scene], block: int, per_unit: int = BLOCKS_PER_UNIT):
+def _units(scenes: list[_Scene]):
     for scene in scenes:
-        regions = scene.grid.regions(block)
-        for i in range(0, len(regions), per_unit):
-            yield Unit(scene.index, str(scene.src), scene.bands, tuple(regions[i : i + per_unit]),
-                       scene.grid)
+        for strip in scene.strips:
+            yield Unit(scene.index, str(scene.src), scene.bands, strip, scene.grid)
 
 
 def _client(client, workers: int | None, scheduler: str | None, dashboard: bool, stack,
@@ -235,7 +328,8 @@ def predict_many(
         options: Runtime options; on a local cluster ``threads`` defaults to the CPU count
             divided by the workers.
         bands: 1-based bands of every scene to feed the model.
-        block: Output block edge; one block is one unit of work.
+        block: Output block edge; a unit of work is a strip of whole rows of blocks, at least
+            :data:`BLOCKS_PER_UNIT` blocks (:func:`~firmware_bridge.io.blocks.strips`).
         overwrite: Predict scenes whose mask exists already (default: skip them).
         dashboard: Print the Dask dashboard's address (needs ``bokeh`` on the scheduler).
         show_progress: One progress bar over all blocks of all scenes.
@@ -291,7 +385,7 @@ def predict_many(
         raise EdgesegError(f"{out}: cannot create the output folder ({exc})") from exc
     report = ArchiveReport()
     scenes = _plan(seg, files, out, bands, block, overwrite, report, log)
-    writer = _Writer(class_table(seg).palette())
+    writer = _Writer(seg, class_table(seg).palette())
     spec = ModelSpec(str(Path(model).resolve()), backend, opts)
     total = sum(s.units for s in scenes)
     if not scenes:  # everything skipped or failed: no cluster to start
@@ -314,7 +408,7 @@ def predict_many(
                                f"{why} (every worker must read the model at {spec.path})")
         started = time.perf_counter()
         try:
-            _run(dask, spec, scenes, block, writer, report, total, show_progress, on_unit, log)
+            _run(dask, spec, scenes, writer, report, total, show_progress, on_unit, log)
         finally:
             for scene in scenes:
                 if scene.out is not None or (scene.tmp is not None and scene.tmp.exists()):
@@ -324,13 +418,13 @@ def predict_many(
     return report
 
 
-def _run(dask, spec: ModelSpec, scenes: list[_Scene], block: int, writer: _Writer,
-         report: ArchiveReport, total: int, show_progress: bool, on_unit, log) -> None:
+def _run(dask, spec: ModelSpec, scenes: list[_Scene], writer: _Writer, report: ArchiveReport,
+         total: int, show_progress: bool, on_unit, log) -> None:
     from distributed import as_completed
 
     from firmware_bridge.progress import progress
 
-    pending_units = deque(_units(scenes, block))
+    pending_units = deque(_units(scenes))
     limit = max(1, report.workers) * UNITS_PER_WORKER
     blocks = sum(len(unit.regions) for unit in pending_units)
     bar = progress(range(blocks), blocks, "predict", show_progress, "block")  # one bar, all scenes

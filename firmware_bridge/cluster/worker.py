@@ -1,9 +1,18 @@
-"""What a Dask worker runs: the masks of some blocks of one scene.
+"""What a Dask worker runs: the masks of a strip of blocks of one scene.
 
 A unit names the model by path (every worker must be able to read it) and the scene by path;
 the worker opens the model once per task thread (once per process with ``--nthreads 1``),
 keyed by path, backend and options, and keeps it for the next units: an interpreter is never
-called from two threads. Only the small ``uint8`` masks travel back.
+called from two threads.
+
+A unit is a strip of whole rows of blocks (:func:`firmware_bridge.io.blocks.strips`), and
+every tile of the scene is predicted by exactly one unit: inside a strip as in one process
+(a tile on the border of two blocks is shared, sums are handed down between rows of blocks);
+a tile that straddles the border of two strips by the strip above, which sends back the
+partial sums of the band of rows it reaches below (``overlap`` rows across the width). The
+strip below leaves those tiles out and sends back its own tiles' scores over that band
+(:class:`~firmware_bridge.io.blocks.Seam`); the client adds the two up. What travels back:
+the ``uint8`` masks, and per border a band of scores a few tiles tall.
 """
 
 from __future__ import annotations
@@ -16,9 +25,18 @@ import numpy as np
 
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.heap import fix_worker_heap
-from firmware_bridge.io.blocks import RowShare, SceneGrid, open_raster, predict_block, read_block
+from firmware_bridge.io.blocks import (
+    BandCarry,
+    RowShare,
+    SceneGrid,
+    Seam,
+    open_raster,
+    predict_block,
+    read_block,
+)
+from firmware_bridge.runtime import tiling
 from firmware_bridge.runtime.pipeline import stream
-from firmware_bridge.runtime.segmenter import Segmenter, SegmenterOptions
+from firmware_bridge.runtime.segmenter import Band, Segmenter, SegmenterOptions
 from firmware_bridge.runtime.tiling import Box
 
 
@@ -39,7 +57,8 @@ class Unit:
         scene: Index of the scene in the run (for the writer).
         src: The scene's path, readable by every worker.
         bands: 1-based bands to read (checked by the client).
-        regions: The output blocks, in scene coordinates.
+        regions: The output blocks, in scene coordinates: whole rows of the scene's stream
+            regions (:func:`~firmware_bridge.io.blocks.strips`), row-major.
         grid: The scene's tile grid.
     """
 
@@ -52,11 +71,23 @@ class Unit:
 
 @dataclass
 class UnitResult:
-    """The masks of a unit's blocks, in the unit's order, and its pixels without data."""
+    """What a unit sends back.
+
+    Attributes:
+        scene: Index of the scene.
+        masks: ``(block, mask)`` in the unit's order; the rows of ``seam`` are provisional.
+        nodata: Pixels without data among the unit's.
+        seam: Its top rows, to finish with the band of the unit above (``None`` for the
+            scene's first strip, or where no tile straddles its top).
+        band: ``(first row, sums)`` of the rows below the unit that its tiles reach, across
+            the scene's width, for the unit below (``None`` for the last strip).
+    """
 
     scene: int
     masks: list[tuple[Box, np.ndarray]]
     nodata: int
+    seam: Seam | None = None
+    band: tuple[int, Band] | None = None
 
 
 _IDLE: dict[str, list[Segmenter]] = {}
@@ -126,26 +157,39 @@ def open_model(spec: ModelSpec) -> str:
 def predict_unit(model: ModelSpec, unit: Unit) -> UnitResult:
     """Predict the blocks of ``unit`` (runs on a worker); the next block is read ahead.
 
+    Each of the unit's tiles is predicted once; the tiles starting above it are left to the
+    unit above (see the module docstring).
+
     Raises:
         EdgesegError: When the scene cannot be read (names the file) or the model fails.
     """
     seg = segmenter(model)
     src = Path(unit.src)
-    boxes = unit.grid.boxes()
+    grid = unit.grid
+    boxes = grid.boxes()
     masks: list[tuple[Box, np.ndarray]] = []
     nodata = 0
-
+    top = unit.regions[0].y0
+    reach = tiling.rows_below(boxes, top) if top > 0 else 0
+    seam = Seam(top, reach, grid.width) if reach > 0 else None
     share = RowShare()
+    carry = BandCarry(boxes)
 
     def compute(region: Box, block) -> np.ndarray:
         nonlocal nodata
-        mask, missing = predict_block(seg, unit.grid, region, block, share)
+        mask, missing = predict_block(seg, grid, region, block, share, carry, seam)
         nodata += missing
         return mask
 
     with open_raster(src) as ds:
         stream(unit.regions,
-               lambda region: read_block(seg, ds, list(unit.bands), unit.grid, region, src, boxes),
+               lambda region: read_block(seg, ds, list(unit.bands), grid, region, src, boxes,
+                                         carried=region.y0 > 0),
                compute, lambda region, mask: masks.append((region, mask)),
                pipelined=seg.options.pipeline and len(unit.regions) > 1)
-    return UnitResult(unit.scene, masks, nodata)
+    band = None
+    if carry.below:  # the last row of blocks handed its sums down: they go to the unit below
+        parts = [carry.below[x] for x in sorted(carry.below)]
+        band = (unit.regions[-1].y1, Band(np.concatenate([p.acc for p in parts], axis=1),
+                                          np.concatenate([p.wsum for p in parts], axis=1)))
+    return UnitResult(unit.scene, masks, nodata, seam, band)

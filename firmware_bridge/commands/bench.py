@@ -48,7 +48,7 @@ def run_bench(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from firmware_bridge.bench import bench_model, report_lines
+    from firmware_bridge.bench import bench_model, int8_section, report_lines
     from firmware_bridge.commands.modelargs import options_from_args, say_assumed
     from firmware_bridge.errors import EdgesegError
     from firmware_bridge.fsutil import atomic_write_bytes, check_output_file
@@ -68,6 +68,9 @@ def run_bench(args: argparse.Namespace) -> int:
     report = bench_model(seg, time.perf_counter() - t0, args.runs, args.size, args.block,
                          args.threads, bool(args.delegate), args.bands)
     report["model"] = str(args.model)
+    report["int8"] = int8_section(args.model, seg,
+                                  lambda p: Segmenter(p, args.backend, options_from_args(args)),
+                                  min(args.runs, 10))
     print("\n".join(report_lines(report)))
     if args.json:
         atomic_write_bytes(args.json, (json.dumps(report, indent=2) + "\n").encode())

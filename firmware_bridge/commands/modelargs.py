@@ -164,16 +164,54 @@ def options_from_args(args: argparse.Namespace):
     )
 
 
+def model_candidates(args: argparse.Namespace) -> list[str]:
+    """The model artifacts to choose from.
+
+    ``args.models`` (else ``args.model``); with ``--prefer`` and one model, also the other
+    artifacts of its export beside it (:func:`~firmware_bridge.runtime.variants.siblings`).
+
+    Returns:
+        The paths, the given ones first.
+    """
+    from firmware_bridge.runtime.variants import siblings
+
+    paths = list(getattr(args, "models", None) or [args.model])
+    if len(paths) == 1 and getattr(args, "prefer", None):
+        paths += [str(p) for p in siblings(paths[0])]
+    return paths
+
+
 def load_segmenter(args: argparse.Namespace):
     """Open ``args.model`` with the options given on the command line.
+
+    With several artifacts of one model (``args.models``, or ``--prefer``: see
+    :func:`model_candidates`), each is opened and timed on a few tiles, and the one
+    :func:`~firmware_bridge.runtime.variants.open_fastest` picks is kept, with one line on
+    stderr giving the times and the reason; ``args.model`` is set to it.
 
     When any of normalisation, layout, band order, output kind or class names is a default
     (neither in the model's metadata nor given), one line on stderr says which values were
     assumed and the options that set them (:func:`say_assumed`).
-    """
-    from firmware_bridge.runtime.segmenter import Segmenter
 
-    seg = Segmenter(args.model, args.backend, options_from_args(args))
+    Raises:
+        EdgesegError: For a model that does not open, or artifacts of different models.
+    """
+    import sys
+
+    from firmware_bridge.runtime.cpu import cpu_isa
+    from firmware_bridge.runtime.segmenter import Segmenter
+    from firmware_bridge.runtime.variants import open_fastest
+
+    options = options_from_args(args)
+    paths = model_candidates(args)
+    if len(paths) == 1 and not getattr(args, "prefer", None):
+        seg = Segmenter(args.model, args.backend, options)
+    else:
+        path, seg = open_fastest(
+            paths, lambda p: Segmenter(p, args.backend, options),
+            getattr(args, "prefer", None) or "fast",
+            cpu_isa(), say=lambda line: print(f"edgeseg-run: {line}", file=sys.stderr, flush=True))
+        args.model = str(path)
     say_assumed(seg, args)
     return seg
 

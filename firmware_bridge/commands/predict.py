@@ -6,6 +6,7 @@ import argparse
 
 from firmware_bridge.cliutil import count, positive_float, positive_int
 from firmware_bridge.commands.modelargs import add_model_args
+from firmware_bridge.runtime.variants import PREFER
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,10 +15,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict", help="predict masks: GeoTIFF -> streamed GeoTIFF, other images -> PNG, "
                         "video -> per-frame CSV (and mask / overlay videos)"
     )
-    p.add_argument("model", help=".tflite, .xml (OpenVINO IR) or .onnx model")
+    p.add_argument("model", metavar="MODEL",
+                   help=".tflite, .xml (OpenVINO IR) or .onnx model; several artifacts of one "
+                        "model may follow it (e.g. model_int8.tflite model_fp32.tflite): each is "
+                        "timed on a few tiles at start, the times go to stderr, and the faster "
+                        "is used (an int8 one only when it is at least 1.05x as fast: on x86 "
+                        "CPUs without VNNI int8 is not faster than fp32); they must have the "
+                        "same classes, bands, tile and normalisation")
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="images or (Geo)TIFF rasters (files, folders or globs: 'scenes/*.tif'), "
                         "or videos, a camera or a stream URL")
+    p.add_argument("--prefer", choices=PREFER,
+                   help="which artifact to use: 'fast' times every artifact given, and with "
+                        "one MODEL the other artifacts of its export beside it "
+                        "(model_fp32/_fp16/_int8/_qat_int8 of the same suffix, model.onnx), and "
+                        "takes the faster; 'int8' or 'fp32' takes that precision (default with "
+                        "several models: fast; with one: that model, untimed)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--overlay", action="store_true",
                    help="also write <stem>_overlay.png (ordinary images)")
@@ -27,7 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = p.add_argument_group("past one machine (pip install 'edgeseg[cluster]'; (Geo)TIFF scenes)")
     c.add_argument("--workers", type=positive_int,
                    help="run on a local Dask cluster of this many worker processes (more than the "
-                        "cores warns; more than 4 per core is refused)")
+                        "cores warns; more than 4 per core is refused). A task is a strip of "
+                        "whole rows of --block blocks; each tile is predicted once, the bands "
+                        "between strips are finished by this process, and the masks equal "
+                        "those of one process")
     c.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on an existing Dask cluster, e.g. tcp://10.0.0.5:8786 (every worker "
                         "must read the model and the scenes at the paths given)")
@@ -57,6 +73,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_predict)
 
 
+def split_models(model: str, inputs: list[str]) -> tuple[list[str], list[str]]:
+    """The model files (``model`` and the model files that lead ``inputs``) and the inputs.
+
+    Args:
+        model: The first positional argument.
+        inputs: The others.
+
+    Returns:
+        ``(models, inputs)``.
+
+    Raises:
+        EdgesegError: When only model files were given.
+    """
+    from pathlib import Path
+
+    from firmware_bridge.errors import EdgesegError
+    from firmware_bridge.runtime.backends import model_suffixes
+
+    suffixes = model_suffixes()
+    n = 0
+    while n < len(inputs) and Path(inputs[n]).suffix.lower() in suffixes:
+        n += 1
+    if n == len(inputs):
+        raise EdgesegError(f"{inputs[-1]} is a model file: give the images, rasters or videos "
+                           "to predict after the model file(s)")
+    return [model, *inputs[:n]], inputs[n:]
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """Predict every input; returns 0 when all succeeded, 1 when some failed."""
     import sys
@@ -70,6 +114,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from firmware_bridge.predict import predict_images
     from firmware_bridge.video.source import is_video_source
 
+    args.models, args.inputs = split_models(args.model, args.inputs)
     videos = [s for s in args.inputs if is_video_source(s)]
     if videos and len(videos) != len(args.inputs):
         raise EdgesegError(f"{videos[0]} is a video and other inputs are not: predict videos "
@@ -97,13 +142,15 @@ def _run_cluster(args: argparse.Namespace) -> int:
     import sys
 
     from firmware_bridge.cluster import predict_many
-    from firmware_bridge.commands.modelargs import options_from_args
+    from firmware_bridge.commands.modelargs import load_segmenter, options_from_args
     from firmware_bridge.errors import EdgesegError
 
     if args.workers and args.scheduler is not None:
         raise EdgesegError("give --workers (a local cluster) or --scheduler (an existing one), not both")
     if args.overlay:
         raise EdgesegError("--overlay applies to ordinary images, which the cluster path does not take")
+    if len(args.models) > 1 or args.prefer:
+        load_segmenter(args)  # timed on this machine; sets args.model to the artifact chosen
     report = predict_many(
         args.model, args.inputs, args.out, workers=args.workers, scheduler=args.scheduler,
         backend=args.backend, options=options_from_args(args), bands=args.bands, block=args.block,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -280,9 +280,96 @@ class AlignedRows:
         self.row = None
 
 
+@dataclass
+class Seam:
+    """The top rows of a strip of blocks whose blend waits for the band of the strip above.
+
+    When two processes predict the strips above and below row ``y0``, the tiles that straddle
+    ``y0`` are predicted once, by the strip above, which hands down the partial sums of the
+    ``rows`` rows they reach past ``y0`` (a :class:`~firmware_bridge.runtime.segmenter.Band`).
+    The strip below predicts only its own tiles; it keeps the scores of those that reach
+    into the band, here, and its mask of those rows is provisional. Whoever holds both adds
+    them up with :meth:`~firmware_bridge.runtime.segmenter.Segmenter.finish_band`, in the
+    order one process would (:func:`finish_seam`).
+
+    Attributes:
+        y0: The strip's first row.
+        rows: Rows of the band (:func:`~firmware_bridge.runtime.tiling.rows_below` at ``y0``).
+        width: Scene columns.
+        tiles: ``(box, scores over the band's rows)`` of the strip's tiles that reach into it.
+        invalid: ``rows x width`` bool, True for pixels without data (``None``: none).
+    """
+
+    y0: int
+    rows: int
+    width: int
+    tiles: list[tuple[tiling.Box, np.ndarray]] = field(default_factory=list)
+    invalid: np.ndarray | None = None
+
+
+def finish_seam(seg, grid: SceneGrid, seam: Seam, above: Band) -> np.ndarray:
+    """The final mask of a seam's rows, from its tiles and the band the strip above handed down.
+
+    Args:
+        seg: The model (the one both strips ran).
+        grid: The scene's tile grid.
+        seam: The strip below's part (:class:`Seam`).
+        above: The strip above's band of the same rows, across the scene's width.
+
+    Returns:
+        ``seam.rows x width`` ``uint8`` mask, 255 where there is no data: the pixels that
+        predicting the scene in one process gives there.
+
+    Raises:
+        ValueError: When the band does not cover the seam's rows and columns.
+    """
+    if above.acc.shape[:2] != (seam.rows, seam.width):
+        raise ValueError(f"band of {above.acc.shape[:2]} for a seam of {seam.rows} x {seam.width}")
+    mask = seg.finish_band(grid.padded, seam.y0, above, seam.tiles)
+    if seam.invalid is not None:
+        mask[seam.invalid] = IGNORE_INDEX
+    return mask
+
+
+def strips(grid: SceneGrid, block: int, blocks: int) -> list[tuple[tiling.Box, ...]]:
+    """The scene's output blocks as strips of whole rows of blocks, for tasks that run apart.
+
+    Blocks are those of :meth:`SceneGrid.stream_regions` (rows cut on tile starts). A strip
+    takes rows of blocks until it holds at least ``blocks`` blocks, and ends only where the
+    band that the tiles straddling its end reach into fits in the next row of blocks (so the
+    band is finished in that row alone: :class:`Seam`).
+
+    Args:
+        grid: The scene's tile grid.
+        block: Block edge in pixels.
+        blocks: Fewest blocks per strip.
+
+    Returns:
+        The strips, top to bottom; each a row-major tuple of blocks across the whole width.
+    """
+    boxes = grid.boxes()
+    rows: list[list[tiling.Box]] = []
+    for region in grid.stream_regions(block):
+        if rows and rows[-1][0].y0 == region.y0:
+            rows[-1].append(region)
+        else:
+            rows.append([region])
+    out: list[tuple[tiling.Box, ...]] = []
+    current: list[tiling.Box] = []
+    for row in rows:
+        y0, height = row[0].y0, row[0].height
+        if len(current) >= blocks and tiling.rows_below(boxes, y0) <= height:
+            out.append(tuple(current))
+            current = []
+        current.extend(row)
+    if current:
+        out.append(tuple(current))
+    return out
+
+
 def predict_block(seg, grid: SceneGrid, region: tiling.Box, block: BlockInput,
-                  share: RowShare | None = None, carry: BandCarry | None = None
-                  ) -> tuple[np.ndarray, int]:
+                  share: RowShare | None = None, carry: BandCarry | None = None,
+                  seam: Seam | None = None) -> tuple[np.ndarray, int]:
     """The mask of one block, and how many of its pixels have no data (255 in the mask).
 
     Args:
@@ -293,6 +380,9 @@ def predict_block(seg, grid: SceneGrid, region: tiling.Box, block: BlockInput,
         share: Tiles shared with the previous block of the row (see :class:`RowShare`).
         carry: Sums handed down between rows of blocks (see :class:`BandCarry`); the block
             must have been read with ``carried`` set exactly when it is not in the first row.
+        seam: For a block of the first row of a strip whose band comes from another process
+            (``region.y0 == seam.y0``): its tiles' scores over the band are added to it, and
+            the mask's rows in the band are provisional (:class:`Seam`).
 
     Returns:
         The mask and the count of pixels without data.
@@ -303,17 +393,23 @@ def predict_block(seg, grid: SceneGrid, region: tiling.Box, block: BlockInput,
     bb = block.context
     shared = share.for_region(region) if share is not None else None
     above = carry.take(region) if carry is not None else None
-    if block.carried and above is None and tiling.rows_below(
+    waits = seam is not None and region.y0 == seam.y0
+    if block.carried and above is None and not waits and tiling.rows_below(
             carry.boxes if carry is not None else grid.boxes(), region.y0) > 0:
         raise EdgesegError(f"block {region} was read for a band from the block above, "
                            "which was not handed down")
     below = carry.rows(region, grid.height) if carry is not None else 0
     mask, band = seg.blend_region(block.pixels, (bb.y0, bb.x0), grid.padded, region, shared,
-                                  above, below, mask=True)
+                                  above, below, mask=True, seam=seam.tiles if waits else None)
     if carry is not None:
         carry.put(region, band)
     if block.invalid is None:
         return mask, 0
     part = block.invalid[region.y0 - bb.y0 : region.y1 - bb.y0, region.x0 - bb.x0 : region.x1 - bb.x0]
     mask[part] = IGNORE_INDEX
+    n = min(seam.rows, region.height) if waits else 0
+    if n and part[:n].any():
+        if seam.invalid is None:
+            seam.invalid = np.zeros((seam.rows, seam.width), bool)
+        seam.invalid[:n, region.x0 : region.x1] |= part[:n]
     return mask, int(np.count_nonzero(part))

@@ -488,7 +488,8 @@ class Segmenter:
     def blend_region(self, pixels: np.ndarray, origin: tuple[int, int],
                      image_size: tuple[int, int], region: tiling.Box,
                      shared: dict[tiling.Box, np.ndarray] | None = None,
-                     above: Band | None = None, below: int = 0, mask: bool = False
+                     above: Band | None = None, below: int = 0, mask: bool = False,
+                     seam: list[tuple[tiling.Box, np.ndarray]] | None = None
                      ) -> tuple[np.ndarray, Band | None]:
         """:meth:`predict_region`, handing the partial sums of the rows below to the next region.
 
@@ -507,6 +508,12 @@ class Segmenter:
                 of every tile starting above ``region.y0``, which are then not predicted again.
             below: Rows past ``region.y1`` to hand down (:func:`~firmware_bridge.runtime.tiling.rows_below`).
             mask: Return the ``uint8`` mask (:meth:`to_mask`) instead of the probabilities.
+            seam: The band of the tiles starting above ``region.y0`` is blended elsewhere
+                (another process predicts them): those tiles are left out as with ``above``,
+                the result's rows in that band are provisional (this region's tiles alone),
+                and each tile predicted here that reaches into the band appends ``(box, its
+                scores over the band's rows)`` to this list, for :meth:`finish_band`. Tiles
+                in ``shared`` are not appended again.
 
         Returns:
             ``(result, band)``: the region's blended scores (:meth:`to_scores`: the
@@ -515,20 +522,26 @@ class Segmenter:
             order), or their mask; and the band of the ``below`` rows (``None`` when 0).
 
         Raises:
-            ValueError: When ``above`` does not fit the region (other columns, too few rows).
+            ValueError: When ``above`` does not fit the region (other columns, too few rows),
+                or with ``seam``, when no tile starts in the region and probabilities or a
+                band below are asked for.
         """
         h, w = image_size
         th, tw = self.tile
         boxes = tiling.boxes_touching(tiling.tile_boxes(h, w, self.tile, self.overlap), region)
         rows_once = tiling.covered_once(h, th, self.overlap)[region.y0 : region.y1].copy()
         cols_once = tiling.covered_once(w, tw, self.overlap)[region.x0 : region.x1]
-        if above is not None:
+        seam_end = region.y0
+        if above is not None or seam is not None:
             reach = tiling.rows_below(boxes, region.y0)
-            if above.acc.shape[1] != region.width or above.acc.shape[0] < min(reach, region.height):
+            if above is not None and (above.acc.shape[1] != region.width
+                                      or above.acc.shape[0] < min(reach, region.height)):
                 raise ValueError(f"band {above.acc.shape[:2]} does not fit region {region} "
                                  f"(needs {reach} rows x {region.width})")
             boxes = [b for b in boxes if b.y0 >= region.y0]
             rows_once[:reach] = False  # summed partly above: finished from the sums
+            if seam is not None:
+                seam_end = region.y0 + reach
         known = shared if shared is not None else {}
         todo = [b for b in boxes if b not in known]
         top = (tiling.integer_weight_top(h, w, self.tile, self.overlap)
@@ -565,6 +578,8 @@ class Segmenter:
                     scratch = not integer
                     if shared is not None and box.x1 > region.x1:
                         keep[box] = s.copy()
+                    if seam is not None and box.y0 < seam_end:
+                        seam.append((box, s[: seam_end - box.y0].copy()))
                 t0 = time.perf_counter() if clock else 0.0
                 if acc is None:
                     start(s.shape[-1])
@@ -599,6 +614,10 @@ class Segmenter:
         if shared is not None:
             shared.clear()
             shared.update(keep)
+        if acc is None:  # only with ``seam``: every row lies under tiles predicted elsewhere
+            if not mask or below:
+                raise ValueError(f"region {region} holds no tile of its own to blend")
+            return np.zeros((region.height, region.width), np.uint8), None
         row_runs = tiling.runs(~rows_once)
         spans = [(slice(a, b), slice(None)) for a, b in row_runs]
         spans += [(slice(a, b), slice(c, d)) for a, b in tiling.runs(rows_once)
@@ -620,6 +639,39 @@ class Segmenter:
             clock.seconds["blend"] += timed["blend"] + time.perf_counter() - t0 - last_argmax
             clock.seconds["argmax"] += timed["argmax"] + last_argmax
         return out, band
+
+    def finish_band(self, image_size: tuple[int, int], y0: int, above: Band,
+                    tiles: list[tuple[tiling.Box, np.ndarray]]) -> np.ndarray:
+        """The mask of a band whose tiles two processes predicted, as one process blends it.
+
+        The rows ``[y0, y0 + rows)`` of the band lie under tiles starting above ``y0``, whose
+        partial sums ``above`` holds (the band one region hands down, :meth:`blend_region`),
+        and under tiles starting at or below ``y0`` that another region predicted with
+        ``seam`` set. Their scores are added to ``above`` in the order of the tile grid, as
+        :meth:`blend_region` adds them when it is given the band itself, so every pixel's
+        sum, and so the mask, is the same.
+
+        Args:
+            image_size: Full image ``(height, width)`` (the tile grid's, padded).
+            y0: The band's first row.
+            above: The sums of the tiles starting above ``y0``, over the band's rows and the
+                columns ``[0, above width)``.
+            tiles: ``(box, scores over the band's rows)`` of the tiles below (any order).
+
+        Returns:
+            The band's ``rows x width`` ``uint8`` mask (no nodata marks: the caller's).
+        """
+        h, w = image_size
+        acc, wsum = above.acc.copy(), above.wsum.copy()
+        integer = acc.dtype == np.uint16
+        top = tiling.integer_weight_top(h, w, self.tile, self.overlap) if integer else 0
+        for box, scores in sorted(tiles, key=lambda t: t[0]):
+            window = (tiling.integer_window(box, h, w, self.overlap, top) if integer
+                      else tiling.tile_window(box, h, w, ramp=self.overlap))
+            rows = scores.shape[0]
+            part = tiling.Box(box.y0, box.x0, box.y0 + rows, box.x1)
+            tiling.accumulate(acc, wsum, scores, window[:rows], part, (y0, 0))
+        return self.to_mask(acc if integer else tiling.normalise(acc, wsum))
 
     def integer_masks(self) -> bool:
         """Whether tiled masks come from the model's 8-bit scores, blended in 16-bit integers.
