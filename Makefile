@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-train bench-levers bench-recipes bench-throughput bench-multiworker clean
+.PHONY: demo test lint bench bench-train bench-levers bench-recipes bench-throughput bench-multiworker clean \
+	check-arm64 check-tflm
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,3 +63,20 @@ bench-throughput: $(STAMP)
 ## bench-multiworker: two training workers on localhost against one process, same steps (a few minutes)
 bench-multiworker: $(STAMP)
 	$(BIN)/python benchmarks/multiworker_train.py
+
+## check-arm64: the device runtime on Debian 12 arm64 (Python 3.11, as on a Raspberry Pi) under
+## QEMU, masks compared pixel by pixel with this machine's; needs root, mmdebstrap and
+## qemu-user-static. EDGESEG_ARM64_ROOT: folder for the arm64 root (built once, then reused);
+## EDGESEG_THIRD_PARTY_MODEL: a third-party .tflite to check too (see scripts/check_arm64.sh)
+check-arm64: $(STAMP)
+	PYTHON=$(abspath $(BIN)/python) scripts/check_arm64.sh
+
+## check-tflm: the C array on TensorFlow Lite Micro (reference kernels, built for this machine)
+## against LiteRT on one tile. TFLM_SRC: a tflite-micro source tree; TFLM_DEPS: its third-party
+## sources for machines without internet (see scripts/check_tflm.sh). Trains the small test
+## model first when CHECK_MODELS does not hold it.
+CHECK_MODELS ?= runs/check_models
+check-tflm: $(STAMP)
+	test -f $(CHECK_MODELS)/export/model.cc || $(BIN)/python scripts/make_tiny_models.py $(CHECK_MODELS)
+	PYTHON=$(abspath $(BIN)/python) scripts/check_tflm.sh $(CHECK_MODELS)/export/model.cc \
+		$(CHECK_MODELS)/tile.png
