@@ -89,16 +89,26 @@ def read_labels(path: str | Path) -> list[str]:
         EdgesegError: When the file is missing, not UTF-8 text, or holds no name.
     """
     path = Path(path)
+    return parse_labels(_read_text(path, "labels file", "the labels as UTF-8, one name per line"),
+                        str(path))
+
+
+def _read_text(path: Path, what: str, save_as: str) -> str:
+    """The text of a small UTF-8 file (a byte-order mark dropped).
+
+    Raises:
+        EdgesegError: When the file is missing, not UTF-8, or binary; ``what`` names the kind
+            of file and ``save_as`` how to save it instead.
+    """
     if not path.is_file():
-        raise EdgesegError(f"{path}: labels file not found")
+        raise EdgesegError(f"{path}: {what} not found")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise EdgesegError(f"{path}: not a UTF-8 text file (byte {exc.start}): save the labels "
-                           "as UTF-8, one name per line") from None
+        raise EdgesegError(f"{path}: not a UTF-8 text file (byte {exc.start}): save {save_as}") from None
     if "\x00" in text:
-        raise EdgesegError(f"{path}: a binary file, not a labels file")
-    return parse_labels(text, str(path))
+        raise EdgesegError(f"{path}: a binary file, not a {what}")
+    return text
 
 
 def hex_colour(colour: Colour) -> str:
@@ -177,15 +187,7 @@ class ClassTable:
                 return cls(names)
             except EdgesegError as exc:
                 raise EdgesegError(f"{path}: {exc}") from None
-        if not path.is_file():
-            raise EdgesegError(f"{path}: class table not found")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise EdgesegError(f"{path}: not a UTF-8 text file (byte {exc.start}): save the class "
-                               "table as UTF-8 CSV") from None
-        if "\x00" in text:
-            raise EdgesegError(f"{path}: a binary file, not a class table CSV")
+        text = _read_text(path, "class table CSV", "the class table as UTF-8 CSV")
         names, colours, ign_c, ign_n = [], [], [], []
         reader = csv.DictReader(io.StringIO(text, newline=""))
         header = [(f or "").strip().lower() for f in reader.fieldnames or []]
