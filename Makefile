@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
 .PHONY: demo test lint bench bench-train bench-levers bench-recipes bench-throughput bench-multiworker clean \
-	check-arm64 check-tflm
+	check-arm64 check-tflm check-accelerators
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check edgeseg export firmware_bridge tests examples benchmarks
+	$(BIN)/ruff check edgeseg export firmware_bridge tests examples benchmarks scripts tools
 
 ## bench: benchmarks on the Dubai aerial set (EDGESEG_DATA, and EDGESEG_WEIGHTS for training);
 ## prints JSON and a markdown table. Uses RUN (trains the default recipe first when it is
@@ -80,3 +80,10 @@ check-tflm: $(STAMP)
 	test -f $(CHECK_MODELS)/export/model.cc || $(BIN)/python scripts/make_tiny_models.py $(CHECK_MODELS)
 	PYTHON=$(abspath $(BIN)/python) scripts/check_tflm.sh $(CHECK_MODELS)/export/model.cc \
 		$(CHECK_MODELS)/tile.png
+
+## check-accelerators: on a machine with an NVIDIA GPU, ONNX Runtime's CUDA and TensorRT providers
+## (and OpenVINO's GPU plugin on an Intel GPU) against the CPU: every mask pixel by pixel, per-tile
+## latency and streamed rate. Installs its own venv from PyPI (onnxruntime-gpu at the pinned
+## version); without a GPU it says so and exits 0, not run (see scripts/check_accelerators.sh)
+check-accelerators:
+	PYTHON=$(PYTHON) scripts/check_accelerators.sh

@@ -217,8 +217,15 @@ def report_lines(r: dict) -> list[str]:
     """The report of :func:`bench_model` as lines for a person."""
     th, tw = r["tile"]
     size, raster = r["raster"]["size"][0], r["raster"]
+    where = ""  # what runs the model, where it is not the backend's CPU default
+    if r.get("kernels") == "reference":
+        where = " (reference kernels)"
+    elif r.get("providers", ["CPUExecutionProvider"]) != ["CPUExecutionProvider"]:
+        where = f" ({', '.join(r['providers'])})"
+    elif r.get("device", "CPU") != "CPU":
+        where = f" ({r['device']})"
     lines = [
-        f"{r['backend']} {r['input']['dtype']} tile {th}x{tw}: load {r['load_ms']} ms, first "
+        f"{r['backend']}{where} {r['input']['dtype']} tile {th}x{tw}: load {r['load_ms']} ms, first "
         f"{r['first_inference_ms']} ms, per tile p50 {r['tile_latency_ms']['p50']} ms p90 "
         f"{r['tile_latency_ms']['p90']} ms",
         f"{size}x{size} raster ({raster['mode']}): {raster['seconds']} s, {raster['mpix_per_s']} "

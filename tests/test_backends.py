@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import prob_atol
+from tiny_models import INT8_SIZE, prob_atol, tflite_int8_bytes
 
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.backend_openvino import check_device, precision_config
-from firmware_bridge.runtime.backend_ort import check_providers
+from firmware_bridge.runtime.backend_ort import check_providers, check_started
 from firmware_bridge.runtime.backends import BackendOptions, backend_for, guess_layout, open_backend
 
 
@@ -144,6 +144,69 @@ def test_check_device_and_providers_list_what_is_available():
     check_providers(["CPUExecutionProvider"], ["CPUExecutionProvider"])
     with pytest.raises(EdgesegError, match="this build has: CPUExecutionProvider"):
         check_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"])
+
+
+def test_a_provider_that_does_not_start_is_an_error(models):
+    cuda, cpu = "CUDAExecutionProvider", "CPUExecutionProvider"
+    check_started(Path("m.onnx"), [cuda], [cuda, cpu])  # ONNX Runtime adds the CPU last
+    check_started(Path("m.onnx"), [cuda, cpu], [cuda, cpu])
+    with pytest.raises(EdgesegError, match=r"m.onnx: ONNX Runtime did not start "
+                                           r"TensorrtExecutionProvider .* would run on "
+                                           r"CUDAExecutionProvider, CPUExecutionProvider"):
+        check_started(Path("m.onnx"), ["TensorrtExecutionProvider", cuda, cpu], [cuda, cpu])
+    assert open_backend(models["nchw"]).describe()["providers"] == [cpu]
+    assert open_backend(models["nchw_xml"]).describe()["device"] == "CPU"
+
+
+def litert_direct(data: bytes, x: np.ndarray, resolver: str) -> np.ndarray:
+    """LiteRT's interpreter built here with ``OpResolverType.<resolver>``, one image at a time."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    it = Interpreter(model_content=data, experimental_op_resolver_type=getattr(OpResolverType, resolver))
+    it.allocate_tensors()
+    out = []
+    for image in x:
+        it.set_tensor(it.get_input_details()[0]["index"], image[None])
+        it.invoke()
+        out.append(it.get_tensor(it.get_output_details()[0]["index"]).copy())
+    return np.concatenate(out)
+
+
+def test_reference_kernels_are_litert_builtin_ref_exactly(tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    data = tflite_int8_bytes()
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(data)
+    x = np.random.default_rng(1).integers(-128, 128, (3, INT8_SIZE, INT8_SIZE, 3)).astype(np.int8)
+    reference = open_backend(path, options=BackendOptions(threads=2, kernels="reference"))
+    assert reference.describe()["kernels"] == "reference"
+    got, expected = reference.run(x), litert_direct(data, x, "BUILTIN_REF")
+    assert got.dtype == np.int8 and got.shape == (3, INT8_SIZE, INT8_SIZE, 4)
+    np.testing.assert_array_equal(got, expected)
+    # the default kernels round otherwise on this model, so the equality above says something
+    default = open_backend(path, options=BackendOptions(kernels="default"))
+    assert default.describe()["kernels"] == "default"
+    assert np.count_nonzero(default.run(x) != expected) > 100
+
+
+# LiteRT's Delegate.__del__ trips over its own failed load (AttributeError); harmless.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_reference_kernels_are_refused_where_they_do_not_exist(models, tmp_path):
+    from firmware_bridge.runtime.segmenter import SegmenterOptions
+
+    for key in ("nchw", "nchw_xml"):
+        with pytest.raises(EdgesegError, match=r"--kernels reference: .*only its default kernels"
+                                               r".*LiteRT's"):
+            open_backend(models[key], options=BackendOptions(kernels="reference"))
+    assert open_backend(models["nchw"], options=BackendOptions(kernels="default")).name == "onnxruntime"
+    path = tmp_path / "int8.tflite"
+    path.write_bytes(tflite_int8_bytes())
+    with pytest.raises(EdgesegError, match="leave --delegate out"):
+        open_backend(path, options=BackendOptions(kernels="reference", delegate="libedgetpu.so.1"))
+    with pytest.raises(EdgesegError, match="kernels must be one of default, reference"):
+        open_backend(path, options=BackendOptions(kernels="fast"))
+    with pytest.raises(EdgesegError, match="kernels must be one of default, reference"):
+        SegmenterOptions(kernels="fast")
 
 
 # LiteRT's Delegate.__del__ trips over its own failed load (AttributeError); harmless.

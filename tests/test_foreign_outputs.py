@@ -109,6 +109,168 @@ def test_upsampled_argmax_equals_interpolating_every_pixel():
     assert len(np.unique(full)) == 5
 
 
+GRID = np.array([[10, 200, 30, 90], [250, 0, 120, 60], [5, 180, 220, 40], [100, 70, 255, 15]],
+                np.uint8)
+SMALL = np.array([[80, 212, 23], [232, 209, 53], [242, 70, 183]], np.uint8)
+
+
+def test_bilinear_filter_is_opencvs_inter_linear_worked_by_hand():
+    # 4 -> 3 pixels: position (d + 0.5) * 4 / 3 - 0.5 = 1/6, 3/2, 17/6, so pixels 0|1, 1|2, 2|3
+    # weighted 5/6|1/6, 1/2|1/2, 1/6|5/6 on both axes; e.g. [0, 0] =
+    # (10 * 5/6 + 200 / 6) * 5/6 + (250 * 5/6 + 0 / 6) / 6 = 625/9
+    shrunk = [[625 / 9, 635 / 6, 235 / 3], [485 / 4, 130, 70], [3055 / 36, 675 / 4, 115 / 2]]
+    np.testing.assert_allclose(resize.resize_linear(GRID[..., None].astype(np.float32), 3, 3)[..., 0],
+                               shrunk, rtol=1e-6)
+    # 8 bits in OpenCV's fixed point: weights in 1/2048 (341 and 1707 for 1/6 and 5/6), rows
+    # mixed as (((341 * (r0 >> 4)) >> 16) + ((1707 * (r1 >> 4)) >> 16) + 2) >> 2; [2, 2]:
+    # r0 = 220 * 341 + 40 * 1707 = 143300, r1 = 255 * 341 + 15 * 1707 = 112560,
+    # (46 + 183 + 2) >> 2 = 57 where 57.5 would round to 58
+    assert resize.resize_linear(GRID[..., None], 3, 3)[..., 0].tolist() == [
+        [69, 106, 78], [121, 130, 70], [85, 169, 57]]
+    # 3 -> 5 pixels: positions -0.2, 0.4, 1, 1.6, 2.2; those outside the image take its edge
+    grown = [[80, 664 / 5, 212, 493 / 5, 23], [704 / 5, 844 / 5, 1054 / 5, 2633 / 25, 35],
+             [232, 1114 / 5, 209, 577 / 5, 53], [238, 4826 / 25, 628 / 5, 3221 / 25, 131],
+             [242, 866 / 5, 70, 689 / 5, 183]]
+    np.testing.assert_allclose(resize.resize_linear(SMALL[..., None].astype(np.float32), 5, 5)[..., 0],
+                               grown, rtol=1e-6)
+    # 8 bits: [0, 3] is 98.6 but 98: row -0.2 mixes row 0 with itself, weights 410 and 1638, and
+    # each product is truncated: r = 212 * 819 + 23 * 1229 = 201895,
+    # (((410 * (r >> 4)) >> 16) + ((1638 * (r >> 4)) >> 16) + 2) >> 2 = (78 + 315 + 2) >> 2 = 98
+    assert resize.resize_linear(SMALL[..., None], 5, 5)[..., 0].tolist() == [
+        [80, 133, 212, 98, 23], [141, 169, 211, 105, 35], [232, 223, 209, 115, 53],
+        [238, 193, 126, 129, 131], [242, 173, 70, 138, 183]]
+    # resize_pixels: the same values, as float32 in the image's units
+    got = resize.resize_pixels(np.repeat(SMALL[..., None], 3, -1), 5, 5, "bilinear")
+    assert got.dtype == np.float32 and np.array_equal(got[..., 1], resize.resize_linear(
+        SMALL[..., None], 5, 5)[..., 0])
+    # nearest neighbour as INTER_NEAREST: floor(d * size / out), not half-pixel centres
+    assert resize.nearest_index(3, 7).tolist() == [0, 0, 0, 1, 1, 2, 2]
+    assert resize.nearest_index(7, 3).tolist() == [0, 2, 4]
+    # in double, as OpenCV: 42 * (1 / (70 / 45)) = 26.999999999999996, where 42 * 45 / 70 = 27
+    assert resize.nearest_index(45, 70)[40:44].tolist() == [25, 26, 26, 27]
+    assert resize.resize_nearest(SMALL, 2, 5).tolist() == [[80, 80, 212, 212, 23],
+                                                           [232, 232, 209, 209, 53]]
+
+
+def test_bilinear_filter_and_nearest_equal_opencv_when_installed():
+    cv2 = pytest.importorskip("cv2")  # not a dependency: checked where it is installed
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        h, w, height, width = (int(v) for v in rng.integers(1, 300, 4))
+        image = rng.integers(0, 256, (h, w, 3), np.uint8)
+        assert np.array_equal(resize.resize_linear(image, height, width),
+                              cv2.resize(image, (width, height))), (h, w, height, width)
+        mask = rng.integers(0, 5, (h, w), np.uint8)
+        assert np.array_equal(resize.resize_nearest(mask, height, width),
+                              cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST))
+    assert np.array_equal(resize.resize_linear(GRID[..., None], 512, 256)[..., 0],
+                          cv2.resize(GRID, (256, 512)))
+
+
+def _publisher_reference(seg: Segmenter, image: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV-style, step by step: INTER_LINEAR into the frame, the model once, its mask and
+    scores of the image's part back by INTER_NEAREST (``cvFloor(d * (1. / (image / part)))``)."""
+    h, w = image.shape[:2]
+    box = resize.placement(h, w, seg.tile, mode)
+    frame = np.empty((*seg.tile, image.shape[2]), np.float32)
+    frame[...] = seg.fill_value()
+    frame[box.y0 : box.y1, box.x0 : box.x1] = resize.resize_linear(image, box.height, box.width)
+    direct = seg.predict(frame, probabilities=True)
+    rows = (np.floor(np.arange(h) * (1.0 / (h / box.height))).astype(int) + box.y0)[:, None]
+    cols = np.floor(np.arange(w) * (1.0 / (w / box.width))).astype(int) + box.x0
+    return direct.mask[rows, cols], direct.probabilities[rows, cols]
+
+
+@pytest.mark.parametrize("mode", ["stretch", "fit"])
+def test_resize_back_mask_is_the_nearest_resized_mask_of_the_model(foreign, mode):
+    image = smooth_image(50, 70, seed=5)
+    seg = Segmenter(foreign["fixed"], options=SegmenterOptions(
+        resize=mode, resize_filter="bilinear", resize_back="mask", **NORM))
+    got = seg.predict_tiled(image, probabilities=True)
+    mask, probs = _publisher_reference(seg, image, mode)
+    np.testing.assert_array_equal(got.mask, mask)
+    np.testing.assert_array_equal(got.probabilities, probs)
+    np.testing.assert_array_equal(np.argmax(got.probabilities, -1), got.mask)
+    assert len(np.unique(mask)) >= 3
+    # the defaults: antialiased pixels, scores back before the argmax (as spelt out)
+    default = Segmenter(foreign["fixed"], options=SegmenterOptions(resize=mode, **NORM))
+    assert (default.options.resize_filter, default.options.resize_back) == ("antialias", "scores")
+    spelt = Segmenter(foreign["fixed"], options=SegmenterOptions(
+        resize=mode, resize_filter="antialias", resize_back="scores", **NORM))
+    np.testing.assert_array_equal(spelt.predict_tiled(image).mask, default.predict_tiled(image).mask)
+    assert (default.predict_tiled(image).mask != got.mask).any()
+    # each choice alone changes the mask
+    for alone in ({"resize_filter": "bilinear"}, {"resize_back": "mask"}):
+        one = Segmenter(foreign["fixed"], options=SegmenterOptions(resize=mode, **alone, **NORM))
+        assert (one.predict_tiled(image).mask != default.predict_tiled(image).mask).any(), alone
+
+
+def test_resize_back_mask_of_a_multilabel_model(foreign):
+    seg = Segmenter(foreign["multilabel"], options=SegmenterOptions(
+        output="multilabel", class_thresholds=THRESHOLDS, tile=32, resize="stretch",
+        resize_filter="bilinear", resize_back="mask", **NORM))
+    image = smooth_image(45, 77, seed=4)
+    mask, _ = _publisher_reference(seg, image, "stretch")
+    np.testing.assert_array_equal(seg.predict_tiled(image).mask, mask)
+    assert set(np.unique(mask)) >= {0, 1}
+
+
+def test_resize_options_through_predict_validate_and_serve(foreign, tmp_path, capsys):
+    image = smooth_image(50, 70, seed=5)
+    seg = Segmenter(foreign["fixed"], options=SegmenterOptions(
+        resize="stretch", resize_filter="bilinear", resize_back="mask", **NORM))
+    expected = seg.predict_tiled(image).mask
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    Image.fromarray(image).save(data / "images" / "a.png")
+    Image.fromarray(expected).save(data / "masks" / "a.png")
+    norm = ["--mean", str(tiny_models.MEAN), "--std", str(tiny_models.STD)]
+    flags = ["--resize", "stretch", "--resize-filter", "bilinear", "--resize-back", "mask", *norm]
+    assert main(["predict", str(foreign["fixed"]), str(data / "images" / "a.png"), "--out",
+                 str(tmp_path / "o"), "--quiet", *flags]) == 0
+    with Image.open(tmp_path / "o" / "a_mask.png") as im:
+        np.testing.assert_array_equal(np.asarray(im), expected)
+    scores = {}
+    for name, extra in (("publisher", flags), ("default", ["--resize", "stretch", *norm])):
+        report = tmp_path / f"{name}.json"
+        assert main(["validate", str(foreign["fixed"]), "--data", str(data), "--json",
+                     str(report), "--quiet", *extra]) == 0
+        scores[name] = json.loads(report.read_text())["pixel_accuracy"]
+    assert scores["publisher"] == 1.0 and scores["default"] < 1.0
+    from firmware_bridge.cli import build_parser
+    from firmware_bridge.commands.modelargs import load_segmenter
+
+    args = build_parser().parse_args(["serve", str(foreign["fixed"]), "--stdio", *flags])
+    served = load_segmenter(args)
+    request = P.encode_request(3, image)
+    header = P.decode_request_header(request[: P.REQUEST_SIZE])
+    answer = FrameHandler(served).reply(header, bytearray(request[P.REQUEST_SIZE :]))
+    reply = P.decode_reply(P.decode_reply_header(answer[: P.REPLY_SIZE]), answer[P.REPLY_SIZE :])
+    np.testing.assert_array_equal(reply.mask, expected)
+    # tiles are not resized: the options are refused there rather than ignored
+    assert main(["predict", str(foreign["fixed"]), str(data / "images" / "a.png"), "--out",
+                 str(tmp_path / "t"), "--resize-back", "mask", *norm]) == 2
+    assert "--resize fit or --resize stretch" in capsys.readouterr().err
+
+
+def test_a_fixed_size_model_without_a_resize_says_it_tiles(foreign, tmp_path, capsys):
+    Image.fromarray(smooth_image(40, 60)).save(tmp_path / "a.png")
+    norm = ["--mean", "127.5", "--std", "127.5", "--bands", "1,2,3", "--classes", "a,b,c,d",
+            "--output-kind", "softmax"]
+
+    def line(model: str, *extra: str) -> str:
+        assert main(["predict", str(foreign[model]), str(tmp_path / "a.png"), "--out",
+                     str(tmp_path / "o"), "--quiet", *norm, *extra]) == 0
+        return "\n".join(x for x in capsys.readouterr().err.splitlines() if "so assumed:" in x)
+
+    assert line("fixed").endswith("fixed.onnx: not in the model's metadata and not given, so "
+                                  "assumed: resize tile (--resize)")
+    assert line("fixed", "--resize", "tile") == ""
+    assert line("fixed", "--resize", "stretch") == ""
+    assert line("logits", "--output-kind", "logits") == ""  # any size: tiles of its own choice
+
+
 def _multilabel_reference(probs: np.ndarray, thresholds) -> np.ndarray:
     """Pixel by pixel: 0 when no class passes, else 1 + the passing class of highest score."""
     out = np.zeros(probs.shape[:2], np.uint8)

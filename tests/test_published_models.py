@@ -147,12 +147,14 @@ def test_tflite_support_model_predicts_the_task_library_mask_without_flags(tmp_p
     assert code == 0, err
     written = tmp_path / "o" / "photo_mask.png"
     assert np.array_equal(mask_of(written), expected)
-    # labels, normalisation and RGB come from the metadata; only logits-or-softmax is unsaid
+    # labels, normalisation and RGB come from the metadata; logits-or-softmax is unsaid, and
+    # so is whether images of another size are tiled or resized
     assert assumed(err) == ["edgeseg-run: deeplabv3.tflite: not in the model's metadata and not "
-                            "given, so assumed: output softmax (--output-kind)"]
+                            "given, so assumed: output softmax (--output-kind); resize tile "
+                            "(--resize)"]
 
     code, out, err = run(capsys, "predict", model, image, "--out", tmp_path / "l", "--quiet",
-                         "--output-kind", "logits")
+                         "--output-kind", "logits", "--resize", "stretch")
     assert code == 0 and assumed(err) == [], err
     assert np.array_equal(mask_of(tmp_path / "l" / "photo_mask.png"), expected)
     # the metadata's normalisation is the one applied: another gives another mask
@@ -198,13 +200,13 @@ def test_onnx_multilabel_model_marks_the_publishers_pixels(tmp_path, capsys):
     assert len(line) == 1
     for said in ("normalisation mean 127.5 std 127.5 (--mean/--std/--scale)",
                  "bands RGB as stored (--bands)", "output softmax (--output-kind)",
-                 "classes class_0,class_1,class_2 (--classes)"):
+                 "classes class_0,class_1,class_2 (--classes)", "resize tile (--resize)"):
         assert said in line[0]
 
     labels = tmp_path / "labels.txt"
     labels.write_text("skin\nclothes\nhair\n")
     flags = [*IMAGENET_FLAGS, "--classes", labels, "--output-kind", "multilabel", "--bands",
-             "1,2,3"]
+             "1,2,3", "--resize", "stretch"]
     code, out, err = run(capsys, "predict", model, image, "--out", tmp_path / "o", "--quiet",
                          *flags)
     assert code == 0 and assumed(err) == [], err
@@ -274,7 +276,7 @@ def test_openvino_bgr_model_gives_the_notebooks_mask(tmp_path, capsys, with_info
         assert "normalisation mean 127.5 std 127.5" in line[0]
         assert "classes class_0,class_1,class_2,class_3 (--classes)" in line[0]
 
-    flags = ["--bands", "3,2,1", "--output-kind", "softmax"]
+    flags = ["--bands", "3,2,1", "--output-kind", "softmax", "--resize", "stretch"]
     if not with_info:
         flags += ["--mean", "0", "--std", "1", "--classes", labels]
     code, out, err = run(capsys, "predict", xml, image, "--out", tmp_path / "o", "--quiet",

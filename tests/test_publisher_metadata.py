@@ -176,7 +176,8 @@ def test_tflite_support_metadata_gives_normalisation_bands_and_labels(tmp_path):
     seg = Segmenter(path)  # the model loads with the metadata buffer and the zip on it
     assert seg.meta.classes == ["background", "cat", "dog"]
     assert np.allclose(seg.meta.mean, MEAN) and np.allclose(seg.meta.std, STD)
-    assert [a.what for a in seg.assumed] == ["output"]  # softmax or logits: nothing says
+    # softmax or logits: nothing says; nor whether other sizes are tiled or resized
+    assert [a.what for a in seg.assumed] == ["output", "resize"]
     image = smooth_image(64, 64)  # the normalisation read is the one applied
     same = Segmenter(path, options=SegmenterOptions(mean=MEAN, std=STD)).predict(image)
     default = Segmenter(path, options=SegmenterOptions(mean=[127.5], std=[127.5])).predict(image)
@@ -184,7 +185,7 @@ def test_tflite_support_metadata_gives_normalisation_bands_and_labels(tmp_path):
     assert not np.allclose(seg.predict(image).probabilities, default.probabilities, atol=1e-3)
     # flags win over the publisher's metadata
     flagged = Segmenter(path, options=SegmenterOptions(mean=[0.0], std=[255.0], classes=["a", "b", "c"],
-                                                        output="logits"))
+                                                        output="logits", resize="stretch"))
     assert flagged.meta.mean == [0.0] and flagged.meta.std == [255.0]
     assert flagged.meta.classes == ["a", "b", "c"] and flagged.assumed == []
 
@@ -195,7 +196,7 @@ def test_tflite_support_metadata_without_its_labels_file(tmp_path):
     found = read_tflite_support(path)
     assert found.classes is None and found.bands is None and found.mean == [0.0]
     seg = Segmenter(path)
-    assert sorted(a.what for a in seg.assumed) == ["bands", "classes", "output"]
+    assert sorted(a.what for a in seg.assumed) == ["bands", "classes", "output", "resize"]
     assert seg.meta.classes == ["class_0", "class_1", "class_2"]
     plain = tmp_path / "plain.tflite"
     plain.write_bytes(tflite_bytes(k=3))
@@ -364,7 +365,7 @@ def test_mediapipe_selfie_models_carry_no_metadata(shared_dir):
         assert read_publisher_metadata(path) is None, path  # as shipped: no TFLITE_METADATA
         seg = Segmenter(path)
         assert sorted(a.what for a in seg.assumed) == ["bands", "classes", "normalisation",
-                                                       "output"]
+                                                       "output", "resize"]
         given = Segmenter(path, options=SegmenterOptions(scale=1 / 255, classes=["person"],
                                                          output="sigmoid"))
-        assert [a.what for a in given.assumed] == ["bands"]
+        assert [a.what for a in given.assumed] == ["bands", "resize"]

@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 from PIL import Image
-from tiny_models import smooth_image
+from tiny_models import INT8_SIZE, smooth_image, tflite_int8_bytes
 
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.cli import main
@@ -40,6 +40,43 @@ def test_predict_reports_bad_inputs(models, tmp_path, capsys):
                  "--out", str(tmp_path / "o"), "--quiet"])
     assert code == 1 and "2 band(s), the model takes 3" in capsys.readouterr().err
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_predict_with_reference_kernels_gives_litert_reference_mask(tmp_path, capsys):
+    """One tile of the int8 model: the mask is the argmax of LiteRT's BUILTIN_REF scores."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    data = tflite_int8_bytes()
+    model = tmp_path / "int8.tflite"
+    model.write_bytes(data)
+    image = smooth_image(INT8_SIZE, INT8_SIZE, seed=7)
+    Image.fromarray(image).save(tmp_path / "tile.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(tmp_path / "tile.png"), "--out", str(out),
+                 "--kernels", "reference", "--quiet"]) == 0
+    mask = np.asarray(Image.open(out / "tile_mask.png"))
+    it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], Segmenter(model).preprocess(image[None]))
+    it.invoke()
+    scores = it.get_tensor(it.get_output_details()[0]["index"])[0]
+    np.testing.assert_array_equal(mask, np.argmax(scores, axis=-1))
+    assert main(["bench", str(model), "--kernels", "reference", "--runs", "2", "--size", "48"]) == 0
+    assert "litert (reference kernels) int8 tile 24x24" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["predict", "validate", "bench"])
+def test_reference_kernels_are_refused_on_an_onnx_model(models, tmp_path, capsys, command):
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(smooth_image(64, 64)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "masks" / "a.png")
+    args = {"predict": [str(tmp_path / "images" / "a.png"), "--out", str(tmp_path / "o")],
+            "validate": ["--data", str(tmp_path)], "bench": []}[command]
+    assert main([command, str(models["nchw"]), *args, "--kernels", "reference"]) == 2
+    err = capsys.readouterr().err
+    assert "--kernels reference: onnxruntime has only its default kernels" in err
+    assert "LiteRT's: run the model's .tflite" in err
 
 
 def _dataset(root, seg, colours=None):

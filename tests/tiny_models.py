@@ -314,6 +314,97 @@ def tflite_bytes(quant: bool = False, k: int = K, size: int = TFLITE_SIZE,
     return bytes(convert_object_to_bytearray(model))
 
 
+INT8_SIZE = 24
+INT8_WIDTH = 16
+
+
+def tflite_int8_bytes(k: int = K, size: int = INT8_SIZE, seed: int = 5) -> bytes:
+    """A fully int8 TFLite model written with LiteRT's schema, without TensorFlow.
+
+    ``x int8 [1, size, size, 3] -> conv3x3(3->16) relu -> conv3x3(16->16) relu ->
+    conv1x1(16->k) -> softmax int8``, NHWC, per-channel int8 weights and int32 biases as the
+    TFLite converter writes them. Every convolution's requantisation multiplier
+    (``input_scale * weight_scale / output_scale``) is a power of two, so many accumulators
+    land exactly halfway between two integers, where LiteRT's reference kernels and its
+    default kernels round differently: their scores differ by a step in each convolution and
+    by more after the softmax, as on a trained network.
+
+    Args:
+        k: Classes.
+        size: Input height and width.
+        seed: Seed of the weights.
+
+    Returns:
+        The flatbuffer bytes (no edgeseg metadata).
+    """
+    schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    from ai_edge_litert.tools.flatbuffer_utils import convert_object_to_bytearray
+
+    rng = np.random.default_rng(seed)
+    t_int8, t_int32 = schema.TensorType.INT8, schema.TensorType.INT32
+    # (input channels, output channels, kernel edge, largest weight, requantisation
+    # multiplier, output zero point)
+    layers = [(3, INT8_WIDTH, 3, 1, 1 / 4, -128), (INT8_WIDTH, INT8_WIDTH, 3, 1, 1 / 4, -128),
+              (INT8_WIDTH, k, 1, 2, 1 / 64, 0)]
+    in_scale, w_scale = 1 / 128, 1 / 4
+    tensors, buffers, ops = [], [schema.BufferT()], []
+
+    def quant(scales, zero_points, axis=0):
+        q = schema.QuantizationParametersT()
+        q.scale, q.zeroPoint, q.quantizedDimension = list(scales), list(zero_points), axis
+        return q
+
+    def tensor(name, shape, kind, q, data=None):
+        t = schema.TensorT()
+        t.name, t.shape, t.type, t.quantization, t.buffer = name, list(shape), kind, q, 0
+        if data is not None:
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
+            buffers.append(buffer)
+            t.buffer = len(buffers) - 1
+        tensors.append(t)
+        return len(tensors) - 1
+
+    def op(code, inputs, outputs, options_type=schema.BuiltinOptions.NONE, options=None):
+        o = schema.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = code, inputs, outputs
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        ops.append(o)
+
+    image = [1, size, size]
+    x = first = tensor("x", [*image, 3], t_int8, quant([in_scale], [0]))
+    for i, (cin, cout, edge, magnitude, multiplier, out_zero_point) in enumerate(layers):
+        out_scale = in_scale * w_scale / multiplier
+        w = rng.integers(-magnitude, magnitude + 1, (cout, edge, edge, cin)).astype(np.int8)  # OHWI
+        b = rng.integers(-64, 64, cout).astype(np.int32)
+        wt = tensor(f"w{i}", w.shape, t_int8, quant([w_scale] * cout, [0] * cout), w)
+        bt = tensor(f"b{i}", b.shape, t_int32, quant([in_scale * w_scale] * cout, [0] * cout), b)
+        y = tensor(f"y{i}", [*image, cout], t_int8, quant([out_scale], [out_zero_point]))
+        options = schema.Conv2DOptionsT()
+        options.padding, options.strideH, options.strideW = schema.Padding.SAME, 1, 1
+        options.dilationHFactor = options.dilationWFactor = 1
+        options.fusedActivationFunction = (schema.ActivationFunctionType.RELU if i < 2
+                                           else schema.ActivationFunctionType.NONE)
+        op(0, [x, wt, bt], [y], schema.BuiltinOptions.Conv2DOptions, options)
+        x, in_scale = y, out_scale
+    probs = tensor("probs", [*image, k], t_int8, quant([1 / 256], [-128]))
+    softmax = schema.SoftmaxOptionsT()
+    softmax.beta = 1.0
+    op(1, [x], [probs], schema.BuiltinOptions.SoftmaxOptions, softmax)
+    graph = schema.SubGraphT()
+    graph.tensors, graph.inputs, graph.outputs, graph.operators = tensors, [first], [probs], ops
+    graph.name = "main"
+    model = schema.ModelT()
+    model.version, model.subgraphs, model.buffers = 3, [graph], buffers
+    model.operatorCodes = []
+    for code, version in ((schema.BuiltinOperator.CONV_2D, 3), (schema.BuiltinOperator.SOFTMAX, 2)):
+        c = schema.OperatorCodeT()
+        c.builtinCode, c.deprecatedBuiltinCode, c.version = code, min(code, 127), version
+        model.operatorCodes.append(c)
+    model.description = "tiny int8 segmentation model"
+    return bytes(convert_object_to_bytearray(model))
+
+
 def tflite_kernel_offset(data: bytes, k: int = K) -> int:
     """Where the conv kernel's bytes of :func:`tflite_bytes` start in the flatbuffer."""
     kernel = np.ascontiguousarray(np.transpose(weights(k)["w3"][:, :3], (0, 2, 3, 1)))

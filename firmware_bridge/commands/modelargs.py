@@ -12,8 +12,13 @@ from pathlib import Path
 
 from firmware_bridge.cliutil import count, positive_float, positive_int
 from firmware_bridge.errors import EdgesegError
-from firmware_bridge.runtime.backends import BACKENDS
-from firmware_bridge.runtime.metadata import OUTPUT_KINDS, RESIZE_MODES
+from firmware_bridge.runtime.backends import BACKENDS, KERNELS
+from firmware_bridge.runtime.metadata import (
+    OUTPUT_KINDS,
+    RESIZE_BACKS,
+    RESIZE_FILTERS,
+    RESIZE_MODES,
+)
 
 
 def _numbers(test: Callable[[float], bool], what: str) -> Callable[[str], list[float]]:
@@ -75,6 +80,11 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True, bands: bool 
     g.add_argument("--device", help="OpenVINO device: CPU, GPU, NPU, AUTO")
     g.add_argument("--providers", help="ONNX Runtime providers, comma-separated, first preferred")
     g.add_argument("--delegate", help="LiteRT external delegate library (e.g. libedgetpu.so.1)")
+    g.add_argument("--kernels", choices=KERNELS, default="default",
+                   help="LiteRT only: 'reference' runs every operator on LiteRT's reference "
+                        "kernels, whose rounding is TensorFlow Lite Micro's, so that the masks "
+                        "are a microcontroller's exactly (many times slower; no XNNPACK, no "
+                        "delegate); 'default': XNNPACK and the optimised kernels")
     if tiling:
         t = p.add_argument_group("tiling")
         t.add_argument("--tile", type=positive_int, help="tile edge (dynamic-size models only)")
@@ -84,8 +94,18 @@ def add_model_args(p: argparse.ArgumentParser, tiling: bool = True, bands: bool 
                             "tiles at full resolution), 'fit' (resized to the model's input "
                             "keeping the aspect ratio, padded, predicted once) or 'stretch' "
                             "(resized to the input); the scores are resized back before the "
-                            "argmax. Default: the model's recommendation, else tile. GeoTIFFs "
-                            "are always tiled")
+                            "argmax (--resize-back). Default: the model's recommendation, else "
+                            "tile. GeoTIFFs are always tiled")
+        t.add_argument("--resize-filter", choices=RESIZE_FILTERS,
+                       help="with --resize fit or stretch, how the pixels are resized: "
+                            "'antialias' (the default: bilinear with antialiasing) or "
+                            "'bilinear' (as OpenCV's cv2.resize INTER_LINEAR, no antialiasing, "
+                            "as many publishers' demos resize)")
+        t.add_argument("--resize-back", choices=RESIZE_BACKS,
+                       help="with --resize fit or stretch, what is resized back to the image: "
+                            "'scores' (the default: bilinearly, before the argmax or "
+                            "thresholds) or 'mask' (the finished mask by nearest neighbour, as "
+                            "cv2.resize INTER_NEAREST, as demos resize their masks)")
         t.add_argument("--batch", type=positive_int, default=1, help="tiles per inference call")
         t.add_argument("--tta", choices=("none", "flips"), default="none",
                        help="test-time augmentation: 'flips' averages each tile with its left-right "
@@ -161,6 +181,9 @@ def options_from_args(args: argparse.Namespace):
         threshold=args.threshold[0] if args.threshold and len(args.threshold) == 1 else None,
         class_thresholds=args.threshold if args.threshold and len(args.threshold) > 1 else None,
         resize=getattr(args, "resize", None),
+        resize_filter=getattr(args, "resize_filter", None) or RESIZE_FILTERS[0],
+        resize_back=getattr(args, "resize_back", None) or RESIZE_BACKS[0],
+        kernels=None if getattr(args, "kernels", "default") == "default" else args.kernels,
     )
 
 
@@ -189,9 +212,9 @@ def load_segmenter(args: argparse.Namespace):
     :func:`~firmware_bridge.runtime.variants.open_fastest` picks is kept, with one line on
     stderr giving the times and the reason; ``args.model`` is set to it.
 
-    When any of normalisation, layout, band order, output kind or class names is a default
-    (neither in the model's metadata nor given), one line on stderr says which values were
-    assumed and the options that set them (:func:`say_assumed`).
+    When any of normalisation, layout, band order, output kind, class names or (for a fixed
+    input size) tiling is a default (neither in the model's metadata nor given), one line on
+    stderr says which values were assumed and the options that set them (:func:`say_assumed`).
 
     Raises:
         EdgesegError: For a model that does not open, or artifacts of different models.
@@ -239,6 +262,8 @@ def say_assumed(seg, args: argparse.Namespace, stream=None) -> str | None:
                 continue
             if not has_bands:  # this command has no --bands
                 a = Assumed(a.what, a.value, "")
+        if a.what == "resize" and not hasattr(args, "resize"):  # nor --resize
+            a = Assumed(a.what, a.value, "")
         assumed.append(a)
     if not assumed:
         return None

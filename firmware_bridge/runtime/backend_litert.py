@@ -45,6 +45,46 @@ def import_litert():
     return Interpreter, load_delegate
 
 
+def op_resolver_types():
+    """LiteRT's ``OpResolverType`` enum, from the package :func:`import_litert` uses.
+
+    ``AUTO`` (the default: XNNPACK, then the optimised builtin kernels), ``BUILTIN_REF`` (the
+    reference kernels) and ``BUILTIN_WITHOUT_DEFAULT_DELEGATES`` (no XNNPACK).
+
+    Raises:
+        MissingDependencyError: When neither runtime package is installed.
+        EdgesegError: When the installed ``tflite_runtime`` is too old to have the enum.
+    """
+    import_litert()
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import OpResolverType
+        except ImportError:
+            raise EdgesegError("this tflite_runtime cannot choose its kernels (no OpResolverType); "
+                               "install ai-edge-litert") from None
+    return OpResolverType
+
+
+def resolver_args(kernels: str | None) -> dict:
+    """The interpreter's keyword arguments for :attr:`BackendOptions.kernels`.
+
+    Nothing for the default kernels (any runtime's own default);
+    ``experimental_op_resolver_type=OpResolverType.BUILTIN_REF`` for ``"reference"``.
+
+    Raises:
+        EdgesegError: When the runtime lacks reference kernels.
+    """
+    if kernels != "reference":
+        return {}
+    types = op_resolver_types()
+    if not hasattr(types, "BUILTIN_REF"):
+        raise EdgesegError("this LiteRT runtime has no reference kernels (OpResolverType."
+                           "BUILTIN_REF); install ai-edge-litert")
+    return {"experimental_op_resolver_type": types.BUILTIN_REF}
+
+
 def check_identifier(path: Path) -> None:
     """Refuse a file that does not carry the TFLite file identifier.
 
@@ -130,6 +170,11 @@ class LiteRTBackend(Backend):
     a ``device`` or ``providers`` option is refused (LiteRT picks hardware by delegate).
     Dynamic axes (``-1`` in the signature) are resized per call.
 
+    ``kernels="reference"`` builds the interpreter with ``OpResolverType.BUILTIN_REF``: every
+    operator on LiteRT's reference kernels, without XNNPACK, which compute what TensorFlow Lite
+    Micro's reference kernels compute on a microcontroller, bit for bit (int8 scores and so
+    masks identical), many times slower. It does not combine with a delegate.
+
     Before it is trusted, the file must carry the ``TFL3`` identifier, pass LiteRT's
     flatbuffer verifier (run when the interpreter loads it) and hold usable quantisation
     parameters in every tensor; :func:`~firmware_bridge.runtime.metadata.read_metadata`
@@ -137,14 +182,16 @@ class LiteRTBackend(Backend):
 
     Args:
         path: The ``.tflite`` file.
-        options: Threads and delegate.
+        options: Threads, delegate and kernels.
 
     Raises:
         EdgesegError: For a damaged or foreign file, an unusable delegate, a device or
-            provider option, or a model with more than one input.
+            provider option, a delegate with reference kernels, or a model with more than one
+            input.
     """
 
     name = "litert"
+    kernel_sets = ("default", "reference")
 
     def __init__(self, path: Path, options: BackendOptions) -> None:
         if options.device or options.providers:
@@ -152,7 +199,12 @@ class LiteRTBackend(Backend):
                 "LiteRT selects hardware through a delegate (--delegate LIB), not a device or "
                 "provider; use an .xml (OpenVINO) or .onnx (ONNX Runtime) model for those"
             )
+        if options.kernels == "reference" and options.delegate:
+            raise EdgesegError("--kernels reference runs every operator on the CPU's reference "
+                               "kernels; leave --delegate out")
         interpreter_cls, load_delegate = import_litert()
+        resolver = resolver_args(options.kernels)
+        self.kernels = "reference" if options.kernels == "reference" else "default"
         delegates = None
         if options.delegate:
             delegates = [load_external_delegate(load_delegate, options.delegate,
@@ -161,7 +213,7 @@ class LiteRTBackend(Backend):
         read_metadata(path)  # an edgeseg model's SHA-256, before the interpreter reads it
         try:
             self._it = interpreter_cls(model_path=str(path), num_threads=options.threads,
-                                       experimental_delegates=delegates)
+                                       experimental_delegates=delegates, **resolver)
             check_quantisation(path, self._it)  # before a kernel or delegate prepares them
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
@@ -174,6 +226,10 @@ class LiteRTBackend(Backend):
         self._shape = tuple(int(d) for d in inputs[0]["shape"])
         self._lock = threading.Lock()  # an interpreter runs one call at a time, whatever thread
         super().__init__(path, _spec(inputs[0]), _spec(outputs[0]))
+
+    def describe(self) -> dict:
+        """:meth:`Backend.describe`, with the kernels (``"default"`` or ``"reference"``)."""
+        return {**super().describe(), "kernels": self.kernels}
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -205,13 +261,10 @@ def xnnpack_effect(path: Path, threads: int | None, runs: int = 20) -> dict:
     import time
 
     interpreter_cls, _ = import_litert()
-    try:
-        from ai_edge_litert.interpreter import OpResolverType
-    except ImportError:  # tflite_runtime
-        from tflite_runtime.interpreter import OpResolverType
+    types = op_resolver_types()
     out = {}
-    for key, kind in (("with_ms", OpResolverType.AUTO),
-                      ("without_ms", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)):
+    for key, kind in (("with_ms", types.AUTO),
+                      ("without_ms", types.BUILTIN_WITHOUT_DEFAULT_DELEGATES)):
         try:
             it = interpreter_cls(model_path=str(path), num_threads=threads,
                                  experimental_op_resolver_type=kind)

@@ -171,6 +171,10 @@ class OpenVINOBackend(Backend):
             self._requests[shape] = compiled.create_infer_request()
         return self._requests[shape]
 
+    def describe(self) -> dict:
+        """:meth:`Backend.describe`, with the device the model is compiled for."""
+        return {**super().describe(), "device": self.device}
+
     def _infer(self, x: np.ndarray) -> np.ndarray:
         request = self._request_for(tuple(int(d) for d in x.shape))
         try:

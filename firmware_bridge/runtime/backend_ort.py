@@ -16,6 +16,10 @@ ORT_DTYPES = {
 }
 
 
+NVIDIA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+"""Providers that need the CUDA and cuDNN libraries loaded first."""
+
+
 def onnx_quantization(path: Path) -> tuple[tuple[float, int], tuple[float, int]]:
     """Input and output ``(scale, zero_point)`` from the graph's edge Q/DQ nodes.
 
@@ -41,6 +45,32 @@ def check_providers(wanted: list[str], available: list[str]) -> None:
         )
 
 
+def check_started(path: Path, wanted: list[str], started: list[str]) -> None:
+    """Refuse a session that runs without a provider it was asked for.
+
+    ONNX Runtime drops a provider it cannot start (the CUDA provider without the CUDA and
+    cuDNN libraries it was built for, TensorRT's without TensorRT), logs a line and goes on
+    with the others, CPU last: a run on ``--providers CUDAExecutionProvider`` would then be a
+    CPU run, its masks and timings taken for the GPU's.
+
+    Args:
+        path: The model, for the message.
+        wanted: The providers asked for.
+        started: The session's providers (``InferenceSession.get_providers()``).
+
+    Raises:
+        EdgesegError: When a provider of ``wanted`` is not in ``started``.
+    """
+    dropped = [p for p in wanted if p not in started]
+    if dropped:
+        raise EdgesegError(
+            f"{path}: ONNX Runtime did not start {', '.join(dropped)} (its log above says why: "
+            "for CUDA or TensorRT, usually a CUDA, cuDNN or TensorRT library it cannot load) and "
+            f"would run on {', '.join(started)}; install what it needs, or leave "
+            f"{dropped[0]} out of --providers"
+        )
+
+
 def _spec(arg, quant: tuple[float, int]) -> TensorSpec:
     if arg.type not in ORT_DTYPES:
         raise EdgesegError(f"tensor {arg.name!r} has type {arg.type}, not one of "
@@ -55,7 +85,9 @@ class OnnxRuntimeBackend(Backend):
     """An ``.onnx`` model on ONNX Runtime with a list of execution providers.
 
     Providers are names such as ``TensorrtExecutionProvider``, ``CUDAExecutionProvider`` or
-    ``CPUExecutionProvider``, highest priority first; the default is CPU.
+    ``CPUExecutionProvider``, highest priority first; the default is CPU. ONNX Runtime adds
+    the CPU provider last for the operators the others do not take; a provider asked for that
+    does not start is an error (:func:`check_started`), not a quiet run on the CPU.
     """
 
     name = "onnxruntime"
@@ -67,6 +99,10 @@ class OnnxRuntimeBackend(Backend):
         ort = require("onnxruntime", "onnx")
         providers = list(options.providers or ["CPUExecutionProvider"])
         check_providers(providers, list(ort.get_available_providers()))
+        if set(providers) & set(NVIDIA_PROVIDERS) and hasattr(ort, "preload_dlls"):
+            # CUDA and cuDNN from the nvidia-* wheels of onnxruntime-gpu[cuda,cudnn] (or the
+            # system's): the providers' libraries carry no path to them
+            ort.preload_dlls()
         so = ort.SessionOptions()
         if options.threads:
             so.intra_op_num_threads = options.threads
@@ -80,9 +116,14 @@ class OnnxRuntimeBackend(Backend):
             raise EdgesegError(f"{path}: the model has {len(inputs)} inputs; a segmentation "
                                "model takes one image tensor")
         self.providers = self._session.get_providers()
+        check_started(path, providers, self.providers)
         qin, qout = onnx_quantization(path)
         self._in, self._out = inputs[0].name, outputs[0].name
         super().__init__(path, _spec(inputs[0], qin), _spec(outputs[0], qout))
+
+    def describe(self) -> dict:
+        """:meth:`Backend.describe`, with the providers the session runs on, first preferred."""
+        return {**super().describe(), "providers": list(self.providers)}
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
         try:

@@ -24,6 +24,9 @@ import numpy as np
 from firmware_bridge.errors import EdgesegError
 
 CHANNEL_SIZES = (1, 2, 3, 4)
+KERNELS = ("default", "reference")
+"""Kernel sets a backend may offer: its default (fastest) kernels, or the reference kernels
+whose arithmetic TensorFlow Lite Micro's firmware builds share (LiteRT only)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,11 @@ class BackendOptions:
         providers: ONNX Runtime execution providers in priority order (``None``: CPU).
         delegate: LiteRT external delegate library (e.g. ``libedgetpu.so.1``).
         delegate_options: Options passed to that delegate.
+        kernels: ``"reference"``: LiteRT's reference kernels, whose rounding is TensorFlow
+            Lite Micro's (a microcontroller's masks, reproduced exactly); ``None`` or
+            ``"default"``: the backend's own (for LiteRT, XNNPACK and the optimised builtin
+            kernels). Backends that offer no other set (:attr:`Backend.kernel_sets`) refuse
+            ``"reference"``.
     """
 
     threads: int | None = None
@@ -67,6 +75,7 @@ class BackendOptions:
     providers: tuple[str, ...] | None = None
     delegate: str | None = None
     delegate_options: dict[str, str] | None = None
+    kernels: str | None = None
 
 
 def quantisation_problem(scales, zero_points, dtype, scale_given: bool = True) -> str | None:
@@ -117,6 +126,8 @@ class Backend(ABC):
     """
 
     name = ""
+    kernel_sets: tuple[str, ...] = ("default",)
+    """The values of :attr:`BackendOptions.kernels` this backend takes."""
 
     def __init__(self, path: Path, input_spec: TensorSpec, output_spec: TensorSpec) -> None:
         if len(input_spec.shape) != 4:
@@ -249,7 +260,7 @@ def open_backend(
         path: ``.tflite`` (LiteRT), ``.xml`` (OpenVINO IR) or ``.onnx`` (ONNX Runtime, or
             OpenVINO when ``name="openvino"``).
         name: Backend name; ``None`` picks it from the suffix.
-        options: Threads, device, providers, delegate.
+        options: Threads, device, providers, delegate, kernels.
 
     Returns:
         The loaded backend.
@@ -264,4 +275,29 @@ def open_backend(
     if not path.is_file():
         raise EdgesegError(f"{path}: no such model file")
     key = backend_for(path, name)
-    return BACKENDS[key].load()(path, options or BackendOptions())
+    cls = BACKENDS[key].load()
+    options = options or BackendOptions()
+    check_kernels(options.kernels, key, cls.kernel_sets)
+    return cls(path, options)
+
+
+def check_kernels(kernels: str | None, backend: str, offered: tuple[str, ...]) -> None:
+    """Refuse a kernel set the backend does not offer.
+
+    Args:
+        kernels: :attr:`BackendOptions.kernels` (``None``: the default).
+        backend: The backend's name, for the message.
+        offered: Its :attr:`Backend.kernel_sets`.
+
+    Raises:
+        EdgesegError: For a value outside :data:`KERNELS`, or one the backend lacks.
+    """
+    if kernels is None or kernels in offered:
+        return
+    if kernels not in KERNELS:
+        raise EdgesegError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    raise EdgesegError(
+        f"--kernels {kernels}: {backend} has only its default kernels; the reference kernels "
+        "(the rounding of TensorFlow Lite Micro on a microcontroller) are LiteRT's: run the "
+        "model's .tflite, or leave --kernels out"
+    )

@@ -44,6 +44,10 @@ MULTILABEL_KINDS = ("multilabel", "multilabel-logits")
 """Independent sigmoid channels, one per class, no background channel (probabilities, logits)."""
 RESIZE_MODES = ("tile", "fit", "stretch")
 """How an image of another size meets the model (:mod:`firmware_bridge.runtime.resize`)."""
+RESIZE_FILTERS = ("antialias", "bilinear")
+"""How ``fit`` and ``stretch`` resize the pixels (``--resize-filter``), the default first."""
+RESIZE_BACKS = ("scores", "mask")
+"""What ``fit`` and ``stretch`` resize back to the image (``--resize-back``), the default first."""
 LAYOUTS = ("NHWC", "NCHW")
 ARCHIVE_TAIL = 1 << 16
 """Bytes at the end of a ``.tflite`` searched for the metadata archive's entry name."""

@@ -5,7 +5,9 @@ precedence: the user's options (``--mean``, ``--classes``, ...), then edgeseg's 
 (complete where present), then what the model's publisher recorded
 (:mod:`firmware_bridge.runtime.publisher`), then defaults. Every default that stands in for
 normalisation, layout, band order, output kind or class names is listed in what
-:func:`resolve_model` returns, so that the commands can say what they assumed.
+:func:`resolve_model` returns, so that the commands can say what they assumed; so is tiling,
+for a model of a fixed input size that neither recommends a resize nor is given ``--resize``
+(images of another size are tiled at its input size, not resized to it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Assumed:
 
     Attributes:
         what: ``"normalisation"``, ``"mean"``, ``"std"``, ``"layout"``, ``"bands"``,
-            ``"output"`` or ``"classes"``.
+            ``"output"``, ``"classes"`` or ``"resize"``.
         value: The value assumed, as text.
         flags: The command-line options that set it.
     """
@@ -149,8 +151,9 @@ def assumed_values(resolved: ModelMetadata, opts, publisher: PublisherMetadata |
 
     Returns:
         One entry per default: normalisation (or its mean or std alone), layout (when the
-        input shape does not tell), band order (models of more than one band), output kind
-        and class names.
+        input shape does not tell), band order (models of more than one band), output kind,
+        class names, and tiling (``resize tile``) for a fixed input size when the options set
+        no resize and the metadata recommends none.
     """
     pub = publisher or PublisherMetadata("")
     out = []
@@ -173,6 +176,10 @@ def assumed_values(resolved: ModelMetadata, opts, publisher: PublisherMetadata |
         names = resolved.classes
         shown = ",".join(names) if len(names) <= 4 else f"{names[0]}..{names[-1]}"
         out.append(Assumed("classes", shown, "--classes"))
+    hw = shape[2:4] if resolved.layout == "NCHW" else shape[1:3]
+    if (getattr(opts, "resize", None) is None and not resolved.resize and len(shape) == 4
+            and None not in hw):
+        out.append(Assumed("resize", "tile", "--resize"))
     return out
 
 

@@ -32,9 +32,11 @@ import numpy as np
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime import quantize, resize, tiling
-from firmware_bridge.runtime.backends import Backend, BackendOptions, open_backend
+from firmware_bridge.runtime.backends import KERNELS, Backend, BackendOptions, open_backend
 from firmware_bridge.runtime.metadata import (
     MULTILABEL_KINDS,
+    RESIZE_BACKS,
+    RESIZE_FILTERS,
     RESIZE_MODES,
     ModelMetadata,
     check_normalisation,
@@ -67,11 +69,20 @@ class SegmenterOptions:
         device: OpenVINO device (CPU, GPU, NPU, AUTO).
         providers: ONNX Runtime execution providers, highest priority first.
         delegate: LiteRT external delegate library.
+        kernels: ``"reference"``: LiteRT's reference kernels, TensorFlow Lite Micro's rounding
+            (a microcontroller's masks exactly; other backends refuse it); ``None`` or
+            ``"default"``: the backend's own kernels.
         tile: Tile edge for tiled inference; fixed-size models use their input size.
         resize: How images of another size meet the model: ``"tile"``, ``"fit"`` (resized,
             aspect ratio kept, padded) or ``"stretch"`` (resized to the input)
             (:mod:`firmware_bridge.runtime.resize`); ``None``: the model's recommendation,
             else ``"tile"``.
+        resize_filter: How ``fit`` and ``stretch`` resize the pixels: ``"antialias"`` (Pillow's
+            antialiased bilinear) or ``"bilinear"`` (OpenCV's ``INTER_LINEAR``, as many
+            publishers' demos resize).
+        resize_back: What ``fit`` and ``stretch`` resize back to the image: ``"scores"``
+            (bilinearly, before the argmax or thresholds) or ``"mask"`` (the finished mask, by
+            nearest neighbour as OpenCV's ``INTER_NEAREST``).
         overlap: Tile overlap in pixels (``None``: the metadata's, 32 by default).
         batch: Tiles per backend call.
         min_size: Smallest image side accepted (smaller images hold too little context).
@@ -103,6 +114,8 @@ class SegmenterOptions:
     delegate: str | None = None
     tile: int | None = None
     resize: str | None = None
+    resize_filter: str = RESIZE_FILTERS[0]
+    resize_back: str = RESIZE_BACKS[0]
     overlap: int | None = None
     batch: int = 1
     min_size: int = 16
@@ -117,8 +130,11 @@ class SegmenterOptions:
     pipeline: bool = True
     tta: str | None = None
     integer_blend: bool = True
+    kernels: str | None = None
 
     def __post_init__(self) -> None:
+        if self.kernels is not None and self.kernels not in KERNELS:
+            raise EdgesegError(f"kernels must be one of {', '.join(KERNELS)}, got {self.kernels!r}")
         if self.threads is not None and self.threads < 1:
             raise EdgesegError(f"threads must be at least 1, got {self.threads} (leave it out for the "
                       "runtime's default)")
@@ -135,6 +151,10 @@ class SegmenterOptions:
             raise EdgesegError("class_thresholds: give one threshold per class")
         if self.resize is not None and self.resize not in RESIZE_MODES:
             raise EdgesegError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {self.resize!r}")
+        for name, choices in (("resize_filter", RESIZE_FILTERS), ("resize_back", RESIZE_BACKS)):
+            if getattr(self, name) not in choices:
+                raise EdgesegError(f"{name} must be one of {', '.join(choices)}, got "
+                                   f"{getattr(self, name)!r}")
         if self.scale is not None and (self.scale <= 0 or not np.isfinite(self.scale)):
             raise EdgesegError(f"scale must be a positive number, got {self.scale}")
         if self.mean is not None:
@@ -233,12 +253,17 @@ class Segmenter:
         self.options = opts = options or SegmenterOptions()
         self._worker: ThreadPoolExecutor | None = None
         bopts = BackendOptions(opts.threads, opts.device,
-                               tuple(opts.providers) if opts.providers else None, opts.delegate)
+                               tuple(opts.providers) if opts.providers else None, opts.delegate,
+                               kernels=opts.kernels)
         self.backend = runtime or open_backend(path, backend, bopts)
         self.meta, self.assumed = resolve_model(Path(path), self.backend, opts, metadata)
         self._none_name = NONE_CLASS
         self._cutoffs = self._resolve_thresholds()
         self.resize = opts.resize or self.meta.resize or "tile"
+        if self.resize == "tile" and (opts.resize_filter, opts.resize_back) != (
+                RESIZE_FILTERS[0], RESIZE_BACKS[0]):
+            raise EdgesegError("--resize-filter and --resize-back are for images resized to the "
+                               "model's input (--resize fit or --resize stretch), not for tiles")
         shape = self.backend.input.shape
         nchw = self.meta.layout == "NCHW"
         hw = shape[2:4] if nchw else shape[1:3]
@@ -827,10 +852,12 @@ class Segmenter:
         """Predict an image of any size in one inference, resized to the model's input.
 
         The image goes into the model's ``tile`` frame (:func:`~firmware_bridge.runtime.resize.to_frame`:
-        ``"stretch"`` resizes it to the frame, ``"fit"`` keeps its aspect ratio and pads),
-        the scores of its part of the frame are resized bilinearly back to its size, and the
-        mask is taken from those (:func:`~firmware_bridge.runtime.resize.upsample_mask`).
-        Test-time augmentation applies to the frame as to a tile.
+        ``"stretch"`` resizes it to the frame, ``"fit"`` keeps its aspect ratio and pads; the
+        options' ``resize_filter`` chooses the filter), the scores of its part of the frame are
+        resized bilinearly back to its size, and the mask is taken from those
+        (:func:`~firmware_bridge.runtime.resize.upsample_mask`); with ``resize_back="mask"``, the
+        mask of that part is resized to the image by nearest neighbour instead, and so are the
+        probabilities. Test-time augmentation applies to the frame as to a tile.
 
         Args:
             image: ``HxWxC`` pixels.
@@ -848,7 +875,8 @@ class Segmenter:
         self.check_image(image)
         h, w = image.shape[:2]
         image, invalid = self.clean(image, nodata)
-        frame, box = resize.to_frame(image, self.tile, mode, self.fill_value())
+        frame, box = resize.to_frame(image, self.tile, mode, self.fill_value(),
+                                     self.options.resize_filter)
         whole = tiling.Box(0, 0, *self.tile)
         computed = self._scored([whole], frame, (0, 0))
         try:
@@ -856,11 +884,16 @@ class Segmenter:
             part = np.array(scores[box.y0 : box.y1, box.x0 : box.x1])  # the buffer is reused
         finally:
             computed.close()
+        nearest = self.options.resize_back == "mask"
         argmax = not self.multilabel and part.shape[-1] > 1
-        mask = resize.upsample_mask(part, h, w, self.to_mask, argmax)
+        if nearest:
+            mask = resize.resize_nearest(self.to_mask(part), h, w)
+        else:
+            mask = resize.upsample_mask(part, h, w, self.to_mask, argmax)
         if invalid is not None:
             mask[invalid] = IGNORE_INDEX
         probs = None
-        if probabilities:
-            probs = self.probabilities(resize.upsample_scores(part, h, w))  # argmax = mask
+        if probabilities:  # their argmax is the mask
+            back = resize.resize_nearest(part, h, w) if nearest else resize.upsample_scores(part, h, w)
+            probs = self.probabilities(back)
         return SegResult(mask, probs, 0 if invalid is None else int(np.count_nonzero(invalid)))

@@ -8,9 +8,10 @@ Usage (``scripts/check_tflm.sh`` runs these):
 header lists, as a firmware registers them) and ``OUT_DIR/tile.rgb`` (the tile's RGB bytes;
 the tile must have the model's input size).
 
-``compare`` rebuilds the ``.tflite`` from the C array, runs LiteRT on the int8 input tensor the
-host program made, once with LiteRT's reference kernels (the arithmetic TFLM's reference
-kernels implement) and once with its default kernels (XNNPACK, what ``edgeseg-run`` uses),
+``compare`` rebuilds the ``.tflite`` from the C array, runs it on the int8 input tensor the
+host program made through the device runtime's LiteRT backend, once with
+``--kernels reference`` (LiteRT's reference kernels: the arithmetic TFLM's reference kernels
+implement) and once with its default kernels (XNNPACK, what ``edgeseg-run`` uses unless told),
 and counts how many int8 scores are equal, one quantisation step apart, or further; also the
 argmax masks, and the host's input tensor against ``edgeseg-run``'s quantisation of the same
 tile. Exit status 1 when the input tensors differ or a score is more than one step away from
@@ -71,16 +72,18 @@ def prepare(header: Path, tile: Path, out: Path) -> int:
     return 0
 
 
-def litert_scores(model: bytes, x: np.ndarray, reference: bool) -> np.ndarray:
-    """LiteRT's output for the input tensor ``x`` (default or reference kernels)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+def litert_scores(model: Path, x: np.ndarray, reference: bool) -> np.ndarray:
+    """The device runtime's output for the input tensor ``x``.
 
-    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
-    it = Interpreter(model_content=model, experimental_op_resolver_type=kind)
-    it.allocate_tensors()
-    it.set_tensor(it.get_input_details()[0]["index"], x)
-    it.invoke()
-    return it.get_tensor(it.get_output_details()[0]["index"]).copy()
+    Args:
+        model: The ``.tflite`` file.
+        x: The int8 input tensor.
+        reference: ``--kernels reference`` (LiteRT's reference kernels) instead of the default.
+    """
+    from firmware_bridge.runtime.backends import BackendOptions, open_backend
+
+    kernels = "reference" if reference else "default"
+    return open_backend(model, "litert", BackendOptions(kernels=kernels)).run(x)
 
 
 def steps_apart(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int, int]:
@@ -94,29 +97,30 @@ def compare(source: Path, tile: Path, host_input: Path, host_scores: Path) -> in
     """Print the host's output against LiteRT's; 1 when a score is further than one step."""
     from PIL import Image
 
-    from export.to_carray import read_c_array, runnable_tflite
+    from export.to_carray import runnable_tflite
     from firmware_bridge.runtime.segmenter import Segmenter
 
-    model = read_c_array(source)
     with tempfile.TemporaryDirectory() as tmp:
-        segmenter = Segmenter(runnable_tflite(source, Path(tmp)))
+        model = runnable_tflite(source, Path(tmp))
+        segmenter = Segmenter(model)
         shape = tuple(segmenter.backend.input.shape)
         rgb = np.asarray(Image.open(tile).convert("RGB"))[None]
         runtime_input = segmenter.preprocess(rgb)
-    x = np.fromfile(host_input, np.int8).reshape(shape)
-    scores = np.fromfile(host_scores, np.int8)
-    diff_in = int(np.count_nonzero(x != runtime_input))
-    print(f"input tensor: {x.size} values, {diff_in} differ from edgeseg-run's quantisation")
-    failed = diff_in > 0
-    for label, reference in (("LiteRT reference kernels", True), ("LiteRT default kernels", False)):
-        ref = litert_scores(model, x, reference)
-        scores = scores.reshape(ref.shape)
-        equal, one, further, worst = steps_apart(scores, ref)
-        masks = np.argmax(scores, -1) == np.argmax(ref, -1)
-        print(f"TFLM vs {label}: {scores.size} int8 scores, {equal} equal, {one} one step apart, "
-              f"{further} further (max {worst}); argmax mask {int(masks.sum())}/{masks.size} "
-              f"pixels agree")
-        failed |= reference and further > 0
+        x = np.fromfile(host_input, np.int8).reshape(shape)
+        scores = np.fromfile(host_scores, np.int8)
+        diff_in = int(np.count_nonzero(x != runtime_input))
+        print(f"input tensor: {x.size} values, {diff_in} differ from edgeseg-run's quantisation")
+        failed = diff_in > 0
+        for label, reference in (("LiteRT reference kernels", True),
+                                 ("LiteRT default kernels", False)):
+            ref = litert_scores(model, x, reference)
+            scores = scores.reshape(ref.shape)
+            equal, one, further, worst = steps_apart(scores, ref)
+            masks = np.argmax(scores, -1) == np.argmax(ref, -1)
+            print(f"TFLM vs {label}: {scores.size} int8 scores, {equal} equal, {one} one step "
+                  f"apart, {further} further (max {worst}); argmax mask "
+                  f"{int(masks.sum())}/{masks.size} pixels agree")
+            failed |= reference and further > 0
     return 1 if failed else 0
 
 
