@@ -181,7 +181,7 @@ def test_every_tile_is_predicted_once_and_the_band_handed_down_is_overlap_rows(s
                          [(700, 300, 256, 224, 128), (700, 300, 256, 96, 300), (40, 50, 1, 16, 20),
                           (600, 256, 256, 600, 256)])
 def test_masks_are_written_in_rows_of_whole_output_tiles(height, width, align, rows, cols):
-    from firmware_bridge.io.blocks import AlignedRows
+    from firmware_bridge.io.blocks import TileRows
     from firmware_bridge.runtime.tiling import Box
 
     truth = np.random.default_rng(0).integers(0, 4, (height, width), dtype=np.uint8)
@@ -194,12 +194,16 @@ def test_masks_are_written_in_rows_of_whole_output_tiles(height, width, align, r
         written[box.y0 : box.y1, box.x0 : box.x1] = mask
         windows.append(box)
 
-    out = AlignedRows(height, width, align, write)
+    out = TileRows(height, width, align, write)
     regions = [Box(y, x, min(y + rows, height), min(x + cols, width))
                for y in range(0, height, rows) for x in range(0, width, cols)]
-    for r in regions:
+    for r in regions[::-1] if cols == width else regions:  # any order
         out.add(r, truth[r.y0 : r.y1, r.x0 : r.x1])
     np.testing.assert_array_equal(written, truth)
-    assert all(b.y0 % align == 0 and (b.y1 % align == 0 or b.y1 == height) for b in windows)
-    with pytest.raises(ValueError, match="row-major"):
-        AlignedRows(height, width, align, write).add(Box(1, 0, 2, 1), truth[:1, :1])
+    assert out.complete
+    # whole tiles of the file across its width, each written once
+    assert all(b.y0 % align == 0 and (b.y1 % align == 0 or b.y1 == height)
+               and (b.x0, b.x1) == (0, width) for b in windows)
+    assert len(windows) == -(-height // align)
+    with pytest.raises(ValueError, match="mask of"):
+        TileRows(height, width, align, write).add(Box(0, 0, 1, 2), truth[:1, :1])

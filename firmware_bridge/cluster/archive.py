@@ -8,7 +8,8 @@ rows under the tiles that straddle the border of two strips is finished here, fr
 the strip above sends and the scores of its own tiles that the strip below sends
 (:func:`~firmware_bridge.io.blocks.finish_seam`), so the masks equal those of one process.
 Each finished unit's masks are written into the scene's temporary file, in rows of whole
-output tiles (:class:`_Rows`); a scene whose last unit arrived is renamed to its final name.
+output tiles (:class:`~firmware_bridge.io.blocks.TileRows`); a scene whose last unit arrived is
+renamed to its final name.
 A scene that fails is reported and removed while the others go on; a worker that dies has its
 units run again elsewhere (Dask's scheduler does this). Outputs that exist are skipped unless
 ``overwrite``. Ctrl-C or SIGTERM cancels the work, removes the temporary files
@@ -40,7 +41,15 @@ from firmware_bridge.cluster.connect import (
 from firmware_bridge.cluster.worker import ModelSpec, Unit, UnitResult, open_model, predict_unit
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.fsutil import atomic_write_bytes, new_part, publish, writing
-from firmware_bridge.io.blocks import SceneGrid, Seam, finish_seam, open_raster, scene_bands, strips
+from firmware_bridge.io.blocks import (
+    SceneGrid,
+    Seam,
+    TileRows,
+    finish_seam,
+    open_raster,
+    scene_bands,
+    strips,
+)
 from firmware_bridge.io.geotiff import close_mask, create_mask
 from firmware_bridge.io.images import GEOTIFF_SUFFIXES, mask_profile
 from firmware_bridge.io.inputs import expand_inputs
@@ -92,52 +101,6 @@ class ArchiveReport:
                 "workers": self.workers}
 
 
-class _Rows:
-    """Masks of boxes that come in any order, written in rows of whole output tiles.
-
-    A compressed tile written in two parts is stored twice, and strips of blocks end on tile
-    starts of the model, not of the file: so the rows of each output tile row are gathered
-    until every pixel of it has come, then written at once. Memory: the tile rows that a
-    unit in flight or a seam not yet finished leaves incomplete.
-
-    Args:
-        height: Scene rows.
-        width: Scene columns.
-        align: Rows of the file's tiles (the scene's height for an untiled file).
-        write: Called with a full-width box of whole tile rows and its ``uint8`` mask.
-    """
-
-    def __init__(self, height: int, width: int, align: int,
-                 write: Callable[[Box, np.ndarray], None]) -> None:
-        self.height, self.width, self.align, self._write = height, width, max(1, align), write
-        self.partial: dict[int, tuple[np.ndarray, int]] = {}
-
-    def add(self, box: Box, mask: np.ndarray) -> None:
-        """Take the mask of ``box``; write the tile rows it completes (each pixel comes once)."""
-        for c0 in range(box.y0 - box.y0 % self.align, box.y1, self.align):
-            c1 = min(c0 + self.align, self.height)
-            a, b = max(c0, box.y0), min(c1, box.y1)
-            rows = mask[a - box.y0 : b - box.y0]
-            whole = Box(c0, 0, c1, self.width)
-            if (a, b, box.x0, box.x1) == (c0, c1, 0, self.width):
-                self._write(whole, rows)
-                continue
-            buf, filled = self.partial.pop(c0, (None, 0))
-            if buf is None:
-                buf = np.empty((c1 - c0, self.width), np.uint8)
-            buf[a - c0 : b - c0, box.x0 : box.x1] = rows
-            filled += (b - a) * box.width
-            if filled == buf.size:
-                self._write(whole, buf)
-            else:
-                self.partial[c0] = (buf, filled)
-
-    @property
-    def complete(self) -> bool:
-        """Whether every tile row that was started has been written."""
-        return not self.partial
-
-
 @dataclass
 class _Scene:
     index: int
@@ -152,7 +115,7 @@ class _Scene:
     tmp: Path | None = None
     out: object = None
     failed: bool = False
-    rows: _Rows | None = None
+    rows: TileRows | None = None
     bands_down: dict[int, Band] = field(default_factory=dict)
     """Bands handed down by a strip whose strip below has not come back yet, by first row."""
     seams: dict[int, Seam] = field(default_factory=dict)
@@ -185,7 +148,7 @@ class _Writer:
                 out.write(mask, 1, window=Window(box.x0, box.y0, box.width, box.height))
 
             align = profile.get("blockysize", g.height) if profile.get("tiled") else g.height
-            scene.rows = _Rows(g.height, g.width, align, write_rows)
+            scene.rows = TileRows(g.height, g.width, align, write_rows)
         seam = result.seam
         with writing(scene.dst):
             for region, mask in result.masks:

@@ -225,59 +225,62 @@ class BandCarry:
             self.below[region.x0] = band
 
 
-class AlignedRows:
-    """Masks of row-major blocks, written in rows of whole output tiles.
+class TileRows:
+    """Masks of boxes that come in any order, written in rows of whole output tiles.
 
-    Rows of blocks cut on tile starts (:meth:`SceneGrid.stream_regions`) do not fall on the
-    output file's tile rows, and a compressed tile written in two parts is stored twice. So
-    each block writes its rows from the last aligned row (the rows above it that the blocks
-    above left over, kept for its columns) down to the last multiple of ``align`` it
-    reaches (its bottom, at the scene's end), and leaves the rest for the block beneath.
-    Memory: under ``align`` rows across the width, twice.
+    Each window written covers whole tiles of the output file across its full width, once:
+    a compressed tile written in parts is stored more than once, and GDAL, when it reads such
+    a tile back to complete it, has been seen to lose the part written first. Blocks end on
+    tile starts of the model, not of the file, so the rows of each tile row of the file are
+    gathered until every pixel of it has come, then written at once. Memory: the tile rows
+    that the boxes in flight leave incomplete (for row-major blocks, under two tile rows
+    across the width).
 
     Args:
         height: Scene rows.
         width: Scene columns.
-        align: Rows of the output file's tiles (1: write every block whole).
-        write: Called with the window (full-scene box) and its ``uint8`` mask.
+        align: Rows of the file's tiles (the scene's height for an untiled file).
+        write: Called with a full-width box of whole tile rows and its ``uint8`` mask.
     """
 
     def __init__(self, height: int, width: int, align: int,
                  write: Callable[[tiling.Box, np.ndarray], None]) -> None:
         self.height, self.width, self.align, self._write = height, width, max(1, align), write
-        self.first = 0  # scene row of left[0]: the rows above the current row of blocks
-        self.left = np.empty((0, width), np.uint8)
-        self.next_left: np.ndarray | None = None
-        self.row: tuple[int, int] | None = None
+        self.partial: dict[int, tuple[np.ndarray, int]] = {}
 
-    def add(self, region: tiling.Box, mask: np.ndarray) -> None:
-        """Write one block's mask, with the rows left above it, down to an aligned row.
+    def add(self, box: tiling.Box, mask: np.ndarray) -> None:
+        """Take the mask of ``box``; write the tile rows it completes.
 
         Raises:
-            ValueError: When blocks come out of row-major order.
+            ValueError: When ``mask`` is not ``box``'s shape, or more pixels come for a tile
+                row than it holds (some came twice).
         """
-        if self.row is None or region.y0 != self.row[0]:
-            if self.row is not None:
-                self._finish_row()
-            if region.y0 != self.first + len(self.left):
-                raise ValueError(f"block {region} out of row-major order")
-            self.row = (region.y0, region.y1)
-            end = region.y1 if region.y1 >= self.height else region.y1 - region.y1 % self.align
-            self.upto = max(end, self.first)
-            self.next_left = np.empty((region.y1 - self.upto, self.width), np.uint8)
-        cols = slice(region.x0, region.x1)
-        above = self.left[:, cols]
-        rows = np.concatenate([above, mask]) if len(above) else mask
-        cut = self.upto - self.first
-        if cut > 0:
-            self._write(tiling.Box(self.first, region.x0, self.upto, region.x1), rows[:cut])
-        self.next_left[:, cols] = rows[cut:]
-        if region.y1 >= self.height and region.x1 >= self.width:
-            self._finish_row()
+        if mask.shape != (box.height, box.width):
+            raise ValueError(f"mask of {mask.shape} for box {box}")
+        for c0 in range(box.y0 - box.y0 % self.align, box.y1, self.align):
+            c1 = min(c0 + self.align, self.height)
+            a, b = max(c0, box.y0), min(c1, box.y1)
+            rows = mask[a - box.y0 : b - box.y0]
+            whole = tiling.Box(c0, 0, c1, self.width)
+            if (a, b, box.x0, box.x1) == (c0, c1, 0, self.width):
+                self._write(whole, rows)
+                continue
+            buf, filled = self.partial.pop(c0, (None, 0))
+            if buf is None:
+                buf = np.empty((c1 - c0, self.width), np.uint8)
+            buf[a - c0 : b - c0, box.x0 : box.x1] = rows
+            filled += (b - a) * box.width
+            if filled > buf.size:
+                raise ValueError(f"box {box} writes pixels of rows {c0}-{c1} a second time")
+            if filled == buf.size:
+                self._write(whole, buf)
+            else:
+                self.partial[c0] = (buf, filled)
 
-    def _finish_row(self) -> None:
-        self.left, self.first = self.next_left, self.upto
-        self.row = None
+    @property
+    def complete(self) -> bool:
+        """Whether every tile row that was started has been written."""
+        return not self.partial
 
 
 @dataclass

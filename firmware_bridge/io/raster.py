@@ -32,11 +32,11 @@ import numpy as np
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.fsutil import atomic_path
 from firmware_bridge.io.blocks import (
-    AlignedRows,
     BandCarry,
     BlockInput,
     RowShare,
     SceneGrid,
+    TileRows,
     open_raster,
     predict_block,
     read_block,
@@ -220,8 +220,8 @@ def predict_geotiff(
             def write_rows(box: tiling.Box, mask: np.ndarray) -> None:
                 out.write(mask, 1, window=Window(box.x0, box.y0, box.width, box.height))
 
-            rows = AlignedRows(height, width, out_profile.get("blockysize", 1)
-                               if out_profile.get("tiled") else 1, write_rows)
+            rows = TileRows(height, width, out_profile.get("blockysize", 1)
+                            if out_profile.get("tiled") else 1, write_rows)
 
             def write(region: tiling.Box, mask: np.ndarray) -> None:
                 t0 = time.perf_counter() if clock else 0.0
@@ -231,6 +231,9 @@ def predict_geotiff(
 
             stream(progress(regions, len(regions), src.name, show_progress, "block"),
                    read, compute, write, pipelined=seg.options.pipeline)
+            if not rows.complete:
+                raise EdgesegError(f"{src}: rows {sorted(rows.partial)} of the mask were left "
+                                   "unwritten")
     return Prediction([dst], height * width, nodata)
 
 
