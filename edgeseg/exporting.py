@@ -188,7 +188,8 @@ def export_run(run_dir, out, request: ExportRequest | None = None,
     qat = (load_qat(run, config, (edge, edge))
            if with_qat and any(f.wants_qat(options) for f in formats) else None)
     spec = _with_ignore_rows(spec, table)
-    calib = (calibration_crops(Path(req.data), val_pattern or "", edge, count=req.calibration)
+    calib = (calibration_crops(Path(req.data), val_pattern or "", edge, count=req.calibration,
+                               standardise=config.per_image)
              if req.data else np.zeros((0, edge, edge, 3), np.float32))
     ctx = ExportContext(model, spec, calib, qat, options)
 

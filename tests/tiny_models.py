@@ -201,6 +201,7 @@ def build_onnx(folder: Path) -> dict[str, Path]:
         "foreign": dict(),
         "uint8": dict(quant="uint8", meta_json=metadata().to_json()),
         "int8": dict(quant="int8", meta_json=metadata().to_json()),
+        "standardised": dict(meta_json=metadata(standardise="image").to_json()),
     }
     for name, kw in variants.items():
         path = folder / f"{name}.onnx"

@@ -304,7 +304,7 @@ def _adapt(source: Path, targets: list[tuple[str, np.ndarray]], train: list[Samp
 
     source_model = runs.load_run(source, tile)[0]
     sampler = MixedSampler(train, label(source_model, 1, 0), max(cfg.num_classes, 2), cfg.crop,
-                           opts.mix, cfg.balance, cfg.augmentation())
+                           opts.mix, cfg.balance, cfg.augmentation(), cfg.per_image)
     if cfg.time_budget_s and result.rounds[0]["seconds"] > cfg.time_budget_s / 2:
         say(f"labelling the images took {result.rounds[0]['seconds']:.0f} s of the "
             f"{cfg.time_budget_s:.0f} s budget, which leaves little to train: give more --minutes "

@@ -37,23 +37,26 @@ class MixedSampler(CropSampler):
         mix: Share of the crops from ``pseudo`` (0 to 1).
         balance: Class-balanced crop centres, as in training.
         aug: Augmentation, as in training (``None``: the default :class:`Augment`).
+        standardise: Per-image standardisation, as in training.
 
     Raises:
         EdgesegError: For a share outside ``[0, 1]``, or an empty or non-RGB image set.
     """
 
     def __init__(self, labelled: Sequence[Sample], pseudo: Sequence[Sample], num_classes: int,
-                 crop: int, mix: float, balance: float = 0.0, aug: Augment | None = None) -> None:
+                 crop: int, mix: float, balance: float = 0.0, aug: Augment | None = None,
+                 standardise: bool = False) -> None:
         if not 0 <= mix <= 1:
             raise EdgesegError(f"the share of pseudo-labelled crops is between 0 and 1, got {mix}")
         aug = aug or Augment()
-        super().__init__(labelled, num_classes, crop, balance, aug)
+        super().__init__(labelled, num_classes, crop, balance, aug, standardise)
         self.num_classes, self.mix = num_classes, float(mix)
-        self.pseudo = CropSampler(pseudo, num_classes, crop, balance, aug)
+        self.pseudo = CropSampler(pseudo, num_classes, crop, balance, aug, standardise)
 
     def set_pseudo(self, pseudo: Sequence[Sample]) -> None:
         """Replace the pseudo-labelled images (new labels of a new round)."""
-        self.pseudo = CropSampler(pseudo, self.num_classes, self.crop, self.balance, self.aug)
+        self.pseudo = CropSampler(pseudo, self.num_classes, self.crop, self.balance, self.aug,
+                                  self.standardise)
 
     def crops(self, seed: int, epoch: int, indices: Iterable[int]
               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -8,6 +8,7 @@ import dataclasses
 from edgeseg.run import Run
 from edgeseg.training.config import TrainConfig
 from firmware_bridge.cliutil import count, non_negative_float, positive_float, positive_int, share
+from firmware_bridge.runtime.standardise import MODES as STANDARDISE_MODES
 
 
 def _defaults() -> dict:
@@ -65,6 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "gain 0.05, gamma 0.1; 0: none)")
     p.add_argument("--scale-jitter", type=non_negative_float, default=d["scale_jitter"],
                    help="crops zoomed by a factor between 1/(1+s) and 1+s (0: none)")
+    p.add_argument("--standardise", choices=STANDARDISE_MODES, default=d["standardise"],
+                   help="image: normalise every image by its own band means and deviations "
+                        "(training, validation and the device alike); none: fixed (default "
+                        "%(default)s)")
     p.add_argument("--ema", type=share, default=d["ema"],
                    help="decay per step of the moving average of the weights that is validated "
                         "and saved (0: the raw weights)")
@@ -102,6 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
         loss=args.loss, class_weighting=None if args.class_weighting == "none" else args.class_weighting,
         encoder_weights=args.encoder_weights, unfreeze=args.unfreeze, balance=args.balance,
         augment=not args.no_augment, colour_jitter=args.colour_jitter, scale_jitter=args.scale_jitter,
+        standardise=args.standardise,
         ema=args.ema, seed=args.seed, patience=args.patience, val_tile=args.val_tile,
         val_images=args.val_images)
     result = run.result

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeseg.data.pipeline import normalise
+from edgeseg.data.pipeline import normalise_with, standardising
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.io.images import read_image
 from firmware_bridge.io.pairs import find_pairs, split_by_pattern
@@ -16,7 +16,8 @@ CALIBRATION_IMAGES = 64
 
 
 def calibration_crops(data: Path, val_pattern: str, size: int,
-                      count: int = CALIBRATION_IMAGES, seed: int = 0) -> np.ndarray:
+                      count: int = CALIBRATION_IMAGES, seed: int = 0,
+                      standardise: bool = False) -> np.ndarray:
     """Normalised ``size x size`` crops of the training images (not the validation ones).
 
     Args:
@@ -25,6 +26,8 @@ def calibration_crops(data: Path, val_pattern: str, size: int,
         size: Crop edge; smaller images are reflect-padded.
         count: Crops, spread evenly over the training images.
         seed: Crop positions.
+        standardise: Normalise each crop by its whole image's band statistics (a model
+            standardised per image).
 
     Returns:
         ``(count, size, size, C)`` float32, normalised as in training.
@@ -39,9 +42,11 @@ def calibration_crops(data: Path, val_pattern: str, size: int,
     for pair, n in zip(train, per, strict=True):
         if n == 0:
             continue
-        image = pad_to_tile(read_image(pair.image), size)
+        pixels = read_image(pair.image)
+        norm = standardising(pixels) if standardise else None
+        image = pad_to_tile(pixels, size)
         h, w = image.shape[:2]
         for _ in range(n):
             y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-            crops.append(normalise(image[y : y + size, x : x + size]))
+            crops.append(normalise_with(image[y : y + size, x : x + size], norm))
     return np.stack(crops).astype(np.float32)

@@ -19,7 +19,9 @@ Per crop:
 3. augmentation: horizontal / vertical flips, a 90-degree rotation (k in 0..3), and colour
    jitter: gamma, per-channel gain, contrast (scaled about the crop's mean) and brightness
    (added, fraction of 255) -- scenes from different passes differ in all four;
-4. normalisation ``(pixel - 127.5) / 127.5`` (:data:`edgeseg.models.NORMALISATION`).
+4. normalisation ``(pixel - 127.5) / 127.5`` (:data:`edgeseg.models.NORMALISATION`), or with
+   per-image standardisation each band by the mean and standard deviation of the whole image
+   the crop comes from (:mod:`firmware_bridge.runtime.standardise`, as the device does).
 
 Validation does not use crops: it predicts full images tile by tile (``firmware_bridge.evaluate``).
 """
@@ -36,6 +38,7 @@ from edgeseg.data.stats import class_pixel_counts
 from edgeseg.tf_env import tf_keras
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.runtime.standardise import band_statistics
 
 MEAN = 127.5
 STD = 127.5
@@ -175,8 +178,34 @@ def resize_crop(image: np.ndarray, mask: np.ndarray, crop: int) -> tuple[np.ndar
     return np.asarray(img), np.asarray(msk)
 
 
+def normalise_with(image: np.ndarray, norm: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """:func:`normalise`, or ``(pixel - mean) / std`` per band for a standardised image.
+
+    Args:
+        image: 8-bit pixels (any float or integer dtype).
+        norm: ``(mean, std)`` per band (:meth:`~firmware_bridge.runtime.standardise.BandStats.normalisation`
+            of the image's statistics); ``None``: the fixed normalisation.
+    """
+    if norm is None:
+        return normalise(image)
+    return (np.asarray(image, np.float32) - norm[0]) / norm[1]
+
+
+def standardising(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The per-band ``(mean, std)`` that standardises ``image`` as the device does.
+
+    The same statistics as :meth:`firmware_bridge.runtime.segmenter.Segmenter.image_statistics`
+    (every pixel of an 8-bit training image holds data).
+    """
+    stats = band_statistics(image)
+    if stats is None:
+        raise EdgesegError("an empty image cannot be standardised")
+    return stats.normalisation()
+
+
 def augment(
-    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, aug: Augment
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, aug: Augment,
+    norm: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flip, rotate and jitter one crop.
 
@@ -185,6 +214,8 @@ def augment(
         mask: ``HxW`` uint8 mask.
         rng: Random generator (consumed in a fixed order, whatever the switches).
         aug: Switches and ranges.
+        norm: Per-band ``(mean, std)`` of the whole image the crop comes from, for a model
+            standardised per image (:func:`standardising`); ``None``: :func:`normalise`.
 
     Returns:
         ``(image float32 normalised, mask uint8)``.
@@ -209,7 +240,7 @@ def augment(
         out = (out - mean) * (1.0 + aug.contrast * c) + mean
     if aug.brightness:
         out = out + 255.0 * aug.brightness * b
-    return normalise(np.clip(out, 0.0, 255.0)), np.ascontiguousarray(mask)
+    return normalise_with(np.clip(out, 0.0, 255.0), norm), np.ascontiguousarray(mask)
 
 
 class CropSampler:
@@ -222,6 +253,8 @@ class CropSampler:
         balance: Probability that a crop is centred on a pixel of a class drawn by
             :func:`balanced_class_probs` (0: uniform crops).
         aug: Augmentation settings.
+        standardise: Normalise each crop by the band statistics of its whole image
+            (:mod:`firmware_bridge.runtime.standardise`) instead of the fixed normalisation.
 
     Raises:
         EdgesegError: With no samples, or samples that are not 8-bit RGB.
@@ -229,7 +262,7 @@ class CropSampler:
 
     def __init__(
         self, samples: Sequence[Sample], num_classes: int, crop: int, balance: float = 0.0,
-        aug: Augment = Augment(),
+        aug: Augment = Augment(), standardise: bool = False,
     ) -> None:
         if not samples:
             raise EdgesegError("no training samples: check --data and --val-pattern")
@@ -243,6 +276,8 @@ class CropSampler:
         self.crop = int(crop)
         self.balance = float(balance)
         self.aug = aug
+        self.standardise = bool(standardise)
+        self.norms = [standardising(s.image) for s in self.samples] if standardise else None
         areas = np.array([s.mask.size for s in self.samples], np.float64)
         self.image_probs = areas / areas.sum()
         self.index = class_pixel_index(self.samples, num_classes) if balance > 0 else None
@@ -263,7 +298,8 @@ class CropSampler:
         image, mask = _pad(self.samples[i].image, self.samples[i].mask, size)
         y0, x0 = crop_window(image.shape[0], image.shape[1], size, int(cy), int(cx))
         window = (slice(y0, y0 + size), slice(x0, x0 + size))
-        return augment(*resize_crop(image[window], mask[window], self.crop), rng, self.aug)
+        return augment(*resize_crop(image[window], mask[window], self.crop), rng, self.aug,
+                       self.norms[i] if self.norms is not None else None)
 
     def crops(self, seed: int, epoch: int, indices: Iterable[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield the crops of an epoch with the given indices.

@@ -94,7 +94,7 @@ def qat_run(run_dir, data, classes, options: QatOptions | None = None,
     steps = opts.steps_per_epoch or config.steps_per_epoch
     batch = opts.batch or config.batch
     sampler = CropSampler(train, max(config.num_classes, 2), config.crop, config.balance,
-                          config.augmentation())
+                          config.augmentation(), config.per_image)
     info = runs.read_json(run / runs.CONFIG)
     loss = get_loss(config.loss, config.num_classes, info.get("class_weights"))
     score = validator(config, val, config.val_tile, config.val_overlap)

@@ -14,6 +14,7 @@ from edgeseg.data.pipeline import MEAN, STD, Augment
 from edgeseg.data.stats import inverse_frequency_weights, median_frequency_weights
 from firmware_bridge.errors import EdgesegError
 from firmware_bridge.runtime.metadata import DEFAULT_OVERLAP, ModelMetadata
+from firmware_bridge.runtime.standardise import MODES as STANDARDISE_MODES
 
 WEIGHTINGS = {"inverse": inverse_frequency_weights, "median": median_frequency_weights}
 
@@ -49,6 +50,9 @@ class TrainConfig:
     and saved (:class:`edgeseg.training.averaging.WeightAverage`); 0: the raw weights.
     ``scale_jitter``: crops are zoomed by a factor drawn log-uniformly in
     ``[1 / (1 + s), 1 + s]`` (0: no zoom).
+    ``standardise``: ``"image"`` normalises every image by its own band statistics, in training,
+    validation and on the device (:mod:`firmware_bridge.runtime.standardise`); ``"none"``:
+    the fixed normalisation.
     ``freeze_encoder_bn`` ``None`` means: frozen in stage 2 when the encoder was pretrained.
     ``bn_batches``: batches used to re-estimate batch-norm statistics before each validation.
     ``val_pattern``: the validation file stems (comma-separated globs), as ``edgeseg train``
@@ -84,6 +88,7 @@ class TrainConfig:
     augment: bool = True
     colour_jitter: float = 1.0
     scale_jitter: float = 0.0
+    standardise: str = "none"
     ema: float = 0.995
     seed: int = 0
     patience: int = 3
@@ -118,6 +123,9 @@ class TrainConfig:
             raise EdgesegError(f"ema is a decay per step in [0, 1) (0: off), got {self.ema}")
         if self.scale_jitter < 0:
             raise EdgesegError(f"scale_jitter must be >= 0 (0: no zoom), got {self.scale_jitter}")
+        if self.standardise not in STANDARDISE_MODES:
+            raise EdgesegError(f"standardise must be one of {STANDARDISE_MODES}, "
+                               f"got {self.standardise!r}")
         positive = {"crop": self.crop, "batch": self.batch, "steps_per_epoch": self.steps_per_epoch,
                     "lr": self.lr_head, "patience": self.patience, "val_tile": self.val_tile}
         for name, value in positive.items():
@@ -150,7 +158,13 @@ class TrainConfig:
             output=output_kind(self.num_classes),
             input_size=(self.val_tile, self.val_tile), tile_size=self.val_tile,
             tile_overlap=self.val_overlap, arch=self.arch, backbone=self.backbone,
+            standardise=self.standardise,
         )
+
+    @property
+    def per_image(self) -> bool:
+        """Whether every image is normalised by its own band statistics."""
+        return self.standardise == "image"
 
     def augmentation(self):
         """The crops' :class:`~edgeseg.data.pipeline.Augment` (``augment`` off: none at all)."""

@@ -102,7 +102,8 @@ class TrainingLoop:
         k = max(config.num_classes, 2)
         self.names = config.class_names if config.num_classes > 1 else ["0", "1"]
         self.sampler = sampler if sampler is not None else CropSampler(
-            train_samples, k, config.crop, config.balance, config.augmentation())
+            train_samples, k, config.crop, config.balance, config.augmentation(),
+            config.per_image)
         if not self.chief:  # validation and the saved model are the chief's
             self.val_samples = []
         self.val_model = self.val_segmenter = None

@@ -47,6 +47,7 @@ from firmware_bridge.io.blocks import (
     TileRows,
     finish_seam,
     open_raster,
+    raster_statistics,
     scene_bands,
     strips,
 )
@@ -55,6 +56,7 @@ from firmware_bridge.io.images import GEOTIFF_SUFFIXES, mask_profile
 from firmware_bridge.io.inputs import expand_inputs
 from firmware_bridge.io.raster import DEFAULT_BLOCK, class_table, output_stems
 from firmware_bridge.runtime.segmenter import Band, Segmenter, SegmenterOptions
+from firmware_bridge.runtime.standardise import BandStats
 from firmware_bridge.runtime.tiling import Box
 
 UNITS_PER_WORKER = 2
@@ -110,6 +112,7 @@ class _Scene:
     bands: tuple[int, ...]
     profile: dict
     strips: list[tuple[Box, ...]]
+    stats: BandStats | None = None
     done: int = 0
     nodata: int = 0
     tmp: Path | None = None
@@ -210,19 +213,20 @@ def _plan(seg: Segmenter, inputs: list[Path], out: Path, bands, block: int, over
                 chosen = tuple(scene_bands(src, ds, bands, seg))
                 grid = SceneGrid(ds.height, ds.width, seg.tile, seg.overlap)
                 profile = dict(ds.profile)
+                stats = raster_statistics(seg, ds, list(chosen), src) if seg.per_image else None
         except EdgesegError as exc:
             report.failed.append((src, str(exc)))
             log(f"error: {exc}")
             continue
         scenes.append(_Scene(len(scenes), src, dst, grid, chosen, profile,
-                             strips(grid, block, BLOCKS_PER_UNIT)))
+                             strips(grid, block, BLOCKS_PER_UNIT), stats=stats))
     return scenes
 
 
 def _units(scenes: list[_Scene]):
     for scene in scenes:
         for strip in scene.strips:
-            yield Unit(scene.index, str(scene.src), scene.bands, strip, scene.grid)
+            yield Unit(scene.index, str(scene.src), scene.bands, strip, scene.grid, scene.stats)
 
 
 def _client(client, workers: int | None, scheduler: str | None, dashboard: bool, stack,

@@ -37,6 +37,7 @@ from firmware_bridge.io.blocks import (
 from firmware_bridge.runtime import tiling
 from firmware_bridge.runtime.pipeline import stream
 from firmware_bridge.runtime.segmenter import Band, Segmenter, SegmenterOptions
+from firmware_bridge.runtime.standardise import BandStats
 from firmware_bridge.runtime.tiling import Box
 
 
@@ -60,6 +61,8 @@ class Unit:
         regions: The output blocks, in scene coordinates: whole rows of the scene's stream
             regions (:func:`~firmware_bridge.io.blocks.strips`), row-major.
         grid: The scene's tile grid.
+        stats: The whole scene's band statistics, for a model standardised per image
+            (computed once by the client, so every unit normalises alike).
     """
 
     scene: int
@@ -67,6 +70,7 @@ class Unit:
     bands: tuple[int, ...]
     regions: tuple[Box, ...]
     grid: SceneGrid
+    stats: BandStats | None = None
 
 
 @dataclass
@@ -164,6 +168,8 @@ def predict_unit(model: ModelSpec, unit: Unit) -> UnitResult:
         EdgesegError: When the scene cannot be read (names the file) or the model fails.
     """
     seg = segmenter(model)
+    if seg.per_image:
+        seg = seg.for_scene(unit.stats)
     src = Path(unit.src)
     grid = unit.grid
     boxes = grid.boxes()

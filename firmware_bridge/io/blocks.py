@@ -22,6 +22,7 @@ from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.runtime import tiling
 from firmware_bridge.runtime.segmenter import Band
+from firmware_bridge.runtime.standardise import BandStats
 
 GDAL_CACHE_MB = 64
 """GDAL's block cache per process: memory must not grow with the scene."""
@@ -126,6 +127,40 @@ def scene_bands(src: Path, ds, bands: Sequence[int] | None, seg) -> list[int]:
         raise EdgesegError(f"{src}: {ds.width}x{ds.height} is smaller than "
                            f"{seg.options.min_size} px, too little for the model")
     return chosen
+
+
+STATS_EDGE = 1024
+"""Longest side of the decimated read that a streamed scene's band statistics come from."""
+
+
+def raster_statistics(seg, ds, bands: list[int], src: Path) -> BandStats | None:
+    """The band statistics of a whole raster, from one decimated read (its overviews if any).
+
+    For a model standardised per image (:mod:`firmware_bridge.runtime.standardise`): every
+    block of a streamed scene is normalised with the statistics of the whole scene.
+
+    Args:
+        seg: The model (its ``scale`` and nodata handling).
+        ds: The open raster.
+        bands: 1-based bands the model reads.
+        src: The raster's path (for messages).
+
+    Returns:
+        The statistics of the pixels that hold data (``None``: none do).
+
+    Raises:
+        EdgesegError: When the raster cannot be read (names the file).
+    """
+    rasterio = require("rasterio", "geo")
+    from rasterio.enums import Resampling
+
+    step = max(1, -(-max(ds.height, ds.width) // STATS_EDGE))
+    shape = (len(bands), max(1, ds.height // step), max(1, ds.width // step))
+    try:
+        data = ds.read(bands, out_shape=shape, resampling=Resampling.nearest)
+    except rasterio.errors.RasterioError as exc:
+        raise EdgesegError(f"{src}: reading the scene's statistics failed ({exc})") from exc
+    return seg.image_statistics(np.moveaxis(data, 0, -1), ds.nodata)
 
 
 def read_block(seg, ds, bands: list[int], grid: SceneGrid, region: tiling.Box, src: Path,

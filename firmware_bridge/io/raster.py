@@ -39,6 +39,7 @@ from firmware_bridge.io.blocks import (
     TileRows,
     open_raster,
     predict_block,
+    raster_statistics,
     read_block,
     scene_bands,
 )
@@ -189,6 +190,8 @@ def predict_geotiff(
     with open_raster(src) as ds:
         height, width = ds.height, ds.width
         chosen = scene_bands(src, ds, bands, seg)
+        if seg.per_image:
+            seg = seg.for_scene(raster_statistics(seg, ds, chosen, src))
         grid = SceneGrid(height, width, seg.tile, seg.overlap)
         boxes = grid.boxes()
         regions = grid.stream_regions(block)

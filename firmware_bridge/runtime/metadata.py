@@ -34,6 +34,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from firmware_bridge.errors import EdgesegError
+from firmware_bridge.runtime.standardise import MODES as STANDARDISE_MODES
 
 METADATA_KEY = "edgeseg"
 TFLITE_ENTRY = "edgeseg.json"
@@ -127,6 +128,9 @@ class ModelMetadata:
             (tiles).
         model_sha256: SHA-256 (hex) of the model bytes this metadata describes, the TFLite
             flatbuffer without the archive appended to it; empty where none was recorded.
+        standardise: ``"none"``: ``mean`` and ``std`` as given; ``"image"``: each image (each
+            streamed scene) is normalised by its own band statistics instead
+            (:mod:`firmware_bridge.runtime.standardise`).
 
     """
 
@@ -151,6 +155,7 @@ class ModelMetadata:
     scores: dict[str, float] = field(default_factory=dict)
     resize: str = ""
     model_sha256: str = ""
+    standardise: str = "none"
 
     def __post_init__(self) -> None:
         """Check the fields that every pixel depends on.
@@ -172,6 +177,9 @@ class ModelMetadata:
             raise EdgesegError(f"resize must be one of {RESIZE_MODES} (or empty), got {self.resize!r}")
         if self.input_size is not None:
             self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        if self.standardise not in STANDARDISE_MODES:
+            raise EdgesegError(f"standardise must be one of {STANDARDISE_MODES}, "
+                               f"got {self.standardise!r}")
 
     @property
     def num_classes(self) -> int:

@@ -21,6 +21,7 @@ before the model sees them and get the ignore value 255 in the mask
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,7 @@ from firmware_bridge.runtime.postprocess import (
     to_probabilities,
 )
 from firmware_bridge.runtime.stages import StageClock
+from firmware_bridge.runtime.standardise import BandStats, band_statistics
 
 DEFAULT_TILE = 512
 NONE_CLASS = "none"
@@ -273,6 +275,7 @@ class Segmenter:
         self._std = np.asarray(self.meta.std, dtype=np.float32)
         self._scale = np.float32(self.meta.scale)
         self._in_table: np.ndarray | None = None  # normalised value of every 8-bit pixel
+        self._scene_set = False  # the normalisation of one scene is set (for_scene)
         self._out_buf: np.ndarray | None = None  # dequantized scores, reused between batches
         self.clock: StageClock | None = None  # per-stage times of tiled inference, when set
         self._int_blend: bool | None = None  # masks from 8-bit scores (integer_masks)
@@ -476,6 +479,8 @@ class Segmenter:
             EdgesegError: For a bad image or a size the fixed-size model does not take.
         """
         self.check_image(image)
+        if self.per_image:
+            return self.for_scene(self.image_statistics(image)).predict(image, probabilities)
         if self.input_size is not None and image.shape[:2] != self.input_size:
             raise EdgesegError(f"image is {image.shape[0]}x{image.shape[1]} but the model "
                                f"takes {self.input_size[0]}x{self.input_size[1]}: use "
@@ -795,6 +800,44 @@ class Segmenter:
             self._worker = ThreadPoolExecutor(1, "edgeseg-model")
         return self._worker
 
+    @property
+    def per_image(self) -> bool:
+        """Whether each image is standardised by its own band statistics and none are set yet.
+
+        True for a model whose metadata says ``standardise: image`` until :meth:`for_scene`
+        gives the statistics: :meth:`predict` and :meth:`predict_tiled` then take them from
+        the image they are given; a streamed scene takes them from the whole scene.
+        """
+        return self.meta.standardise == "image" and not self._scene_set
+
+    def image_statistics(self, image: np.ndarray, nodata: float | None = None
+                         ) -> BandStats | None:
+        """The band statistics of an image's pixels that hold data (``None``: none do)."""
+        return band_statistics(image, invalid_pixels(image, nodata), self.meta.scale)
+
+    def for_scene(self, stats: BandStats | None) -> Segmenter:
+        """The model with the normalisation of one scene, sharing the opened runtime.
+
+        Args:
+            stats: The scene's band statistics (:meth:`image_statistics`, or
+                :func:`firmware_bridge.io.blocks.raster_statistics` for a streamed raster);
+                ``None`` (no pixel holds data) keeps the metadata's ``mean`` and ``std``.
+
+        Returns:
+            A shallow copy whose input is ``(pixel * scale - m_c) / (s_c / TARGET_STD)`` per
+            band (:mod:`firmware_bridge.runtime.standardise`); the model itself unchanged
+            for a model without per-image standardisation.
+        """
+        if self.meta.standardise != "image":
+            return self
+        self._model_thread()  # one model thread for this model and all its scenes
+        twin = copy.copy(self)
+        twin._scene_set = True
+        twin._in_table = twin._out_buf = None
+        if stats is not None:
+            twin._mean, twin._std = stats.normalisation()
+        return twin
+
     def fill_value(self) -> np.ndarray:
         """Pixel value (per band) that the model sees as 0: where pixels without data go."""
         return self._mean / self._scale
@@ -831,6 +874,10 @@ class Segmenter:
         Raises:
             EdgesegError: For a wrong band count or an image under ``min_size``.
         """
+        if self.per_image:
+            self.check_image(image)
+            return self.for_scene(self.image_statistics(image, nodata)).predict_tiled(
+                image, probabilities, nodata)
         if self.resize != "tile":
             return self.predict_resized(image, probabilities, nodata)
         self.check_image(image)
