@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 ## test: lint, then the whole test suite
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check edgeseg export firmware_bridge tests examples benchmarks scripts tools
