@@ -3,12 +3,13 @@
 :func:`export.context.tensorflow` selects tf-keras (Keras 2, which tensorflow-model-optimization
 needs) before TensorFlow is first imported and keeps its start-up quiet; every module of edgeseg
 gets TensorFlow and Keras through :func:`tf_keras`, which also registers edgeseg's own Keras
-layers (:func:`edgeseg.models.layers.register_custom_layers`) so that saved models holding them
+layers (:func:`edgeseg.keras_layers.register_custom_layers`) so that saved models holding them
 load again.
 """
 
 from __future__ import annotations
 
+from edgeseg.keras_layers import register_custom_layers
 from export.context import tensorflow
 from firmware_bridge.errors import MissingDependencyError
 
@@ -31,7 +32,5 @@ def tf_keras():
         raise MissingDependencyError(
             "TensorFlow with tf-keras is needed for training: pip install 'edgeseg[train]'"
         ) from exc
-    from edgeseg.models.layers import register_custom_layers  # edgeseg.models imports this module
-
     register_custom_layers(tf, keras)
     return tf, keras
