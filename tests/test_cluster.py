@@ -142,6 +142,12 @@ def test_command_line_on_a_local_cluster(models, scenes, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "bad.tif: unreadable raster" in err and "1 scene(s)" in err
     assert (out / "small_mask.tif").is_file()
+    assert "so assumed" not in err  # the model's metadata says everything
+    # a model without edgeseg metadata: one line names what was assumed, as without a cluster
+    assert main(["predict", str(models["foreign"]), str(scenes / "small.tif"), "--out",
+                 str(tmp_path / "foreign"), "--workers", "1", "--tile", "64", "--quiet"]) == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "so assumed:" in line]
+    assert len(said) == 1 and "foreign.onnx" in said[0] and "(--mean/--std/--scale)" in said[0]
     assert main(["predict", str(models["nchw"]), str(scenes / "small.tif"), "--out", str(out),
                  "--workers", "1", "--scheduler", "tcp://127.0.0.1:1"]) == 2
     assert main(["predict", str(models["nchw"]), str(tmp_path / "x.png"), "--out", str(out),

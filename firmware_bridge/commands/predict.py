@@ -149,8 +149,9 @@ def _run_cluster(args: argparse.Namespace) -> int:
         raise EdgesegError("give --workers (a local cluster) or --scheduler (an existing one), not both")
     if args.overlay:
         raise EdgesegError("--overlay applies to ordinary images, which the cluster path does not take")
-    if len(args.models) > 1 or args.prefer:
-        load_segmenter(args)  # timed on this machine; sets args.model to the artifact chosen
+    # says which values were assumed for the model, as the other paths do; with several
+    # artifacts it times them on this machine and sets args.model to the one chosen
+    load_segmenter(args)
     report = predict_many(
         args.model, args.inputs, args.out, workers=args.workers, scheduler=args.scheduler,
         backend=args.backend, options=options_from_args(args), bands=args.bands, block=args.block,
