@@ -7,8 +7,14 @@ score and accumulator arrays of a streamed prediction come from the heap, whose 
 fragmented by the small allocations between them and is never returned. Measured (int8
 MobileUNet, 256 tiles, ``--batch 4``, 16-core x86-64): peak RSS 189 MiB for a 2k scene, 211
 MiB for 8k and 16k (+11 %); with the threshold fixed at 4 MiB, 184 and 191 MiB (+3.5 %).
-``edgeseg-run`` fixes it at start-up; a library user can set ``MALLOC_MMAP_THRESHOLD_`` in the
-environment instead, which this module then leaves alone.
+``edgeseg-run`` fixes it at 2 MiB: the per-block arrays of a streamed prediction that vary in
+size (the overlap sums, a window padded at the scene's edge) then come from mappings of their
+own instead of fragmenting the heap, while the arrays of a tile or a batch (under 2 MiB) stay
+on the heap, which reuses them without faulting their pages in again; the pixel windows
+themselves are recycled (:class:`firmware_bridge.io.blocks.WindowBuffers`). Measured (int8
+MobileUNet, 256 tiles, 1024 px blocks, 2 cores): peak 121 MiB for a 2k scene and 131 MiB for
+8k, against 122 and 138 MiB at 4 MiB (docs/benchmarks.md). A library user can set
+``MALLOC_MMAP_THRESHOLD_`` in the environment instead, which this module then leaves alone.
 
 The trim threshold must go with it. Setting the mmap threshold also stops glibc from raising
 the trim threshold (normally twice the mmap threshold), which then stays at 128 KiB: the top
@@ -29,7 +35,7 @@ import sys
 
 M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
 M_TRIM_THRESHOLD = -1
-DEFAULT_THRESHOLD = 4 << 20
+DEFAULT_THRESHOLD = 2 << 20
 
 
 def _mallopt():

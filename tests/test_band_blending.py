@@ -153,3 +153,56 @@ def test_integer_weights_cannot_overflow_16_bits(models):
                                                                integer_blend=False))
     image = smooth_image(100, 90, seed=11)
     np.testing.assert_array_equal(seg.predict_tiled(image).mask, flt.predict_tiled(image).mask)
+
+
+def test_overlap_sums_hold_only_the_overlap_bands_and_equal_full_accumulators():
+    """The compact sums equal full-size accumulators on every summed pixel, hold about the
+    overlap bands' share of a block, and refuse a pixel that one tile alone covers."""
+    from firmware_bridge.runtime.overlap import OverlapSums
+
+    h, w, tile, overlap = 928, 1024, 256, 32
+    region = Box(0, 0, 896, 1024)  # a block of rows cut on tile starts, 32 rows handed down
+    below = 32
+    rows_once = np.concatenate([tiling.covered_once(h, tile, overlap)[: region.height],
+                                np.zeros(below, bool)])
+    cols_once = tiling.covered_once(w, tile, overlap)[: region.width]
+    sums = OverlapSums(rows_once, cols_once, 3, np.float32, (0, 0))
+    full_acc = np.zeros((region.height + below, w, 3), np.float32)
+    full_w = np.zeros((region.height + below, w), np.float32)
+    rng = np.random.default_rng(0)
+    boxes = tiling.tile_boxes(h, w, tile, overlap)
+    for box in boxes:
+        s = rng.random((tile, tile, 3), np.float32)
+        window = tiling.tile_window(box, h, w, ramp=overlap)
+        tiling.accumulate(full_acc, full_w, s, window, box)
+        # the parts of the tile outside what it alone covers, as the blend hands them over
+        ys = np.flatnonzero(rows_once[box.y0 : min(box.y1, len(rows_once))])
+        xs = np.flatnonzero(cols_once[box.x0 : box.x1])
+        if len(ys) and len(xs):
+            core = Box(box.y0 + ys[0], box.x0 + xs[0], box.y0 + ys[-1] + 1, box.x0 + xs[-1] + 1)
+            parts = [Box(box.y0, box.x0, core.y0, box.x1), Box(core.y1, box.x0, box.y1, box.x1),
+                     Box(core.y0, box.x0, core.y1, core.x0), Box(core.y0, core.x1, core.y1, box.x1)]
+        else:
+            parts = [box]
+        for p in parts:
+            if p.height > 0 and p.width > 0:
+                sl = (slice(p.y0 - box.y0, p.y1 - box.y0), slice(p.x0 - box.x0, p.x1 - box.x0))
+                sums.add(s[sl], window[sl], p)
+    seen = np.zeros((region.height, w), bool)
+    for (rows, cols), acc, wsum in sums.spans(region.height):
+        np.testing.assert_array_equal(acc, full_acc[rows, cols])
+        np.testing.assert_array_equal(wsum, full_w[rows, cols])
+        assert not seen[rows, cols].any()
+        seen[rows, cols] = True
+    once = rows_once[: region.height, None] & cols_once[None, :]
+    np.testing.assert_array_equal(seen, ~once)  # every pixel more than one tile covers
+    band_acc, band_w = sums.rows_from(region.height)
+    np.testing.assert_array_equal(band_acc, full_acc[region.height :])
+    np.testing.assert_array_equal(band_w, full_w[region.height :])
+    held = sums.band_acc.size + sums.cross_acc.size
+    assert held < 0.4 * full_acc.size  # the last column of tiles overlaps by 160 px here
+    with pytest.raises(ValueError, match="one tile alone covers"):
+        sums.add(np.zeros((10, 10, 3), np.float32), np.ones((10, 10), np.float32),
+                 Box(100, 100, 110, 110))
+    with pytest.raises(ValueError, match="not all summed"):
+        sums.rows_from(region.height - 100)

@@ -177,11 +177,12 @@ def test_every_tile_is_predicted_once_and_the_band_handed_down_is_overlap_rows(s
     np.testing.assert_array_equal(streamed, seg.predict_tiled(image).mask)
 
 
-@pytest.mark.parametrize(("height", "width", "align", "rows", "cols"),
-                         [(700, 300, 256, 224, 128), (700, 300, 256, 96, 300), (40, 50, 1, 16, 20),
-                          (600, 256, 256, 600, 256)])
-def test_masks_are_written_in_rows_of_whole_output_tiles(height, width, align, rows, cols):
-    from firmware_bridge.io.blocks import TileRows
+@pytest.mark.parametrize(("height", "width", "tile", "rows", "cols"),
+                         [(700, 300, (256, 256), 224, 128), (700, 300, (256, 256), 96, 300),
+                          (40, 50, (1, 50), 16, 20), (600, 256, (256, 256), 600, 256),
+                          (2048, 1024, (256, 256), 896, 256), (70, 90, (16, 32), 20, 45)])
+def test_masks_are_written_in_whole_output_tiles_each_once(height, width, tile, rows, cols):
+    from firmware_bridge.io.blocks import WholeTiles
     from firmware_bridge.runtime.tiling import Box
 
     truth = np.random.default_rng(0).integers(0, 4, (height, width), dtype=np.uint8)
@@ -194,16 +195,51 @@ def test_masks_are_written_in_rows_of_whole_output_tiles(height, width, align, r
         written[box.y0 : box.y1, box.x0 : box.x1] = mask
         windows.append(box)
 
-    out = TileRows(height, width, align, write)
+    out = WholeTiles(height, width, tile, write)
     regions = [Box(y, x, min(y + rows, height), min(x + cols, width))
                for y in range(0, height, rows) for x in range(0, width, cols)]
+    held = 0
     for r in regions[::-1] if cols == width else regions:  # any order
         out.add(r, truth[r.y0 : r.y1, r.x0 : r.x1])
+        held = max(held, sum(buf.size for buf, _ in out.partial.values()))
     np.testing.assert_array_equal(written, truth)
     assert out.complete
-    # whole tiles of the file across its width, each written once
-    assert all(b.y0 % align == 0 and (b.y1 % align == 0 or b.y1 == height)
-               and (b.x0, b.x1) == (0, width) for b in windows)
-    assert len(windows) == -(-height // align)
+    th, tw = tile
+    # whole tiles of the file (edges at the scene's border), each written once
+    assert all(b.y0 % th == 0 and (b.y1 % th == 0 or b.y1 == height) and b.y1 - b.y0 <= th
+               and b.x0 % tw == 0 and (b.x1 % tw == 0 or b.x1 == width) for b in windows)
+    assert sum(b.height * b.width for b in windows) == height * width
+    if cols % tw == 0 and cols != width:
+        # row-major blocks on tile columns: what waits is the tile rows that two rows of
+        # blocks share, not a whole row of blocks
+        assert 0 < held <= th * width < rows * width
+
+
+def test_whole_tiles_refuses_a_wrong_shape_and_pixels_that_come_twice():
+    from firmware_bridge.io.blocks import WholeTiles
+    from firmware_bridge.runtime.tiling import Box
+
+    out = WholeTiles(64, 64, (32, 32), lambda box, mask: None)
     with pytest.raises(ValueError, match="mask of"):
-        TileRows(height, width, align, write).add(Box(0, 0, 1, 2), truth[:1, :1])
+        out.add(Box(0, 0, 1, 2), np.zeros((1, 1), np.uint8))
+    out.add(Box(0, 0, 16, 64), np.zeros((16, 64), np.uint8))
+    with pytest.raises(ValueError, match="a second time"):
+        out.add(Box(8, 0, 32, 64), np.zeros((24, 64), np.uint8))
+
+
+def test_window_buffers_are_recycled_and_never_more_than_in_flight():
+    from firmware_bridge.io.blocks import WindowBuffers
+
+    pool = WindowBuffers()
+    a, buf_a = pool.take((3, 100, 120), np.uint8)
+    assert a.flags.c_contiguous and a.shape == (3, 100, 120) and a.base is not None
+    pool.give(buf_a)
+    b, buf_b = pool.take((3, 90, 120), np.uint8)  # smaller: the same memory
+    assert buf_b is buf_a and b.shape == (3, 90, 120)
+    pool.give(buf_b)
+    c, buf_c = pool.take((3, 110, 120), np.uint16)  # larger: the old one is let go
+    assert buf_c is not buf_a and c.dtype == np.uint16 and buf_c.size == 3 * 110 * 120 * 2
+    assert pool._free == []
+    pool.give(buf_c)
+    pool.give(None)
+    assert len(pool._free) == 1

@@ -7,8 +7,8 @@ bounded whatever the archive's size. Every tile is predicted by one unit only: t
 rows under the tiles that straddle the border of two strips is finished here, from the sums
 the strip above sends and the scores of its own tiles that the strip below sends
 (:func:`~firmware_bridge.io.blocks.finish_seam`), so the masks equal those of one process.
-Each finished unit's masks are written into the scene's temporary file, in rows of whole
-output tiles (:class:`~firmware_bridge.io.blocks.TileRows`); a scene whose last unit arrived is
+Each finished unit's masks are written into the scene's temporary file in whole tiles of the
+file (:class:`~firmware_bridge.io.blocks.WholeTiles`); a scene whose last unit arrived is
 renamed to its final name.
 A scene that fails is reported and removed while the others go on; a worker that dies has its
 units run again elsewhere (Dask's scheduler does this). Outputs that exist are skipped unless
@@ -44,7 +44,8 @@ from firmware_bridge.fsutil import atomic_write_bytes, new_part, publish, writin
 from firmware_bridge.io.blocks import (
     SceneGrid,
     Seam,
-    TileRows,
+    WholeTiles,
+    file_tiles,
     finish_seam,
     open_raster,
     raster_statistics,
@@ -118,7 +119,7 @@ class _Scene:
     tmp: Path | None = None
     out: object = None
     failed: bool = False
-    rows: TileRows | None = None
+    rows: WholeTiles | None = None
     bands_down: dict[int, Band] = field(default_factory=dict)
     """Bands handed down by a strip whose strip below has not come back yet, by first row."""
     seams: dict[int, Seam] = field(default_factory=dict)
@@ -150,8 +151,8 @@ class _Writer:
             def write_rows(box: Box, mask: np.ndarray) -> None:
                 out.write(mask, 1, window=Window(box.x0, box.y0, box.width, box.height))
 
-            align = profile.get("blockysize", g.height) if profile.get("tiled") else g.height
-            scene.rows = TileRows(g.height, g.width, align, write_rows)
+            scene.rows = WholeTiles(g.height, g.width, file_tiles(profile, g.height, g.width),
+                                    write_rows)
         seam = result.seam
         with writing(scene.dst):
             for region, mask in result.masks:

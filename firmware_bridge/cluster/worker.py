@@ -30,6 +30,7 @@ from firmware_bridge.io.blocks import (
     RowShare,
     SceneGrid,
     Seam,
+    WindowBuffers,
     open_raster,
     predict_block,
     read_block,
@@ -181,16 +182,19 @@ def predict_unit(model: ModelSpec, unit: Unit) -> UnitResult:
     share = RowShare()
     carry = BandCarry(boxes)
 
+    buffers = WindowBuffers()
+
     def compute(region: Box, block) -> np.ndarray:
         nonlocal nodata
         mask, missing = predict_block(seg, grid, region, block, share, carry, seam)
+        buffers.give(block.buffer)
         nodata += missing
         return mask
 
     with open_raster(src) as ds:
         stream(unit.regions,
                lambda region: read_block(seg, ds, list(unit.bands), grid, region, src, boxes,
-                                         carried=region.y0 > 0),
+                                         carried=region.y0 > 0, buffers=buffers),
                compute, lambda region, mask: masks.append((region, mask)),
                pipelined=seg.options.pipeline and len(unit.regions) > 1)
     band = None

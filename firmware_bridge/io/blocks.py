@@ -11,10 +11,12 @@ there, whichever process does it and in whatever order: the streamed single-proc
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,6 +87,40 @@ class BlockInput:
     pixels: np.ndarray
     invalid: np.ndarray | None
     carried: bool = False
+    buffer: np.ndarray | None = None
+    """The memory the window was read into, when it came from :class:`WindowBuffers`."""
+
+
+class WindowBuffers:
+    """Memory recycled between the pixel windows of a stream of blocks (thread-safe).
+
+    A window read into fresh memory costs the page faults of mapping it (a 1024 px block of
+    three bands is about 4 MB, more than glibc serves from its heap) or, when the heap serves
+    it, leaves the heap fragmented by windows of varying size. Blocks in flight take a buffer
+    here and give it back once predicted, so a stream holds as many as it has blocks in flight
+    and maps each once.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, shape: tuple[int, ...], dtype: np.dtype | type) -> tuple[np.ndarray, np.ndarray]:
+        """A C-contiguous array of ``shape`` and ``dtype``, and the buffer it lies in."""
+        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if b.size >= n]
+            flat = self._free.pop(fits[0] if fits else -1) if self._free else None
+        if flat is None or flat.size < n:  # one too small is let go: no more than in flight
+            flat = np.empty(n, np.uint8)
+        return flat[:n].view(dtype).reshape(shape), flat
+
+    def give(self, buffer: np.ndarray | None) -> None:
+        """Return a buffer from :meth:`take` (``None`` is ignored)."""
+        if buffer is not None:
+            with self._lock:
+                self._free.append(buffer)
+                self._free.sort(key=lambda b: b.size)
 
 
 @contextlib.contextmanager
@@ -164,7 +200,8 @@ def raster_statistics(seg, ds, bands: list[int], src: Path) -> BandStats | None:
 
 
 def read_block(seg, ds, bands: list[int], grid: SceneGrid, region: tiling.Box, src: Path,
-               boxes: list[tiling.Box] | None = None, carried: bool = False) -> BlockInput:
+               boxes: list[tiling.Box] | None = None, carried: bool = False,
+               buffers: WindowBuffers | None = None) -> BlockInput:
     """Read a block's context window, fill pixels without data and pad it to whole tiles.
 
     Args:
@@ -177,6 +214,8 @@ def read_block(seg, ds, bands: list[int], grid: SceneGrid, region: tiling.Box, s
         boxes: The scene's tiles (``None``: computed).
         carried: The block above hands its band down (:class:`BandCarry`): the tiles starting
             above the block are not read.
+        buffers: Read into memory from here (give :attr:`BlockInput.buffer` back once the
+            block is predicted); ``None``: fresh memory.
 
     Returns:
         The window, its pixels and where they had no data.
@@ -189,12 +228,20 @@ def read_block(seg, ds, bands: list[int], grid: SceneGrid, region: tiling.Box, s
 
     bb = grid.context(region, boxes, carried)
     window = Window(bb.x0, bb.y0, min(bb.x1, grid.width) - bb.x0, min(bb.y1, grid.height) - bb.y0)
+    out = buffer = None
+    kinds = {ds.dtypes[b - 1] for b in bands}
+    if buffers is not None and len(kinds) == 1:
+        shape = (len(bands), int(window.height), int(window.width))
+        out, buffer = buffers.take(shape, np.dtype(kinds.pop()))
     try:
-        data = ds.read(bands, window=window)
+        data = ds.read(bands, window=window, out=out)
     except rasterio.errors.RasterioError as exc:
+        if buffers is not None:
+            buffers.give(buffer)
         raise EdgesegError(f"{src}: reading window {window} failed ({exc})") from exc
     data, invalid = seg.clean(np.moveaxis(data, 0, -1), ds.nodata)
-    return BlockInput(bb, tiling.pad_to_tile(data, (bb.height, bb.width)), invalid, carried)
+    return BlockInput(bb, tiling.pad_to_tile(data, (bb.height, bb.width)), invalid, carried,
+                      buffer)
 
 
 class RowShare:
@@ -260,61 +307,96 @@ class BandCarry:
             self.below[region.x0] = band
 
 
-class TileRows:
-    """Masks of boxes that come in any order, written in rows of whole output tiles.
+def file_tiles(profile: dict[str, Any], height: int, width: int) -> tuple[int, int]:
+    """The blocks a mask file is stored in: its tiles, or the whole image when untiled.
 
-    Each window written covers whole tiles of the output file across its full width, once:
-    a compressed tile written in parts is stored more than once, and GDAL, when it reads such
-    a tile back to complete it, has been seen to lose the part written first. Blocks end on
-    tile starts of the model, not of the file, so the rows of each tile row of the file are
-    gathered until every pixel of it has come, then written at once. Memory: the tile rows
-    that the boxes in flight leave incomplete (for row-major blocks, under two tile rows
-    across the width).
+    Args:
+        profile: The mask's rasterio profile (:func:`~firmware_bridge.io.images.mask_profile`).
+        height: Scene rows.
+        width: Scene columns.
+
+    Returns:
+        ``(rows, columns)`` of one stored block.
+    """
+    if profile.get("tiled"):
+        return int(profile.get("blockysize", 256)), int(profile.get("blockxsize", 256))
+    return height, width
+
+
+class WholeTiles:
+    """Masks of boxes that come in any order, written in whole tiles of the output file.
+
+    Each window written covers whole tiles of the file (a run of them along one tile row), and
+    each tile is written once: a compressed tile written in parts is stored more than once,
+    and GDAL, when it reads such a tile back to complete it, has been seen to lose the part
+    written first. Blocks end on tile starts of the model, not of the file, so a file tile
+    that two blocks share is gathered until every pixel of it has come. Tiles a box covers
+    whole are written at once, so memory holds only the tiles that the boxes in flight leave
+    incomplete (for row-major blocks, under one tile row across the width).
 
     Args:
         height: Scene rows.
         width: Scene columns.
-        align: Rows of the file's tiles (the scene's height for an untiled file).
-        write: Called with a full-width box of whole tile rows and its ``uint8`` mask.
+        tile: ``(rows, columns)`` of the file's tiles (:func:`file_tiles`).
+        write: Called with a box of whole tiles and its ``uint8`` mask.
     """
 
-    def __init__(self, height: int, width: int, align: int,
+    def __init__(self, height: int, width: int, tile: tuple[int, int],
                  write: Callable[[tiling.Box, np.ndarray], None]) -> None:
-        self.height, self.width, self.align, self._write = height, width, max(1, align), write
-        self.partial: dict[int, tuple[np.ndarray, int]] = {}
+        self.height, self.width, self._write = height, width, write
+        self.tile = (max(1, int(tile[0])), max(1, int(tile[1])))
+        self.partial: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
 
     def add(self, box: tiling.Box, mask: np.ndarray) -> None:
-        """Take the mask of ``box``; write the tile rows it completes.
+        """Take the mask of ``box``; write the tiles it completes.
 
         Raises:
             ValueError: When ``mask`` is not ``box``'s shape, or more pixels come for a tile
-                row than it holds (some came twice).
+                than it holds (some came twice).
         """
         if mask.shape != (box.height, box.width):
             raise ValueError(f"mask of {mask.shape} for box {box}")
-        for c0 in range(box.y0 - box.y0 % self.align, box.y1, self.align):
-            c1 = min(c0 + self.align, self.height)
-            a, b = max(c0, box.y0), min(c1, box.y1)
-            rows = mask[a - box.y0 : b - box.y0]
-            whole = tiling.Box(c0, 0, c1, self.width)
-            if (a, b, box.x0, box.x1) == (c0, c1, 0, self.width):
-                self._write(whole, rows)
-                continue
-            buf, filled = self.partial.pop(c0, (None, 0))
-            if buf is None:
-                buf = np.empty((c1 - c0, self.width), np.uint8)
-            buf[a - c0 : b - c0, box.x0 : box.x1] = rows
-            filled += (b - a) * box.width
-            if filled > buf.size:
-                raise ValueError(f"box {box} writes pixels of rows {c0}-{c1} a second time")
-            if filled == buf.size:
-                self._write(whole, buf)
-            else:
-                self.partial[c0] = (buf, filled)
+        th, tw = self.tile
+        for r0 in range(box.y0 - box.y0 % th, box.y1, th):
+            r1 = min(r0 + th, self.height)
+            a, b = max(r0, box.y0), min(r1, box.y1)
+            done: list[tuple[int, int, np.ndarray]] = []  # (c0, c1, mask) of finished tiles
+            for c0 in range(box.x0 - box.x0 % tw, box.x1, tw):
+                c1 = min(c0 + tw, self.width)
+                left, right = max(c0, box.x0), min(c1, box.x1)
+                part = mask[a - box.y0 : b - box.y0, left - box.x0 : right - box.x0]
+                if (a, b, left, right) == (r0, r1, c0, c1):
+                    done.append((c0, c1, part))
+                    continue
+                buf, filled = self.partial.pop((r0, c0), (None, 0))
+                if buf is None:
+                    buf = np.empty((r1 - r0, c1 - c0), np.uint8)
+                buf[a - r0 : b - r0, left - c0 : right - c0] = part
+                filled += part.size
+                if filled > buf.size:
+                    raise ValueError(f"box {box} writes pixels of the tile at row {r0}, "
+                                     f"column {c0} a second time")
+                if filled == buf.size:
+                    done.append((c0, c1, buf))
+                else:
+                    self.partial[(r0, c0)] = (buf, filled)
+            self._flush(r0, r1, done)
+
+    def _flush(self, r0: int, r1: int, done: list[tuple[int, int, np.ndarray]]) -> None:
+        """Write finished tiles of one tile row, each run of neighbours as one window."""
+        i = 0
+        while i < len(done):
+            j = i + 1
+            while j < len(done) and done[j][0] == done[j - 1][1]:
+                j += 1
+            run = done[i:j]
+            rows = run[0][2] if len(run) == 1 else np.concatenate([m for _, _, m in run], axis=1)
+            self._write(tiling.Box(r0, run[0][0], r1, run[-1][1]), rows)
+            i = j
 
     @property
     def complete(self) -> bool:
-        """Whether every tile row that was started has been written."""
+        """Whether every tile that was started has been written."""
         return not self.partial
 
 

@@ -36,7 +36,9 @@ from firmware_bridge.io.blocks import (
     BlockInput,
     RowShare,
     SceneGrid,
-    TileRows,
+    WholeTiles,
+    WindowBuffers,
+    file_tiles,
     open_raster,
     predict_block,
     raster_statistics,
@@ -200,10 +202,12 @@ def predict_geotiff(
 
         share = RowShare()
         carry = BandCarry(boxes)
+        buffers = WindowBuffers()
 
         def compute(region: tiling.Box, data: BlockInput) -> np.ndarray:
             nonlocal nodata
             mask, missing = predict_block(seg, grid, region, data, share, carry)
+            buffers.give(data.buffer)
             nodata += missing
             return mask
 
@@ -215,7 +219,7 @@ def predict_geotiff(
             def read(region: tiling.Box) -> BlockInput:
                 t0 = time.perf_counter() if clock else 0.0
                 data = read_block(seg, ds, chosen, grid, region, src, boxes,
-                                  carried=region.y0 > 0)
+                                  carried=region.y0 > 0, buffers=buffers)
                 if clock:
                     clock.add("read", t0)
                 return data
@@ -223,8 +227,8 @@ def predict_geotiff(
             def write_rows(box: tiling.Box, mask: np.ndarray) -> None:
                 out.write(mask, 1, window=Window(box.x0, box.y0, box.width, box.height))
 
-            rows = TileRows(height, width, out_profile.get("blockysize", 1)
-                            if out_profile.get("tiled") else 1, write_rows)
+            rows = WholeTiles(height, width, file_tiles(out_profile, height, width),
+                              write_rows)
 
             def write(region: tiling.Box, mask: np.ndarray) -> None:
                 t0 = time.perf_counter() if clock else 0.0

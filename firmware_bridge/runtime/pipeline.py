@@ -26,6 +26,14 @@ U = TypeVar("U")
 V = TypeVar("V")
 
 DEFAULT_DEPTH = 2
+"""Batches of tiles prepared ahead of the model (:func:`run_ahead`)."""
+
+BLOCK_DEPTH = 1
+"""Blocks read ahead of, and written behind, the one being predicted (:func:`stream`).
+
+Reading or writing a block takes a small part of the time its tiles take in the model, so one
+block ahead keeps the model busy; every block more in flight holds one more window of pixels
+(about 4 MB for a 1024 px block of three bands) for no speed."""
 
 
 def _drain(pending: Iterable[Future]) -> None:
@@ -76,7 +84,7 @@ def run_ahead(items: Iterable[T], prepare: Callable[[T], U], run: Callable[[U], 
 
 
 def stream(items: Iterable[T], read: Callable[[T], U], compute: Callable[[T, U], V],
-           write: Callable[[T, V], None], pipelined: bool = True, depth: int = DEFAULT_DEPTH
+           write: Callable[[T, V], None], pipelined: bool = True, depth: int = BLOCK_DEPTH
            ) -> None:
     """``write(item, compute(item, read(item)))`` for every item: reads ahead, writes behind.
 

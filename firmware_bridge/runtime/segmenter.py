@@ -44,6 +44,7 @@ from firmware_bridge.runtime.metadata import (
 )
 from firmware_bridge.runtime.modelspec import input_channels, output_channels, resolve_model
 from firmware_bridge.runtime.nodata import fill_invalid, invalid_pixels
+from firmware_bridge.runtime.overlap import OverlapSums
 from firmware_bridge.runtime.pipeline import run_ahead
 from firmware_bridge.runtime.postprocess import (
     LOGIT_KINDS,
@@ -579,14 +580,15 @@ class Segmenter:
         integer = top >= tiling.INT_WEIGHT_MIN
         computed = self._scored(todo, pixels, origin, integer)
         keep: dict[tiling.Box, np.ndarray] = {}
-        rows = region.height + below
-        acc = wsum = out = None
+        summed_rows = np.concatenate([rows_once, np.zeros(below, bool)])
+        sums: OverlapSums | None = None
+        out: np.ndarray | None = None
         kind = np.uint16 if integer else np.float32
+        origin_r = (region.y0, region.x0)
 
         def start(k: int) -> None:
-            nonlocal acc, wsum, out
-            acc = np.zeros((rows, region.width, k), kind)
-            wsum = np.zeros((rows, region.width), kind)
+            nonlocal sums, out
+            sums = OverlapSums(summed_rows, cols_once, k, kind, origin_r)
             out = (np.empty((region.height, region.width), np.uint8) if mask
                    else np.empty((region.height, region.width, k), np.float32))
 
@@ -594,9 +596,8 @@ class Segmenter:
             if above.acc.dtype != kind:
                 raise ValueError(f"band of {above.acc.dtype} for a {np.dtype(kind)} blend")
             start(above.acc.shape[-1])
-            n = min(above.acc.shape[0], rows)
-            acc[:n], wsum[:n] = above.acc[:n], above.wsum[:n]
-        origin_r = (region.y0, region.x0)
+            n = min(above.acc.shape[0], len(summed_rows))
+            sums.load(above.acc[:n], above.wsum[:n])
         clock = self.clock
         timed = {"blend": 0.0, "argmax": 0.0}
         try:
@@ -611,13 +612,13 @@ class Segmenter:
                     if seam is not None and box.y0 < seam_end:
                         seam.append((box, s[: seam_end - box.y0].copy()))
                 t0 = time.perf_counter() if clock else 0.0
-                if acc is None:
+                if sums is None:
                     start(s.shape[-1])
                 window = (tiling.integer_window(box, h, w, self.overlap, top) if integer
                           else tiling.tile_window(box, h, w, ramp=self.overlap))
                 core = _core(box, region, rows_once, cols_once)
                 if core is None:
-                    tiling.accumulate(acc, wsum, s, window, box, origin_r, scratch=scratch)
+                    sums.add(s, window, box, scratch=scratch)
                     if clock:
                         timed["blend"] += time.perf_counter() - t0
                     continue
@@ -634,8 +635,7 @@ class Segmenter:
                 for part in _frame(box, core):
                     sl = (slice(part.y0 - box.y0, part.y1 - box.y0),
                           slice(part.x0 - box.x0, part.x1 - box.x0))
-                    tiling.accumulate(acc, wsum, s[sl], window[sl], part, origin_r,
-                                      scratch=scratch)
+                    sums.add(s[sl], window[sl], part, scratch=scratch)
                 if clock:
                     timed["blend"] += time.perf_counter() - t0
         finally:
@@ -644,17 +644,13 @@ class Segmenter:
         if shared is not None:
             shared.clear()
             shared.update(keep)
-        if acc is None:  # only with ``seam``: every row lies under tiles predicted elsewhere
+        if sums is None:  # only with ``seam``: every row lies under tiles predicted elsewhere
             if not mask or below:
                 raise ValueError(f"region {region} holds no tile of its own to blend")
             return np.zeros((region.height, region.width), np.uint8), None
-        row_runs = tiling.runs(~rows_once)
-        spans = [(slice(a, b), slice(None)) for a, b in row_runs]
-        spans += [(slice(a, b), slice(c, d)) for a, b in tiling.runs(rows_once)
-                  for c, d in tiling.runs(~cols_once)]
         last_argmax = 0.0
-        for sl in spans:
-            probs = acc[sl] if integer else tiling.normalise(acc[sl], wsum[sl])
+        for sl, acc, wsum in sums.spans(region.height):
+            probs = acc if integer else tiling.normalise(acc, wsum)
             if mask:
                 t1 = time.perf_counter() if clock else 0.0
                 out[sl] = self.to_mask(probs)
@@ -664,7 +660,7 @@ class Segmenter:
                 out[sl] = probs
         band = None
         if below > 0:
-            band = Band(acc[region.height :].copy(), wsum[region.height :].copy())
+            band = Band(*sums.rows_from(region.height))
         if clock:
             clock.seconds["blend"] += timed["blend"] + time.perf_counter() - t0 - last_argmax
             clock.seconds["argmax"] += timed["argmax"] + last_argmax
