@@ -52,6 +52,8 @@ class OverlapSums:
         self._band_pos = _positions(~self.rows_once)
         self._once_pos = _positions(self.rows_once)
         self._col_pos = _positions(~self.cols_once)
+        self._runs = sorted([(a, b, True) for a, b in tiling.runs(~self.rows_once)]
+                            + [(a, b, False) for a, b in tiling.runs(self.rows_once)])
         n_once = len(self.rows_once) - len(self.band_rows)
         self.band_acc = np.zeros((len(self.band_rows), self.width, classes), dtype)
         self.band_wsum = np.zeros((len(self.band_rows), self.width), dtype)
@@ -82,11 +84,9 @@ class OverlapSums:
 
     def _row_runs(self, a: int, b: int) -> Iterator[tuple[int, int, bool]]:
         """``(start, end, summed across the width)`` runs of accumulator rows in ``[a, b)``."""
-        flags = ~self.rows_once[a:b]
-        for lo, hi in tiling.runs(flags):
-            yield a + lo, a + hi, True
-        for lo, hi in tiling.runs(~flags):
-            yield a + lo, a + hi, False
+        for lo, hi, banded in self._runs:
+            if lo < b and hi > a:
+                yield max(lo, a), min(hi, b), banded
 
     def add(self, scores: np.ndarray, window: np.ndarray, box: tiling.Box,
             scratch: bool = False) -> None:
