@@ -201,7 +201,7 @@ def test_masks_are_written_in_whole_output_tiles_each_once(height, width, tile, 
     held = 0
     for r in regions[::-1] if cols == width else regions:  # any order
         out.add(r, truth[r.y0 : r.y1, r.x0 : r.x1])
-        held = max(held, sum(buf.size for buf, _ in out.partial.values()))
+        held = max(held, out.held)
     np.testing.assert_array_equal(written, truth)
     assert out.complete
     th, tw = tile

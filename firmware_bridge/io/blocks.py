@@ -329,10 +329,11 @@ class WholeTiles:
     Each window written covers whole tiles of the file (a run of them along one tile row), and
     each tile is written once: a compressed tile written in parts is stored more than once,
     and GDAL, when it reads such a tile back to complete it, has been seen to lose the part
-    written first. Blocks end on tile starts of the model, not of the file, so a file tile
-    that two blocks share is gathered until every pixel of it has come. Tiles a box covers
-    whole are written at once, so memory holds only the tiles that the boxes in flight leave
-    incomplete (for row-major blocks, under one tile row across the width).
+    written first. Blocks end on tile starts of the model, not of the file, so the parts of a
+    file tile that two blocks share are kept until every pixel of it has come. Tiles a box
+    covers whole are written at once, so memory holds only the parts of the tiles that the
+    boxes in flight leave incomplete (for row-major blocks, under one tile row across the
+    width).
 
     Args:
         height: Scene rows.
@@ -345,7 +346,8 @@ class WholeTiles:
                  write: Callable[[tiling.Box, np.ndarray], None]) -> None:
         self.height, self.width, self._write = height, width, write
         self.tile = (max(1, int(tile[0])), max(1, int(tile[1])))
-        self.partial: dict[tuple[int, int], tuple[np.ndarray, int]] = {}
+        self.partial: dict[tuple[int, int], tuple[list[tuple[int, int, np.ndarray]], int]] = {}
+        """``(row, column)`` of each tile started -> its parts so far and their pixel count."""
 
     def add(self, box: tiling.Box, mask: np.ndarray) -> None:
         """Take the mask of ``box``; write the tiles it completes.
@@ -368,18 +370,21 @@ class WholeTiles:
                 if (a, b, left, right) == (r0, r1, c0, c1):
                     done.append((c0, c1, part))
                     continue
-                buf, filled = self.partial.pop((r0, c0), (None, 0))
-                if buf is None:
-                    buf = np.empty((r1 - r0, c1 - c0), np.uint8)
-                buf[a - r0 : b - r0, left - c0 : right - c0] = part
+                parts, filled = self.partial.pop((r0, c0), ([], 0))
+                parts.append((a - r0, left - c0, part))
                 filled += part.size
-                if filled > buf.size:
+                size = (r1 - r0) * (c1 - c0)
+                if filled > size:
                     raise ValueError(f"box {box} writes pixels of the tile at row {r0}, "
                                      f"column {c0} a second time")
-                if filled == buf.size:
+                if filled == size:
+                    buf = np.empty((r1 - r0, c1 - c0), np.uint8)
+                    for y, x, p in parts:
+                        buf[y : y + p.shape[0], x : x + p.shape[1]] = p
                     done.append((c0, c1, buf))
-                else:
-                    self.partial[(r0, c0)] = (buf, filled)
+                else:  # only the pixels that came are kept (a copy: the box's mask is let go)
+                    parts[-1] = (a - r0, left - c0, part.copy())
+                    self.partial[(r0, c0)] = (parts, filled)
             self._flush(r0, r1, done)
 
     def _flush(self, r0: int, r1: int, done: list[tuple[int, int, np.ndarray]]) -> None:
@@ -398,6 +403,11 @@ class WholeTiles:
     def complete(self) -> bool:
         """Whether every tile that was started has been written."""
         return not self.partial
+
+    @property
+    def held(self) -> int:
+        """Bytes of mask held for tiles not yet complete."""
+        return sum(p.nbytes for parts, _ in self.partial.values() for _, _, p in parts)
 
 
 @dataclass

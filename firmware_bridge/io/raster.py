@@ -239,8 +239,9 @@ def predict_geotiff(
             stream(progress(regions, len(regions), src.name, show_progress, "block"),
                    read, compute, write, pipelined=seg.options.pipeline)
             if not rows.complete:
-                raise EdgesegError(f"{src}: rows {sorted(rows.partial)} of the mask were left "
-                                   "unwritten")
+                left = sorted(rows.partial)
+                raise EdgesegError(f"{src}: {len(left)} tiles of the mask were left unwritten "
+                                   f"(first at row, column {left[0]})")
     return Prediction([dst], height * width, nodata)
 
 
