@@ -157,7 +157,7 @@ def test_every_tile_is_predicted_once_and_the_band_handed_down_is_overlap_rows(s
         return run(x)
 
     def keeping(self, region, band):
-        bands.append((region, None if band is None else band.acc.shape))
+        bands.append((region, None if band is None else band))
         put(self, region, band)
 
     seg.backend.run = counting
@@ -168,8 +168,18 @@ def test_every_tile_is_predicted_once_and_the_band_handed_down_is_overlap_rows(s
         seg.backend.run = run
         BandCarry.put = put
     assert sum(tiles) == positions
-    for region, shape in bands:  # the band below each block: overlap rows x its columns x K
-        assert shape == (None if region.y1 == 928 else (seg.overlap, region.width, 4))
+    for region, band in bands:  # the band below each block: its tiles' overlap rows
+        if region.y1 == 928:
+            assert band is None
+            continue
+        assert band.y0 == region.y1 and band.tiles
+        for box, scores in band.tiles.items():
+            assert box.y0 < region.y1 < box.y1 and box.x1 > region.x0 and box.x0 < region.x1
+            assert scores.shape == (seg.overlap, box.width, 4)
+        covered = np.zeros(928, bool)
+        for box in band.tiles:
+            covered[box.x0 : box.x1] = True
+        assert covered[region.x0 : region.x1].all()
     assert len({r.y0 for r, _ in bands}) > 1 and len({r.x0 for r, _ in bands}) > 1
     with rasterio.open(out) as ds:
         streamed = ds.read(1)

@@ -37,7 +37,7 @@ from firmware_bridge.io.blocks import (
 )
 from firmware_bridge.runtime import tiling
 from firmware_bridge.runtime.pipeline import stream
-from firmware_bridge.runtime.segmenter import Band, Segmenter, SegmenterOptions
+from firmware_bridge.runtime.segmenter import Band, Segmenter, SegmenterOptions, TileBand
 from firmware_bridge.runtime.standardise import BandStats
 from firmware_bridge.runtime.tiling import Box
 
@@ -198,8 +198,8 @@ def predict_unit(model: ModelSpec, unit: Unit) -> UnitResult:
                compute, lambda region, mask: masks.append((region, mask)),
                pipelined=seg.options.pipeline and len(unit.regions) > 1)
     band = None
-    if carry.below:  # the last row of blocks handed its sums down: they go to the unit below
-        parts = [carry.below[x] for x in sorted(carry.below)]
-        band = (unit.regions[-1].y1, Band(np.concatenate([p.acc for p in parts], axis=1),
-                                          np.concatenate([p.wsum for p in parts], axis=1)))
+    if carry.below:  # the last row of blocks handed its tiles down: their sums go below
+        y1 = unit.regions[-1].y1
+        band = (y1, seg.band_sums(grid.padded, TileBand(y1, dict(sorted(carry.below.items()))),
+                                  grid.width))
     return UnitResult(unit.scene, masks, nodata, seam, band)

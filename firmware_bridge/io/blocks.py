@@ -23,7 +23,7 @@ import numpy as np
 from firmware_bridge import IGNORE_INDEX
 from firmware_bridge.errors import EdgesegError, require
 from firmware_bridge.runtime import tiling
-from firmware_bridge.runtime.segmenter import Band
+from firmware_bridge.runtime.segmenter import Band, TileBand
 from firmware_bridge.runtime.standardise import BandStats
 
 GDAL_CACHE_MB = 64
@@ -265,14 +265,16 @@ class RowShare:
 
 
 class BandCarry:
-    """Blended sums handed from each block to the block beneath it (one per stream of blocks).
+    """Tile scores handed from each row of blocks to the row beneath (one per stream of blocks).
 
     The tiles that straddle the border between two rows of blocks are predicted once, with
-    the upper row: each block keeps the partial sums of the rows below it that those tiles
-    cover, ``overlap`` rows when the rows of blocks are cut on tile starts
-    (:meth:`SceneGrid.stream_regions`), and the block beneath starts from them. Memory: that
-    band across the scene's width, twice at most (the row being handed down and the next).
-    Blocks must come in row-major order, with the same column cuts in every row.
+    the upper row: each block hands down those tiles' scores over the rows below it that they
+    reach, ``overlap`` rows when the rows of blocks are cut on tile starts
+    (:meth:`SceneGrid.stream_regions`), and each block beneath adds the ones over its columns
+    before its own (a :class:`~firmware_bridge.runtime.segmenter.TileBand`). Memory: those
+    rows of one row of tiles across the scene's width, at the model's 8 bits for integer
+    blending (half of what the blended 16-bit sums and their weights would take). Blocks must
+    come in row-major order.
 
     Args:
         boxes: The scene's tiles.
@@ -281,8 +283,8 @@ class BandCarry:
     def __init__(self, boxes: list[tiling.Box]) -> None:
         self.boxes = boxes
         self.row: tuple[int, int] | None = None
-        self.above: dict[int, Band] = {}
-        self.below: dict[int, Band] = {}
+        self.above: dict[tiling.Box, np.ndarray] = {}
+        self.below: dict[tiling.Box, np.ndarray] = {}
 
     def _enter(self, region: tiling.Box) -> None:
         if self.row is not None and region.y0 == self.row[0]:
@@ -292,19 +294,26 @@ class BandCarry:
         self.below = {}
         self.row = (region.y0, region.y1)
 
-    def take(self, region: tiling.Box) -> Band | None:
-        """The band handed down to ``region`` (``None`` in the first row)."""
+    def take(self, region: tiling.Box) -> TileBand | None:
+        """The tiles handed down over ``region``'s columns (``None`` in the first row).
+
+        A tile that reaches past the region's right edge is kept for the next block.
+        """
         self._enter(region)
-        return self.above.pop(region.x0, None)
+        tiles = {b: s for b, s in self.above.items() if b.x0 < region.x1 and b.x1 > region.x0}
+        for b in tiles:
+            if b.x1 <= region.x1:
+                del self.above[b]
+        return TileBand(region.y0, tiles) if tiles else None
 
     def rows(self, region: tiling.Box, height: int) -> int:
-        """Rows of sums ``region`` hands down (0 in the last row of a scene of ``height``)."""
+        """Rows ``region`` hands down (0 in the last row of a scene of ``height``)."""
         return 0 if region.y1 >= height else tiling.rows_below(self.boxes, region.y1)
 
-    def put(self, region: tiling.Box, band: Band | None) -> None:
-        """Keep ``region``'s band for the block beneath."""
+    def put(self, region: tiling.Box, band: TileBand | None) -> None:
+        """Keep the tiles ``region`` hands down for the blocks beneath."""
         if band is not None:
-            self.below[region.x0] = band
+            self.below.update(band.tiles)
 
 
 def file_tiles(profile: dict[str, Any], height: int, width: int) -> tuple[int, int]:
@@ -530,7 +539,8 @@ def predict_block(seg, grid: SceneGrid, region: tiling.Box, block: BlockInput,
                            "which was not handed down")
     below = carry.rows(region, grid.height) if carry is not None else 0
     mask, band = seg.blend_region(block.pixels, (bb.y0, bb.x0), grid.padded, region, shared,
-                                  above, below, mask=True, seam=seam.tiles if waits else None)
+                                  above, below, mask=True, seam=seam.tiles if waits else None,
+                                  tiles_down=True)
     if carry is not None:
         carry.put(region, band)
     if block.invalid is None:

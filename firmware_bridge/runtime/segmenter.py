@@ -207,6 +207,24 @@ class Band:
     wsum: np.ndarray
 
 
+@dataclass
+class TileBand:
+    """The scores of the tiles that reach below a row of blocks, over the rows they reach.
+
+    What one block hands the block beneath it in one process: where a :class:`Band` holds
+    16-bit (or float) sums and their weights across the width, this holds the tiles' own scores
+    (8-bit for integer blending), about half the memory; the block beneath adds them first, in
+    the order of the tile grid, so every pixel's sum is the same.
+
+    Attributes:
+        y0: The first row handed down.
+        tiles: Tile -> its scores over rows ``[y0, tile.y1)``, in the order of the tile grid.
+    """
+
+    y0: int
+    tiles: dict[tiling.Box, np.ndarray]
+
+
 def _core(box: tiling.Box, region: tiling.Box, rows_once: np.ndarray, cols_once: np.ndarray
           ) -> tiling.Box | None:
     """The part of ``region`` that ``box`` alone covers (rows and columns covered once), if any."""
@@ -520,8 +538,8 @@ class Segmenter:
                      image_size: tuple[int, int], region: tiling.Box,
                      shared: dict[tiling.Box, np.ndarray] | None = None,
                      above: Band | None = None, below: int = 0, mask: bool = False,
-                     seam: list[tuple[tiling.Box, np.ndarray]] | None = None
-                     ) -> tuple[np.ndarray, Band | None]:
+                     seam: list[tuple[tiling.Box, np.ndarray]] | None = None,
+                     tiles_down: bool = False) -> tuple[np.ndarray, Band | TileBand | None]:
         """:meth:`predict_region`, handing the partial sums of the rows below to the next region.
 
         Only the overlap bands are summed: where one tile alone covers a pixel its window is
@@ -535,8 +553,9 @@ class Segmenter:
             image_size: Full image ``(height, width)``, at least one tile in both axes.
             region: Part to predict, in full-image coordinates.
             shared: As :meth:`predict_region`.
-            above: The band that the region just above handed down (same columns): the sums
-                of every tile starting above ``region.y0``, which are then not predicted again.
+            above: The band that the region just above handed down: the sums of every tile
+                starting above ``region.y0`` (a :class:`Band` of the same columns), or their
+                scores (a :class:`TileBand`); those tiles are not predicted again.
             below: Rows past ``region.y1`` to hand down (:func:`~firmware_bridge.runtime.tiling.rows_below`).
             mask: Return the ``uint8`` mask (:meth:`to_mask`) instead of the probabilities.
             seam: The band of the tiles starting above ``region.y0`` is blended elsewhere
@@ -545,12 +564,15 @@ class Segmenter:
                 and each tile predicted here that reaches into the band appends ``(box, its
                 scores over the band's rows)`` to this list, for :meth:`finish_band`. Tiles
                 in ``shared`` are not appended again.
+            tiles_down: Hand the ``below`` rows down as a :class:`TileBand` (the scores of the
+                tiles reaching there) instead of a :class:`Band` of sums.
 
         Returns:
             ``(result, band)``: the region's blended scores (:meth:`to_scores`: the
             probabilities of :meth:`predict_region`, or their logits for a logit output; the
             same values as tiling the whole image: every pixel's sum is taken in the same
-            order), or their mask; and the band of the ``below`` rows (``None`` when 0).
+            order), or their mask; and the band of the ``below`` rows (``None`` when 0): a
+            :class:`Band`, or with ``tiles_down`` a :class:`TileBand`.
 
         Raises:
             ValueError: When ``above`` does not fit the region (other columns, too few rows),
@@ -565,8 +587,8 @@ class Segmenter:
         seam_end = region.y0
         if above is not None or seam is not None:
             reach = tiling.rows_below(boxes, region.y0)
-            if above is not None and (above.acc.shape[1] != region.width
-                                      or above.acc.shape[0] < min(reach, region.height)):
+            if isinstance(above, Band) and (above.acc.shape[1] != region.width
+                                            or above.acc.shape[0] < min(reach, region.height)):
                 raise ValueError(f"band {above.acc.shape[:2]} does not fit region {region} "
                                  f"(needs {reach} rows x {region.width})")
             boxes = [b for b in boxes if b.y0 >= region.y0]
@@ -578,6 +600,7 @@ class Segmenter:
         top = (tiling.integer_weight_top(h, w, self.tile, self.overlap)
                if mask and self.integer_masks() else 0)
         integer = top >= tiling.INT_WEIGHT_MIN
+        top = top if integer else 0
         computed = self._scored(todo, pixels, origin, integer)
         keep: dict[tiling.Box, np.ndarray] = {}
         summed_rows = np.concatenate([rows_once, np.zeros(below, bool)])
@@ -592,7 +615,18 @@ class Segmenter:
             out = (np.empty((region.height, region.width), np.uint8) if mask
                    else np.empty((region.height, region.width, k), np.float32))
 
-        if above is not None:
+        handed: dict[tiling.Box, np.ndarray] = {}
+        if isinstance(above, TileBand) and above.tiles:
+            for box, sc in sorted(above.tiles.items()):
+                if (sc.dtype == np.uint8) != integer:
+                    raise ValueError(f"tile band of {sc.dtype} for a {np.dtype(kind)} blend")
+                if sums is None:
+                    start(sc.shape[-1])
+                sums.add(sc, self._window(box, h, w, top)[above.y0 - box.y0 :],
+                         tiling.Box(above.y0, box.x0, box.y1, box.x1))
+                if tiles_down and box.y1 > region.y1:
+                    handed[box] = sc[region.y1 - above.y0 :].copy()
+        elif isinstance(above, Band):
             if above.acc.dtype != kind:
                 raise ValueError(f"band of {above.acc.dtype} for a {np.dtype(kind)} blend")
             start(above.acc.shape[-1])
@@ -611,11 +645,12 @@ class Segmenter:
                         keep[box] = s.copy()
                     if seam is not None and box.y0 < seam_end:
                         seam.append((box, s[: seam_end - box.y0].copy()))
+                if tiles_down and below and box.y1 > region.y1:
+                    handed[box] = s[region.y1 - box.y0 :].copy()
                 t0 = time.perf_counter() if clock else 0.0
                 if sums is None:
                     start(s.shape[-1])
-                window = (tiling.integer_window(box, h, w, self.overlap, top) if integer
-                          else tiling.tile_window(box, h, w, ramp=self.overlap))
+                window = self._window(box, h, w, top)
                 core = _core(box, region, rows_once, cols_once)
                 if core is None:
                     sums.add(s, window, box, scratch=scratch)
@@ -658,13 +693,48 @@ class Segmenter:
                     last_argmax += time.perf_counter() - t1
             else:
                 out[sl] = probs
-        band = None
+        band: Band | TileBand | None = None
         if below > 0:
-            band = Band(*sums.rows_from(region.height))
+            band = (TileBand(region.y1, dict(sorted(handed.items()))) if tiles_down
+                    else Band(*sums.rows_from(region.height)))
         if clock:
             clock.seconds["blend"] += timed["blend"] + time.perf_counter() - t0 - last_argmax
             clock.seconds["argmax"] += timed["argmax"] + last_argmax
         return out, band
+
+    def _window(self, box: tiling.Box, h: int, w: int, top: int) -> np.ndarray:
+        """A tile's blending window: integer weights summing to ``top`` (when above 0) or float."""
+        return (tiling.integer_window(box, h, w, self.overlap, top) if top
+                else tiling.tile_window(box, h, w, ramp=self.overlap))
+
+    def band_sums(self, image_size: tuple[int, int], band: TileBand, width: int) -> Band:
+        """The :class:`Band` of sums that a :class:`TileBand`'s tiles add up to.
+
+        Args:
+            image_size: Full image ``(height, width)`` (the tile grid's, padded).
+            band: The tiles' scores.
+            width: Columns of the band (from column 0).
+
+        Returns:
+            The sums over rows ``[band.y0, last tile's end)``, in the order of the tile grid.
+
+        Raises:
+            ValueError: For a band without tiles.
+        """
+        if not band.tiles:
+            raise ValueError("a band without tiles has no sums")
+        h, w = image_size
+        first = next(iter(band.tiles.values()))
+        integer = first.dtype == np.uint8
+        kind = np.uint16 if integer else np.float32
+        top = tiling.integer_weight_top(h, w, self.tile, self.overlap) if integer else 0
+        rows = max(b.y1 for b in band.tiles) - band.y0
+        acc = np.zeros((rows, width, first.shape[-1]), kind)
+        wsum = np.zeros((rows, width), kind)
+        for box, sc in sorted(band.tiles.items()):
+            tiling.accumulate(acc, wsum, sc, self._window(box, h, w, top)[band.y0 - box.y0 :],
+                              tiling.Box(band.y0, box.x0, box.y1, box.x1), (band.y0, 0))
+        return Band(acc, wsum)
 
     def finish_band(self, image_size: tuple[int, int], y0: int, above: Band,
                     tiles: list[tuple[tiling.Box, np.ndarray]]) -> np.ndarray:
