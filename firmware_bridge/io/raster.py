@@ -8,9 +8,9 @@ window (the block plus its overlap context), predicted and blended, and only the
 written. Every tile is predicted once: a tile on the border of two blocks of a row is kept for
 the block on the right (:class:`~firmware_bridge.io.blocks.RowShare`), and the scores of the
 tiles reaching the ``overlap`` rows below a row of blocks are handed to the row beneath
-(:class:`~firmware_bridge.io.blocks.BandCarry`), which adds them first. The result therefore equals tiling the whole
-scene in memory, while memory holds one block, its context and that band regardless of the
-scene's height; GDAL's block cache is capped for the same reason. The mask is a tiled,
+(:class:`~firmware_bridge.io.blocks.BandCarry`), which adds them first. The result therefore
+equals tiling the whole scene in memory, while memory holds one block, its context and that
+band regardless of the scene's height; GDAL's block cache is capped for the same reason. The mask is a tiled,
 deflate-compressed GeoTIFF with the source's CRS and transform, written through
 :func:`firmware_bridge.fsutil.atomic_path` and read back once closed
 (:mod:`firmware_bridge.io.geotiff`), so a failure (a full disk included) leaves no partial
